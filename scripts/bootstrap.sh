@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create the virtual environment and install lowbit with everything it needs.
+# torch==2.13.0 first: on these machines it is a CPU build that installs from
+# local disk; an unpinned torch would download a multi-GB CUDA build.
+set -euo pipefail
+PY="${1:-python3.11}"
+VENV="${2:-.venv}"
+if ! command -v "$PY" >/dev/null 2>&1; then PY=python3; fi
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+"$VENV/bin/python" -m pip install -q "torch==2.13.0"
+"$VENV/bin/python" -m pip install -q -e ".[engine,minilm,dev]"

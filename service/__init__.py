@@ -1,0 +1,1 @@
+"""lowbit's HTTP service: REST API, dashboard, persistence, object storage. Never imports core or torch."""

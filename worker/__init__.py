@@ -1,0 +1,1 @@
+"""lowbit's Celery workers: the only package that joins core (the engine) and service (DB, storage)."""
