@@ -1,0 +1,68 @@
+"""Pure quantization primitives: quantize, dequantize and fake-quantize (quantize-dequantize).
+
+Fake quantization uses PyTorch's fused kernels (``torch.fake_quantize_per_tensor_affine`` /
+``per_channel_affine``): one pass over memory, and their backward is the straight-through
+estimator masked to the representable range (d x̂ / d x = 1 inside [min, max], 0 outside).
+
+Grid convention: see core/quant/encoding.py (unsigned grid, ``x̂ = (q + offset)·scale``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.quant.encoding import Encoding, QuantSpec
+from core.quant.grouping import block_fake_quant_layout
+
+
+def quantize(x: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+    """Integer codes q ∈ [0, 2^b − 1] (as int64) for an integer encoding (per-tensor or per-channel)."""
+    scale, offset = _broadcast(x, encoding)
+    q = torch.round(x / scale) - offset
+    return q.clamp(0, encoding.spec.num_steps).to(torch.int64)
+
+
+def dequantize(q: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+    scale, offset = _broadcast(q, encoding)
+    return (q.to(scale.dtype) + offset) * scale
+
+
+def fake_quantize(x: torch.Tensor, encoding: Encoding) -> torch.Tensor:
+    """Quantize-dequantize with straight-through gradients; float16 encodings round through half."""
+    return fake_quantize_raw(
+        x, encoding.spec, encoding.scale.to(x.device, torch.float32), encoding.zero_point.to(x.device)
+    )
+
+
+def fake_quantize_raw(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """Fast path used by Quantizer.forward: scale (float32) and zero_point (int32) given as tensors."""
+    if x.dtype != torch.float32 and spec.dtype == "int":
+        # The fused kernels are float32; other dtypes round-trip through it.
+        return fake_quantize_raw(x.float(), spec, scale, zero_point).to(x.dtype)
+    if spec.dtype == "float":
+        return x + (x.to(torch.float16).to(x.dtype) - x).detach()
+    qmax = spec.num_steps
+    if spec.granularity == "per_tensor":
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, qmax)
+    if spec.granularity == "per_channel":
+        return torch.fake_quantize_per_channel_affine(x, scale, zero_point, spec.axis % x.dim(), 0, qmax)  # type: ignore[operator]
+    y, perm_shape, inverse = block_fake_quant_layout(x, spec)
+    y = torch.fake_quantize_per_channel_affine(y, scale, zero_point, 0, 0, qmax)
+    return y.reshape(perm_shape).permute(*inverse)
+
+
+def _broadcast(x: torch.Tensor, encoding: Encoding) -> tuple[torch.Tensor, torch.Tensor]:
+    spec = encoding.spec
+    scale = encoding.scale.to(x.device, torch.float32)
+    offset = encoding.offset.to(x.device, torch.float32)
+    if spec.granularity == "per_tensor":
+        return scale.reshape(()), offset.reshape(())
+    if spec.granularity == "per_channel":
+        shape = [1] * x.dim()
+        shape[spec.axis % x.dim()] = -1  # type: ignore[operator]
+        return scale.reshape(shape), offset.reshape(shape)
+    # Per-block: expand each (channel, block) value over its block, back in x's own layout.
+    y, perm_shape, inverse = block_fake_quant_layout(x, spec)
+    view = [y.shape[0]] + [1] * (y.dim() - 1)
+    full = [s.expand_as(y).reshape(perm_shape).permute(*inverse) for s in (scale.reshape(view), offset.reshape(view))]
+    return full[0], full[1]

@@ -1,0 +1,51 @@
+"""SQNR-optimal range ("tf-enhanced"): minimise quantization noise, clipping weighted by gamma."""
+
+from __future__ import annotations
+
+import torch
+
+from core.quant.encoding import QuantSpec
+from core.quant.range_setters.base import RangeSetter, register_scheme
+from core.quant.range_setters.histogram import RunningHistogram
+from core.quant.range_setters.search import exact_search, histogram_search
+
+
+class HistogramSearchRangeSetter(RangeSetter):
+    """Per-tensor activations: running histogram; static tensors (weights): exact search.
+
+    Per-channel activations (rare) fall back to min-max per channel.
+    """
+
+    gamma = 1.0
+
+    def __init__(self, spec: QuantSpec, gamma: float | None = None) -> None:
+        super().__init__(spec)
+        if gamma is not None:
+            self.gamma = float(gamma)
+
+    def reset(self) -> None:
+        super().reset()
+        self.hist = RunningHistogram()
+
+    def observe(self, x: torch.Tensor) -> None:
+        super().observe(x)
+        if self.spec.granularity == "per_tensor" and x.is_floating_point() and self.min is not None:
+            flat = x.detach().reshape(-1).float()
+            # histc needs the batch's own range; the running min/max already holds it for count == 1.
+            lo, hi = torch.aminmax(flat) if self.count > 1 else (self.min[0], self.max[0])  # type: ignore[index]
+            self.hist.add(flat, float(lo), float(hi))
+
+    def search_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.static is not None:
+            return exact_search(self.static, lo, hi, self.spec, self.gamma)
+        if self.spec.granularity == "per_tensor" and self.hist.counts is not None:
+            best = histogram_search(
+                self.hist.centers(), self.hist.counts, float(lo[0]), float(hi[0]), self.spec, self.gamma
+            )
+            return torch.tensor([best[0]]), torch.tensor([best[1]])
+        return lo, hi
+
+
+@register_scheme("sqnr", "tf_enhanced", "tf-enhanced", "post_training_tf_enhanced", "tfe")
+class SqnrRangeSetter(HistogramSearchRangeSetter):
+    gamma = 3.0
