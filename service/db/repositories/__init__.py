@@ -1,0 +1,1 @@
+"""Per-resource queries, always scoped to a project where the resource belongs to one."""

@@ -1,0 +1,1 @@
+"""Job lifecycle shared by the API and the workers."""
