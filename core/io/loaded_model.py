@@ -1,0 +1,65 @@
+"""The engine's view of a loaded model: an eval-mode torch module plus what is known about its I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for the engine.
+
+    ``module`` is in eval mode. ``example_inputs`` holds one tensor per model input with the
+    declared shapes, dynamic dimensions set to 1 (values are zeros for ONNX/pt2 without samples,
+    or the program's sample inputs). ``source_format`` is ``"pt2"``, ``"onnx"`` or ``"module"``;
+    ``path`` is the file it came from (None for a Python module).
+
+    Example::
+
+        loaded = LoadedModel.from_module(net, (torch.zeros(1, 3, 32, 32),))
+        outputs = loaded.module(*loaded.example_inputs)
+    """
+
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    source_format: str
+    path: Path | None = None
+
+    @classmethod
+    def from_module(
+        cls,
+        module: torch.nn.Module,
+        example_inputs: Sequence[torch.Tensor] | torch.Tensor,
+        input_names: list[str] | None = None,
+        output_names: list[str] | None = None,
+    ) -> LoadedModel:
+        """Wrap a plain ``nn.Module`` built in Python (the module is switched to eval mode).
+
+        ``example_inputs`` is one tensor or a sequence of tensors (one per forward argument).
+        Input names default to ``input`` (one input) or ``input_0, input_1, ...``; output names to
+        ``output`` or ``output_0, ...`` after one forward pass on the examples.
+        """
+        if not isinstance(module, torch.nn.Module):
+            raise ModelLoadError(f"expected a torch.nn.Module, got {type(module).__name__}")
+        examples = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+        if not examples or not all(isinstance(t, torch.Tensor) for t in examples):
+            raise ModelLoadError("example_inputs must be a tensor or a non-empty sequence of tensors")
+        module.eval()
+        if input_names is None:
+            input_names = ["input"] if len(examples) == 1 else [f"input_{i}" for i in range(len(examples))]
+        if len(input_names) != len(examples):
+            raise ModelLoadError(f"{len(input_names)} input names given for {len(examples)} example inputs")
+        if output_names is None:
+            with torch.no_grad():
+                outputs = module(*examples)
+            count = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+            output_names = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+        return cls(module, examples, list(input_names), list(output_names), "module", None)

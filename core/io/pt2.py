@@ -1,0 +1,109 @@
+"""``.pt2`` models: torch.export programs, loaded only after the archive passes core.io.pt2_archive.
+
+After loading, every graph node is checked too: a program may only call ATen/prims operators,
+higher-order operators, and plain arithmetic — a crafted graph could otherwise name any
+function reachable from ``torch``/``operator``/``math`` and run it at forward time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import operator
+from pathlib import Path
+
+import torch
+
+from core.errors import ModelLoadError
+from core.io.limits import MAX_MODEL_BYTES, checked_file
+from core.io.loaded_model import LoadedModel
+from core.io.models import register_format
+from core.io.pt2_archive import check_pt2_archive
+
+_SAFE_OPERATOR = {
+    getattr(operator, name)
+    for name in (
+        "add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos", "abs", "eq", "ne",
+        "lt", "le", "gt", "ge", "and_", "or_", "xor", "not_", "invert", "lshift", "rshift", "getitem",
+    )
+}  # fmt: skip
+_SAFE_MATH = {getattr(math, name) for name in ("floor", "ceil", "trunc", "sqrt", "isfinite", "log2")}
+_SAFE_TORCH = {
+    getattr(torch, name)
+    for name in ("sym_int", "sym_float", "sym_max", "sym_min", "sym_not", "sym_ite", "sym_sqrt", "sym_sum")
+    if hasattr(torch, name)
+} | {torch._check, torch._check_is_size}
+_OP_TYPES = (torch._ops.OpOverload, torch._ops.OpOverloadPacket, torch._ops.HigherOrderOperator)
+
+
+def _check_graph(program: torch.export.ExportedProgram, path: Path) -> None:
+    for graph_module in program.graph_module.modules():
+        graph = getattr(graph_module, "graph", None)
+        if not isinstance(graph, torch.fx.Graph):
+            continue
+        for node in graph.nodes:
+            if node.op in ("placeholder", "output", "get_attr"):
+                continue
+            target = node.target
+            safe = node.op == "call_function" and (
+                isinstance(target, _OP_TYPES) or target in _SAFE_OPERATOR | _SAFE_MATH | _SAFE_TORCH
+            )
+            if not safe:
+                raise ModelLoadError(
+                    f"model file {str(path)!r}: node {node.name!r} calls {target!r} ({node.op}); "
+                    "accepted: ATen/prims operators and plain arithmetic"
+                )
+
+
+def load_exported_program(path: Path) -> torch.export.ExportedProgram:
+    """Check and load a ``.pt2`` archive; returns the ExportedProgram named ``model`` in it."""
+    path = checked_file(
+        path, kind="model", suffixes=(".pt2",), max_bytes=MAX_MODEL_BYTES, error=ModelLoadError
+    )
+    check_pt2_archive(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch raises many types for a corrupt archive; report one clear error
+        raise ModelLoadError(
+            f"model file {str(path)!r}: torch.export.load failed ({type(exc).__name__}: {exc}); "
+            f"accepted: archives written by torch.export.save with torch {torch.__version__.split('+')[0]}"
+        ) from exc
+    _check_graph(program, path)
+    return program
+
+
+def _example_inputs(program: torch.export.ExportedProgram) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    names, tensors = [], []
+    for name in program.graph_signature.user_inputs:
+        value = placeholders[name].meta.get("val")
+        if not isinstance(value, torch.Tensor):
+            raise ModelLoadError(f"program input {name!r} is not a tensor; only tensor inputs are supported")
+        # Symbolic (dynamic) dimensions become 1, or their lower bound when that is larger.
+        shape = []
+        for dim in value.shape:
+            if isinstance(dim, int):
+                shape.append(dim)
+            else:
+                bound = program.range_constraints.get(dim.node.expr)
+                lower = int(bound.lower) if bound is not None and math.isfinite(bound.lower) else 1
+                shape.append(max(1, lower))
+        names.append(name)
+        tensors.append(torch.zeros(shape, dtype=value.dtype))
+    return names, tuple(tensors)
+
+
+def load_pt2(path: Path) -> LoadedModel:
+    """Load a ``.pt2`` file as a LoadedModel whose module is ``ExportedProgram.module()``."""
+    program = load_exported_program(path)
+    names, examples = _example_inputs(program)
+    module = program.module()
+    # torch 2.13's exported modules refuse .eval(); the graph already holds the behaviour (BN,
+    # dropout) of the mode the model was exported in.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        module.eval()
+    outputs = [str(name) for name in program.graph_signature.user_outputs]
+    return LoadedModel(module, examples, names, outputs, "pt2", Path(path))
+
+
+register_format("pt2", (".pt2",), load_pt2)
