@@ -88,6 +88,12 @@ class Quantizer(nn.Module):
     def unfreeze(self) -> None:
         self.frozen = False
 
+    def enable_range_learning(self) -> Quantizer:
+        """Train scale (and an asymmetric zero point) with LSQ gradients; see core/quant/learnable.py."""
+        from core.quant.learnable import enable_range_learning  # learnable.py builds on this module
+
+        return enable_range_learning(self)
+
     @contextmanager
     def observing(self) -> Iterator[None]:
         """Pass-through while collecting statistics; computes the encoding on exit."""

@@ -1,0 +1,214 @@
+"""Fake quantization with a learnable scale and offset (LSQ / LSQ+ gradients).
+
+Forward, on the unsigned grid of core/quant/encoding.py with a float zero point ``z = −offset``:
+
+    x̂ = (clamp(round(x/s + z), 0, Q) − z) · s
+
+Backward (straight-through through ``round``):
+
+    ∂x̂/∂x = 1 inside the grid, 0 outside
+    ∂x̂/∂s = round(x/s + z) − z − x/s inside, (0 or Q) − z outside       (LSQ)
+    ∂x̂/∂z = 0 inside, −s outside                                        (LSQ+)
+
+and both encoding gradients are multiplied by the LSQ gradient scale
+``g = 1 / sqrt(n · Q_p)`` (n = elements per group, Q_p = number of positive levels), which keeps
+the step size's update comparable to the weights' updates whatever the tensor size.
+
+A collapsed range (s == 0, or a step that drives s negative) would divide by zero; the forward
+uses ``max(s, MIN_LEARNED_SCALE)`` through a straight-through clamp, so the output stays finite
+and the gradient still reaches ``s`` and can move it back up.
+
+The fused PyTorch kernels (``torch._fake_quantize_learnable_per_{tensor,channel}_affine``) compute
+exactly these gradients in one pass; per-block encodings and non-float32 inputs use the same math
+written with differentiable tensor ops.
+
+>>> s = torch.tensor([0.1], requires_grad=True); z = torch.tensor([0.0])
+>>> y = learnable_fake_quantize(torch.tensor([0.26, 5.0]), QuantSpec(bitwidth=4), s, z)
+>>> [round(v, 2) for v in y.tolist()]
+[0.3, 1.5]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from core.errors import LowbitError
+from core.quant.encoding import Encoding, QuantSpec
+from core.quant.grouping import block_fake_quant_layout
+from core.quant.primitives import fake_quantize_raw
+from core.quant.quantizer import Quantizer
+
+# Below this a step size is treated as collapsed (the encodings' own floor is 1e-10; a learned
+# scale gets a little more headroom so 1/s stays far from float32 overflow).
+MIN_LEARNED_SCALE = 1e-8
+
+
+def positive_levels(spec: QuantSpec) -> int:
+    """Q_p of LSQ: the number of grid points above zero (127 for symmetric int8, 255 for uint8)."""
+    return 2 ** (spec.bitwidth - 1) - 1 if spec.symmetric else spec.num_steps
+
+
+def lsq_grad_factor(x: torch.Tensor, spec: QuantSpec, groups: int) -> float:
+    """LSQ gradient scale 1/sqrt(n·Q_p) with n = elements of x per encoding group."""
+    per_group = max(1, x.numel() // max(1, groups))
+    return 1.0 / math.sqrt(per_group * positive_levels(spec))
+
+
+def safe_scale(scale: torch.Tensor) -> torch.Tensor:
+    """max(scale, MIN_LEARNED_SCALE) in the forward; identity for the gradient (straight-through)."""
+    return scale + (scale.clamp_min(MIN_LEARNED_SCALE) - scale).detach()
+
+
+def learnable_fake_quantize(
+    x: torch.Tensor,
+    spec: QuantSpec,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    grad_factor: float | None = None,
+) -> torch.Tensor:
+    """Quantize-dequantize x with gradients to x, ``scale`` and (float) ``zero_point``.
+
+    ``scale``/``zero_point`` are (groups,) float32 tensors; either may require grad. A zero
+    point that must stay fixed (symmetric encodings) is passed without requires_grad.
+    """
+    groups = scale.numel()
+    if grad_factor is None:
+        grad_factor = lsq_grad_factor(x, spec, groups)
+    s = safe_scale(scale)
+    qmax = spec.num_steps
+    if x.dtype == torch.float32 and spec.granularity in ("per_tensor", "per_channel"):
+        if spec.granularity == "per_tensor":
+            return torch._fake_quantize_learnable_per_tensor_affine(x, s, zero_point, 0, qmax, grad_factor)
+        axis = spec.axis % x.dim()  # type: ignore[operator]
+        return torch._fake_quantize_learnable_per_channel_affine(x, s, zero_point, axis, 0, qmax, grad_factor)
+    return _reference(x, spec, s, zero_point, grad_factor).to(x.dtype)
+
+
+def _reference(
+    x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero_point: torch.Tensor, grad_factor: float
+) -> torch.Tensor:
+    """The same function from differentiable ops (per-block layouts, float16/bfloat16 inputs)."""
+    # Scale the gradients reaching s and z by g without changing their forward value.
+    s = scale * grad_factor + (scale - scale * grad_factor).detach()
+    z = zero_point * grad_factor + (zero_point - zero_point * grad_factor).detach()
+    z = z + (z.round().clamp(0, spec.num_steps) - z).detach()
+    xf = x.float()
+    if spec.granularity == "per_block":
+        y, perm_shape, inverse = block_fake_quant_layout(xf, spec)
+        view = [y.shape[0]] + [1] * (y.dim() - 1)
+        out = _grid(y, s.reshape(view), z.reshape(view), spec.num_steps)
+        return out.reshape(perm_shape).permute(*inverse)
+    if spec.granularity == "per_channel":
+        shape = [1] * xf.dim()
+        shape[spec.axis % xf.dim()] = -1  # type: ignore[operator]
+        return _grid(xf, s.reshape(shape), z.reshape(shape), spec.num_steps)
+    return _grid(xf, s.reshape(()), z.reshape(()), spec.num_steps)
+
+
+def _grid(x: torch.Tensor, s: torch.Tensor, z: torch.Tensor, qmax: int) -> torch.Tensor:
+    u = x / s + z
+    q = u + (torch.round(u) - u).detach()
+    return (q.clamp(0, qmax) - z) * s
+
+
+class LearnableQuantizer(Quantizer):
+    """A calibrated Quantizer whose scale (and, when asymmetric, zero point) are nn.Parameters.
+
+    Made by ``Quantizer.enable_range_learning()`` (the module's class is swapped in place, so its
+    name, position in the model and state-dict keys ``scale``/``zero_point`` stay the same). The
+    zero point is a float while it learns; ``encoding`` rounds it onto the integer grid, and
+    ``disable_range_learning()`` bakes the learned values back into the plain int32 buffers.
+    """
+
+    def set_encoding(self, encoding: Encoding) -> None:
+        if self.frozen:
+            return
+        scale = encoding.scale.detach().reshape(-1).to(self.scale.device, torch.float32)
+        zero_point = encoding.zero_point.reshape(-1).to(self.scale.device, torch.float32)
+        if scale.shape != self.scale.shape:
+            raise LowbitError(
+                f"encoding has {scale.numel()} groups but this range-learning quantizer has {self.scale.numel()}; "
+                "call disable_range_learning() before changing granularity"
+            )
+        self.spec = encoding.spec
+        with torch.no_grad():
+            # In place: an optimizer holding these parameters keeps training the new values.
+            self.scale.copy_(scale)
+            self.zero_point.copy_(zero_point)
+
+    def clear_encoding(self) -> None:
+        if self.frozen:
+            return
+        raise LowbitError(
+            "a range-learning quantizer always has an encoding; call disable_range_learning() first"
+        )
+
+    @property
+    def encoding(self) -> Encoding | None:
+        scale = self.scale.detach().clamp_min(MIN_LEARNED_SCALE).clone()
+        offset = -self.zero_point.detach().round().clamp(0, self.spec.num_steps).to(torch.float32)
+        return Encoding(self.spec, scale, offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled or not x.is_floating_point():
+            return x
+        if self._observing:
+            self.range_setter.observe(x)
+            return x
+        if not torch.is_grad_enabled():
+            enc = self.encoding
+            assert enc is not None
+            return fake_quantize_raw(x, self.spec, enc.scale, enc.zero_point)
+        return learnable_fake_quantize(x, self.spec, self.scale, self.zero_point)
+
+    def disable_range_learning(self) -> None:
+        """Back to a plain Quantizer with the learned encoding (rounded zero point) in int32 buffers."""
+        enc = self.encoding
+        assert enc is not None
+        for name in ("scale", "zero_point"):
+            self._parameters.pop(name, None)
+            self._buffers.pop(name, None)
+        self.register_buffer("scale", enc.scale.clone())
+        self.register_buffer("zero_point", enc.zero_point.clone())
+        self.__class__ = Quantizer  # type: ignore[assignment]
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # type: ignore[no-untyped-def]
+        # Shapes are fixed once learning starts: copy in place (the base class re-creates buffers).
+        nn.Module._load_from_state_dict(
+            self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+def enable_range_learning(quantizer: Quantizer) -> LearnableQuantizer:
+    """Turn a calibrated integer Quantizer into a LearnableQuantizer in place and return it.
+
+    Symmetric encodings learn only the scale (their zero point is pinned to the grid's middle);
+    asymmetric ones learn scale and zero point. Already-learnable quantizers are returned as is.
+    """
+    if isinstance(quantizer, LearnableQuantizer):
+        return quantizer
+    if quantizer.spec.dtype != "int":
+        raise LowbitError(
+            "range learning needs an integer quantizer; float16 quantizers have no scale to learn"
+        )
+    enc = quantizer.encoding
+    if enc is None:
+        raise LowbitError(
+            "range learning starts from a calibrated encoding; run QuantSim.compute_encodings(data) first"
+        )
+    device = quantizer.scale.device
+    scale = enc.scale.to(device, torch.float32).reshape(-1).clone()
+    zero_point = enc.zero_point.to(device, torch.float32).reshape(-1).clone()
+    del quantizer._buffers["scale"], quantizer._buffers["zero_point"]
+    quantizer.scale = nn.Parameter(scale)
+    if quantizer.spec.symmetric:
+        quantizer.register_buffer("zero_point", zero_point)
+    else:
+        quantizer.zero_point = nn.Parameter(zero_point)
+    quantizer.__class__ = LearnableQuantizer
+    return quantizer  # type: ignore[return-value]
