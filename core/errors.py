@@ -57,3 +57,10 @@ class CancelledError(LowbitError):
 
     exit_code = 5
     code = "cancelled"
+
+
+class GraphCaptureError(LowbitError):
+    """The model cannot be traced into a graph (neither torch.export nor torch.fx succeeded)."""
+
+    exit_code = 3
+    code = "untraceable_model"

@@ -1,0 +1,212 @@
+"""ATen ops with weights -> torch's own layers (``aten.conv2d`` -> ``nn.Conv2d``, ``aten.linear`` -> ``nn.Linear``).
+
+The layer is built on the meta device and then given the program's own (copied) tensors, so it computes
+exactly what the ATen op computed. When a weight is not a parameter/buffer of the program (computed at run
+time, e.g. a dynamic convolution) the converter declines and the node stays a float ``call_function``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from core.graph import ops
+from core.graph.aten_registry import Conversion, ConversionContext, arg, register_aten
+
+
+def _ntuple(value: Any, n: int) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,) * n
+    values = tuple(value)
+    return values * n if len(values) == 1 else values
+
+
+def _assign(module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
+    if tensor is None:
+        setattr(module, name, None)
+    elif isinstance(tensor, nn.Parameter):
+        setattr(module, name, tensor)
+    elif name in module._parameters:
+        module._parameters[name] = nn.Parameter(tensor, requires_grad=tensor.is_floating_point())
+    else:
+        module._buffers[name] = tensor
+
+
+def _tensors(node: fx.Node, ctx: ConversionContext, *nodes: Any) -> list[torch.Tensor | None] | None:
+    """Program tensors for weight-like arguments; None if any given one is computed at run time."""
+    out: list[torch.Tensor | None] = []
+    for item in nodes:
+        if item is None:
+            out.append(None)
+            continue
+        tensor = ctx.tensor_of(item)
+        if tensor is None:
+            return None
+        out.append(tensor)
+    return out
+
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+@register_aten("conv1d", "conv2d", "conv3d")
+def _conv(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    weight_node, bias_node = node.args[1], arg(node, "bias", 2)
+    tensors = _tensors(node, ctx, weight_node, bias_node)
+    if tensors is None:
+        return None
+    weight, bias = tensors
+    assert weight is not None
+    dims = weight.dim() - 2
+    groups = arg(node, "groups", 6, 1)
+    padding = arg(node, "padding", 4, 0)
+    module = _CONV[dims](
+        weight.shape[1] * groups,
+        weight.shape[0],
+        tuple(weight.shape[2:]),
+        stride=_ntuple(arg(node, "stride", 3, 1), dims),
+        padding=padding if isinstance(padding, str) else _ntuple(padding, dims),
+        dilation=_ntuple(arg(node, "dilation", 5, 1), dims),
+        groups=groups,
+        bias=bias is not None,
+        device="meta",
+    )
+    _assign(module, "weight", weight)
+    _assign(module, "bias", bias)
+    return Conversion(module, (node.args[0],), "conv")
+
+
+@register_aten("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+def _conv_transpose(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    tensors = _tensors(node, ctx, node.args[1], arg(node, "bias", 2))
+    if tensors is None:
+        return None
+    weight, bias = tensors
+    assert weight is not None
+    dims = weight.dim() - 2
+    groups = arg(node, "groups", 6, 1)
+    module = _CONV_T[dims](
+        weight.shape[0],
+        weight.shape[1] * groups,
+        tuple(weight.shape[2:]),
+        stride=_ntuple(arg(node, "stride", 3, 1), dims),
+        padding=_ntuple(arg(node, "padding", 4, 0), dims),
+        output_padding=_ntuple(arg(node, "output_padding", 5, 0), dims),
+        groups=groups,
+        dilation=_ntuple(arg(node, "dilation", 7, 1), dims),
+        bias=bias is not None,
+        device="meta",
+    )
+    _assign(module, "weight", weight)
+    _assign(module, "bias", bias)
+    return Conversion(module, (node.args[0],), "conv_transpose")
+
+
+@register_aten("linear")
+def _linear(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    tensors = _tensors(node, ctx, node.args[1], arg(node, "bias", 2))
+    if tensors is None:
+        return None
+    weight, bias = tensors
+    assert weight is not None
+    module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    _assign(module, "weight", weight)
+    _assign(module, "bias", bias)
+    return Conversion(module, (node.args[0],), "linear")
+
+
+_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+
+
+@register_aten("batch_norm")
+def _batch_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    if arg(node, "training", 5, False):
+        return None  # a BN that updates its statistics is training-time behaviour, not a layer to quantize
+    weight_node, bias_node, mean_node, var_node = node.args[1:5]
+    if mean_node is None or var_node is None:
+        return None
+    tensors = _tensors(node, ctx, weight_node, bias_node, mean_node, var_node)
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+    if tensors is None or not isinstance(val, torch.Tensor) or val.dim() not in _BN:
+        return None
+    weight, bias, mean, var = tensors
+    assert mean is not None and var is not None
+    module = _BN[val.dim()](
+        mean.shape[0],
+        eps=arg(node, "eps", 7, 1e-5),
+        momentum=arg(node, "momentum", 6, 0.1),
+        affine=weight is not None,
+        device="meta",
+    )
+    if weight is not None:
+        _assign(module, "weight", weight)
+        _assign(module, "bias", bias if bias is not None else torch.zeros_like(weight))
+    _assign(module, "running_mean", mean)
+    _assign(module, "running_var", var)
+    _assign(module, "num_batches_tracked", torch.zeros((), dtype=torch.long, device=mean.device))
+    return Conversion(module.eval(), (node.args[0],), "batch_norm")
+
+
+@register_aten("layer_norm")
+def _layer_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    weight_node, bias_node = arg(node, "weight", 2), arg(node, "bias", 3)
+    tensors = _tensors(node, ctx, weight_node, bias_node)
+    shape = tuple(node.args[1])  # type: ignore[arg-type]
+    eps = arg(node, "eps", 4, 1e-5)
+    if tensors is None or (tensors[0] is None) != (tensors[1] is None):
+        # computed or half-present affine parameters: they become forward arguments
+        return Conversion(ops.LayerNormFn(shape, eps), (node.args[0], weight_node, bias_node), "layer_norm")
+    weight, bias = tensors
+    module = nn.LayerNorm(
+        shape, eps=arg(node, "eps", 4, 1e-5), elementwise_affine=weight is not None, device="meta"
+    )
+    if weight is not None:
+        _assign(module, "weight", weight)
+        _assign(module, "bias", bias)
+    return Conversion(module, (node.args[0],), "layer_norm")
+
+
+@register_aten("group_norm")
+def _group_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    tensors = _tensors(node, ctx, arg(node, "weight", 2), arg(node, "bias", 3))
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+    if tensors is None or (tensors[0] is None) != (tensors[1] is None) or not isinstance(val, torch.Tensor):
+        return None
+    weight, bias = tensors
+    module = nn.GroupNorm(
+        node.args[1], val.shape[1], eps=arg(node, "eps", 4, 1e-5), affine=weight is not None, device="meta"
+    )
+    if weight is not None:
+        _assign(module, "weight", weight)
+        _assign(module, "bias", bias)
+    return Conversion(module, (node.args[0],), "group_norm")
+
+
+@register_aten("embedding")
+def _embedding(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    tensors = _tensors(node, ctx, node.args[0])
+    if tensors is None or arg(node, "sparse", 4, False):
+        return None
+    (weight,) = tensors
+    assert weight is not None
+    padding_idx = arg(node, "padding_idx", 2, -1)
+    module = nn.Embedding(
+        weight.shape[0], weight.shape[1], padding_idx=None if padding_idx < 0 else padding_idx, device="meta"
+    )
+    _assign(module, "weight", weight)
+    return Conversion(module, (node.args[1],), "embedding")
+
+
+@register_aten("prelu", "_prelu_kernel")
+def _prelu(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    tensors = _tensors(node, ctx, node.args[1])
+    if tensors is None:
+        return None
+    (weight,) = tensors
+    assert weight is not None
+    module = nn.PReLU(weight.numel(), device="meta")
+    _assign(module, "weight", weight)
+    return Conversion(module, (node.args[0],), "prelu")

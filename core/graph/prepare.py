@@ -1,0 +1,82 @@
+"""``prepare_model``: capture a model as a graph whose quantizable computations are leaf-module calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.export import ExportedProgram
+
+from core.errors import GraphCaptureError, LowbitError
+from core.graph.export_capture import export_program, rebuild
+from core.graph.fx_capture import capture_with_fx
+
+PreparedModel = fx.GraphModule
+"""A ``torch.fx.GraphModule`` (class name ``PreparedModel``) built by :func:`prepare_model`."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def prepare_model(model: nn.Module | ExportedProgram, example_inputs: tuple[Any, ...]) -> PreparedModel:
+    """Capture ``model`` as a GraphModule in which every quantizable computation is a leaf-module call.
+
+    Contract of the result:
+
+    * layers keep their original names (``layer1.0.conv1``, weight ``layer1.0.conv1.weight``); functional
+      math becomes ``core.graph.ops`` / torch activation modules named after the enclosing module
+      (``layer1.0.add``, ``layer1.0.add_1``); every leaf maps to an ONNX type via
+      ``core.graph.op_types.onnx_op_type``;
+    * a module called from several places is duplicated (``relu``, ``relu_1``), sharing parameters;
+    * data movement (view, permute, getitem, slice, ...) and math on non-float tensors stay
+      ``call_function`` / ``call_method`` nodes;
+    * outputs equal the original's; tensors are private copies (editing the result never edits ``model``);
+      the result is in eval mode.
+
+    ``torch.export`` (non-strict) is tried first; on failure ``torch.fx`` tracing; a GraphModule input goes
+    to fx first (its leaves are already what we want). An ``ExportedProgram`` (from a ``.pt2``) is rebuilt
+    directly. Raises GraphCaptureError naming both tracers' failures when nothing can trace the model.
+
+    Example::
+
+        prepared = prepare_model(model, (torch.randn(1, 3, 32, 32),))
+        [n.target for n in prepared.graph.nodes if n.op == "call_module"]  # ['conv1', 'bn1', 'relu', ...]
+    """
+    if not isinstance(example_inputs, tuple):
+        raise TypeError(
+            f"example_inputs must be a tuple of model inputs, got {type(example_inputs).__name__}"
+        )
+    if isinstance(model, ExportedProgram):
+        return rebuild(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be an nn.Module or torch.export.ExportedProgram, got {type(model).__name__}"
+        )
+    routes = [("torch.fx", _via_fx), ("torch.export", _via_export)]
+    if not isinstance(model, fx.GraphModule):
+        routes.reverse()
+    failures: list[str] = []
+    for name, route in routes:
+        try:
+            return route(model, example_inputs)
+        except LowbitError as error:
+            failures.append(f"{name}: {error}")
+        except Exception as error:  # tracers raise many unrelated types; all mean "this route failed"
+            failures.append(f"{name}: {_first_line(error)}")
+    raise GraphCaptureError(
+        f"cannot capture {type(model).__name__} as a graph. " + "; ".join(failures) + ". "
+        "Run core.graph.validate_model for per-node advice (data-dependent control flow: rewrite with "
+        "torch.cond or move it into a leaf module)."
+    )
+
+
+def _via_export(model: nn.Module, example_inputs: tuple[Any, ...]) -> PreparedModel:
+    return rebuild(export_program(model, example_inputs), model)
+
+
+def _via_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> PreparedModel:
+    with torch.no_grad():
+        return capture_with_fx(model, example_inputs)
