@@ -1,0 +1,111 @@
+"""Cross-layer equalization: output unchanged (relative error ≤ 1e-4) and ranges equalized."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import fx, nn
+
+from core.ptq.cle import CleConfig, equalize_model
+from core.ptq.weight_channels import in_channel_absmax, out_channel_absmax
+from tests.core.ptq.tiny_models import (
+    conv_chain,
+    depthwise_triplet,
+    randomize_bn,
+    relative_error,
+    residual_block,
+)
+
+TOL = 1e-4
+NO_HBA = CleConfig(high_bias_fold=False)
+
+
+def _equalize(model: nn.Module, x: torch.Tensor, config: CleConfig = NO_HBA):
+    reference = model(x)
+    result = equalize_model(fx.symbolic_trace(copy.deepcopy(model)), config)
+    return result, relative_error(result.model(x), reference)
+
+
+def test_conv_chain_output_unchanged_and_pair_ranges_equal():
+    result, err = _equalize(conv_chain(), torch.randn(4, 3, 6, 6))
+    assert err <= TOL
+    # conv0→relu→conv3, conv3→relu→conv6 (then PReLU → flatten ends it), linear10→relu→linear13 (MLP pair).
+    assert result.cls_sets == [("0", "3"), ("3", "6"), ("10", "13")]
+    first, second = result.model.get_submodule("10"), result.model.get_submodule("13")
+    torch.testing.assert_close(out_channel_absmax(first), in_channel_absmax(second), rtol=1e-4, atol=1e-6)
+
+
+def test_depthwise_triplet_cube_root_balances_all_three():
+    result, err = _equalize(depthwise_triplet(), torch.randn(4, 4, 6, 6))
+    assert err <= TOL
+    assert result.cls_sets == [("0", "3", "6")]
+    m = [result.model.get_submodule(n) for n in ("0", "3", "6")]
+    r0, r1, r2 = out_channel_absmax(m[0]), out_channel_absmax(m[1]), in_channel_absmax(m[2])
+    torch.testing.assert_close(r0, r1, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(r1, r2, rtol=1e-4, atol=1e-6)
+
+
+def test_residual_block_equalizes_only_inside_the_branch():
+    result, err = _equalize(residual_block(), torch.randn(2, 3, 6, 6))
+    assert err <= TOL
+    assert result.cls_sets == [("conv1", "conv2")]
+
+
+def test_per_tensor_range_spread_shrinks():
+    """Equalization's purpose: per-channel ranges of a pair become closer to the tensor's max."""
+    model = depthwise_triplet()
+    before = fx.symbolic_trace(copy.deepcopy(model))
+    from core.ptq.bn_fold import fold_all_batch_norms
+
+    fold_all_batch_norms(before)
+    ratio_before = out_channel_absmax(before.get_submodule("3"))
+    result, _ = _equalize(model, torch.randn(1, 4, 6, 6))
+    ratio_after = out_channel_absmax(result.model.get_submodule("3"))
+    spread = lambda r: float((r / r.max()).mean())  # noqa: E731
+    assert spread(ratio_after) > spread(ratio_before)
+
+
+def test_relu6_replaced_with_warning_or_skipped_exactly():
+    model = depthwise_triplet(nn.ReLU6)
+    x = torch.randn(4, 4, 6, 6)
+    with pytest.warns(UserWarning, match="ReLU6"):
+        replaced, _ = _equalize(model, x)
+    assert replaced.relu6_replaced == ["2", "5"] and replaced.cls_sets == [("0", "3", "6")]
+    skipped, err = _equalize(model, x, CleConfig(relu6="skip", high_bias_fold=False))
+    assert skipped.cls_sets == [] and err <= 1e-6
+
+
+def test_high_bias_absorption_is_exact_through_identity_into_unpadded_layer():
+    """Given conv-BN (large β) → 1x1 conv with no activation, When absorbing, Then the bias moves
+    into the next layer and the output stays the same."""
+    torch.manual_seed(3)
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.Conv2d(6, 4, 1)), seed=3)
+    model[1].bias.data += 5.0
+    x = torch.randn(2, 3, 6, 6)
+    result, err = _equalize(model, x, CleConfig())
+    plain, _ = _equalize(model, x)
+    assert result.high_bias_absorbed == [("0", "2")]
+    assert err <= TOL
+    absorbed = result.model.get_submodule("0").bias.detach().abs().mean()
+    kept = plain.model.get_submodule("0").bias.detach().abs().mean()
+    assert absorbed < kept - 4.0
+
+
+def test_high_bias_absorption_with_relu_keeps_output_close_when_nothing_is_clipped():
+    torch.manual_seed(4)
+    model = randomize_bn(
+        nn.Sequential(nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 1)), seed=4
+    )
+    model[1].bias.data.fill_(8.0)
+    model[1].weight.data.fill_(0.5)
+    # BN statistics measured on the data: pre-activations ≈ N(8, 0.25), never below 8 − 6·0.5 here.
+    x = torch.randn(64, 3, 4, 4)
+    with torch.no_grad():
+        y = model[0](x)
+        model[1].running_mean.copy_(y.mean((0, 2, 3)))
+        model[1].running_var.copy_(y.var((0, 2, 3)))
+    result, err = _equalize(model, x, CleConfig(num_sigma=6.0))
+    assert result.high_bias_absorbed == [("0", "3")]
+    assert err <= TOL
