@@ -16,7 +16,7 @@ from core.io.loaded_model import LoadedModel
 
 ModelLoader = Callable[[Path], LoadedModel]
 
-_FORMAT_MODULES = ("core.io.pt2",)
+_FORMAT_MODULES = ("core.io.pt2", "core.io.onnx_model")
 _LOADERS: dict[str, tuple[str, ModelLoader]] = {}
 
 

@@ -1,0 +1,140 @@
+"""ONNX graph → torch.fx GraphModule.
+
+Layers with weights become modules named after their ONNX nodes; everything else becomes
+call_function nodes of torch functions. Parts of the graph that depend only on constants (shape
+arithmetic, Constant nodes) are evaluated while converting and stored as buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import fx
+
+from core.errors import ModelLoadError, UnsupportedOpError
+from core.io.onnx_convert.context import GraphBuilder, NodeContext
+from core.io.onnx_convert.registry import HANDLERS, supported_ops
+from core.io.onnx_convert.values import PROBE_SIZES, Dynamic, Static, Value
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class ConvertedGraph:
+    """The converted module (eval mode), ONNX input/output names, and one example tensor per input."""
+
+    module: fx.GraphModule
+    input_names: list[str]
+    output_names: list[str]
+    example_inputs: tuple[torch.Tensor, ...]
+
+
+def _torch_dtype(elem_type: int, what: str) -> torch.dtype:
+    try:
+        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+        return torch.from_numpy(np.zeros(0, dtype=np_dtype)).dtype
+    except (KeyError, TypeError, ValueError) as exc:
+        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type else "undefined"
+        raise ModelLoadError(f"{what} has element type {name}; accepted: numeric tensors") from exc
+
+
+def _to_tensor(proto: onnx.TensorProto) -> torch.Tensor:
+    array = numpy_helper.to_array(proto)
+    if array.dtype.kind not in "biuf":
+        raise ModelLoadError(f"initializer {proto.name!r} has dtype {array.dtype}; accepted: numeric tensors")
+    return torch.from_numpy(np.array(array, copy=True))
+
+
+def _input_probes(value_info: onnx.ValueInfoProto) -> tuple[torch.Tensor, ...]:
+    tensor_type = value_info.type.tensor_type
+    dtype = _torch_dtype(tensor_type.elem_type, f"model input {value_info.name!r}")
+    dims = [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
+    ]
+    generator = torch.Generator().manual_seed(0)
+    probes = []
+    for size in PROBE_SIZES:
+        shape = [size if d is None else d for d in dims]
+        if dtype.is_floating_point:
+            probes.append(torch.randn(shape, generator=generator).to(dtype))
+        else:
+            probes.append(torch.zeros(shape, dtype=dtype))
+    return tuple(probes)
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's ONNX (default domain) opset version."""
+    for entry in model.opset_import:
+        if entry.domain in _DEFAULT_DOMAINS:
+            return int(entry.version)
+    raise ModelLoadError("the model imports no default-domain ONNX opset")
+
+
+def convert(model: onnx.ModelProto) -> ConvertedGraph:
+    """Convert an ONNX model (external data already loaded) into a torch.fx GraphModule.
+
+    Raises UnsupportedOpError naming the op, the node and the supported op list for anything
+    outside the supported set, ModelLoadError for a malformed graph.
+    """
+    opset = default_opset(model)
+    supported = supported_ops()
+    builder = GraphBuilder()
+    graph = model.graph
+    env: dict[str, Value] = {}
+    for init in graph.initializer:
+        env[init.name] = Static(_to_tensor(init))
+    input_names: list[str] = []
+    examples: list[torch.Tensor] = []
+    for value_info in graph.input:
+        if value_info.name in env:
+            continue  # initializers listed as inputs (keep_initializers_as_inputs)
+        probes = _input_probes(value_info)
+        node = builder.graph.placeholder(builder.unique_name(value_info.name))
+        env[value_info.name] = Dynamic(node, probes)
+        input_names.append(value_info.name)
+        examples.append(probes[0])
+    with torch.no_grad():
+        for onnx_node in graph.node:
+            _convert_node(builder, onnx_node, env, opset, supported)
+    outputs = []
+    for out in graph.output:
+        if out.name not in env:
+            raise ModelLoadError(f"graph output {out.name!r} is produced by no node")
+        outputs.append(builder.to_graph_arg(env[out.name]))
+    builder.graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    module = fx.GraphModule(builder.root, builder.graph, class_name="OnnxGraphModule")
+    module.eval()
+    return ConvertedGraph(module, input_names, [o.name for o in graph.output], tuple(examples))
+
+
+def _convert_node(
+    builder: GraphBuilder, onnx_node: onnx.NodeProto, env: dict[str, Value], opset: int, supported: list[str]
+) -> None:
+    label = f"ONNX node {onnx_node.name or '(unnamed)'!r} ({onnx_node.op_type})"
+    if onnx_node.domain not in _DEFAULT_DOMAINS or onnx_node.op_type not in HANDLERS:
+        domain = f" in domain {onnx_node.domain!r}" if onnx_node.domain not in _DEFAULT_DOMAINS else ""
+        raise UnsupportedOpError(
+            f"{label}: operator {onnx_node.op_type!r}{domain} is not supported; "
+            f"supported (default domain): {', '.join(supported)}"
+        )
+    inputs: list[Value | None] = []
+    for name in onnx_node.input:
+        if not name:
+            inputs.append(None)
+        elif name not in env:
+            raise ModelLoadError(f"{label}: input {name!r} is produced by no earlier node")
+        else:
+            inputs.append(env[name])
+    try:
+        results = HANDLERS[onnx_node.op_type](NodeContext(builder, onnx_node, inputs, opset))
+    except (UnsupportedOpError, ModelLoadError):
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise ModelLoadError(f"{label}: cannot be converted ({type(exc).__name__}: {exc})") from exc
+    for name, value in zip(onnx_node.output, results, strict=False):
+        if name and value is not None:
+            env[name] = value
