@@ -1,0 +1,146 @@
+"""docker-compose.yml, validated without a Docker engine.
+
+The file is interpolated as Compose does and parsed by the compose-spec package (a strict Rust
+parser of the Compose specification: unknown keys, bad durations, unknown depends_on conditions
+are errors). Where a Compose CLI is on PATH (Debian's docker-compose, installed by
+scripts/system-deps.sh, or the `docker compose` plugin) `config -q` must accept it too. Then
+lowbit's own rules: start-up ordering by health, one-shots, the GPU profile, named volumes and
+settings names.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+from tests.deploy.compose_interpolation import interpolate
+from tests.deploy.dockerfile_stages import parse
+from tests.deploy.overlays import REPO
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+RAW = yaml.safe_load(COMPOSE_FILE.read_text())
+# No variables set: every ${VAR:-default} takes its default, as on a fresh machine.
+COMPOSE: dict[str, Any] = interpolate(RAW, {})
+SERVICES: dict[str, Any] = COMPOSE["services"]
+LOWBIT = ("migrate", "api", "worker", "worker-gpu", "beat")
+ONE_SHOTS = ("migrate", "minio-init")
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_compose_spec_parser_accepts_the_file() -> None:
+    parsed = PyCompose.from_yaml(yaml.safe_dump(COMPOSE))
+    assert set(parsed.service_names()) == set(SERVICES)
+
+
+@pytest.mark.parametrize(
+    ("service", "change"),
+    [("api", {"restrat": "always"}), ("api", {"depends_on": {"redis": {"condition": "service_ready"}}})],
+    ids=["unknown-key", "unknown-condition"],
+)
+def test_compose_spec_parser_rejects_broken_services(service: str, change: dict[str, Any]) -> None:
+    broken = yaml.safe_load(yaml.safe_dump(COMPOSE))
+    broken["services"][service].update(change)
+    with pytest.raises(ValueError):
+        PyCompose.from_yaml(yaml.safe_dump(broken))
+
+
+@pytest.mark.skipif(
+    _compose_cli() is None, reason="no Compose CLI on PATH (scripts/system-deps.sh installs one)"
+)
+@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
+def test_compose_cli_validates_the_file(profile: list[str]) -> None:
+    cli = _compose_cli()
+    assert cli is not None
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), *profile, "config", "-q"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_start_up_waits_for_health_and_one_shots() -> None:
+    dockerfile = parse((REPO / "Dockerfile").read_text())
+    for name, service in SERVICES.items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+            target = SERVICES[dependency]
+            if condition["condition"] == "service_healthy":
+                has_check = "test" in target.get("healthcheck", {})
+                built_check = "build" in target and dockerfile[target["build"]["target"]].all("HEALTHCHECK")
+                assert has_check or built_check, (
+                    f"{name} waits for {dependency} to be healthy; it has no health check"
+                )
+            elif condition["condition"] == "service_completed_successfully":
+                assert dependency in ONE_SHOTS, (
+                    f"{name} waits for {dependency} to exit, but it is a long-running service"
+                )
+    for name in ONE_SHOTS:
+        assert SERVICES[name]["restart"] == "no"
+    for name in ("api", "worker", "worker-gpu", "beat"):
+        conditions = {d: c["condition"] for d, c in SERVICES[name]["depends_on"].items()}
+        assert conditions["migrate"] == "service_completed_successfully"
+        assert conditions["minio-init"] == "service_completed_successfully"
+        assert conditions["redis"] == "service_healthy"
+    assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert SERVICES["migrate"]["command"] == ["lowbit", "db", "upgrade"]
+
+
+def test_lowbit_services_build_dockerfile_targets() -> None:
+    stages = parse((REPO / "Dockerfile").read_text())
+    images: dict[str, str] = {}
+    for name in LOWBIT:
+        build = SERVICES[name]["build"]
+        assert build["context"] == "." and build["target"] in stages
+        # One image per target: services on the same target share the tag.
+        assert images.setdefault(build["target"], SERVICES[name]["image"]) == SERVICES[name]["image"]
+    assert SERVICES["migrate"]["build"]["target"] == SERVICES["api"]["build"]["target"] == "api"
+    assert SERVICES["worker-gpu"]["build"]["target"] == "worker-gpu"
+
+
+def test_gpu_worker_is_behind_the_gpu_profile_with_a_device_reservation() -> None:
+    gpu = SERVICES["worker-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert len(device["device_ids"]) == 1, "one GPU per worker process"
+    command = gpu["command"]
+    assert command[command.index("-Q") + 1] == "gpu" and command[command.index("--concurrency") + 1] == "1"
+    assert all("profiles" not in s for n, s in SERVICES.items() if n != "worker-gpu")
+    worker = SERVICES["worker"]["command"]
+    assert worker[worker.index("-Q") + 1] == "cpu"
+
+
+def test_state_lives_in_declared_named_volumes() -> None:
+    declared = set(COMPOSE["volumes"])
+    used = set()
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert not source.startswith((".", "/")), f"bind mount {volume}: use a named volume"
+            used.add(source)
+    assert used == declared == {"pgdata", "redisdata", "miniodata"}
+
+
+def test_lowbit_environment_is_distributed_mode_with_known_settings() -> None:
+    settings = pytest.importorskip("service.settings")
+    known = {f"LOWBIT_{field.upper()}" for field in settings.Settings.model_fields}
+    for name in LOWBIT:
+        env = SERVICES[name]["environment"]
+        assert set(env) <= known, f"{name}: unknown settings {sorted(set(env) - known)}"
+        values = settings.Settings(**{k.removeprefix("LOWBIT_").lower(): v for k, v in env.items()})
+        assert values.storage == "s3" and not values.is_sqlite
+        assert values.broker_url.startswith("redis://redis:")
+        assert f"mb --ignore-existing lowbit/{values.s3_bucket}" in SERVICES["minio-init"]["entrypoint"][-1]
