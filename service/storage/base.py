@@ -50,7 +50,7 @@ class ObjectStat:
 
 
 class ObjectWriter(ABC):
-    """A streaming write into one key. ``write`` takes part-sized chunks (the last may be smaller)."""
+    """A streaming write into one key; ``write`` takes chunks of any size, memory stays bounded."""
 
     @abstractmethod
     def write(self, chunk: bytes) -> None: ...

@@ -56,6 +56,10 @@ class LocalArtifactStore(ArtifactStore):
             raise InvalidInputError(f"invalid object key {key!r}", code="invalid_key")
         return path
 
+    def local_path(self, key: str) -> Path:
+        """The file that holds ``key`` (for the API's signed-URL route)."""
+        return self._path(key)
+
     def _tmp(self) -> Path:
         return self.root / ".tmp" / secrets.token_hex(12)
 

@@ -40,25 +40,27 @@ def _client(endpoint: str | None, settings: Settings) -> Any:
 
 
 class _MultipartWriter(ObjectWriter):
-    """Each ``write`` is one part (S3 needs >= 5 MiB per part except the last)."""
+    """Buffers writes into parts of PART_BYTES (S3 needs >= 5 MiB per part except the last), so memory
+    stays at one part; an object smaller than one part is sent with a single PUT."""
+
+    PART_BYTES = 8 * 1024 * 1024
 
     def __init__(self, store: S3ArtifactStore, key: str) -> None:
         self._store, self._key = store, key
         self._upload_id: str | None = None
         self._parts: list[tuple[int, str]] = []
-        self._single: bytes | None = None
+        self._buffer = bytearray()
 
     def write(self, chunk: bytes) -> None:
-        if self._single is not None:  # a second chunk: switch to multipart, sending the first as part 1
-            first, self._single = self._single, None
-            self._upload_id = self._store.create_multipart(self._key)
-            self._send(first)
-        if self._upload_id is None:
-            self._single = chunk
-        else:
-            self._send(chunk)
+        self._buffer += chunk
+        while len(self._buffer) >= self.PART_BYTES:
+            part = bytes(self._buffer[: self.PART_BYTES])
+            del self._buffer[: self.PART_BYTES]
+            self._send(part)
 
     def _send(self, chunk: bytes) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._store.create_multipart(self._key)
         number = len(self._parts) + 1
         resp = self._store._call(
             "upload_part", Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=chunk
@@ -67,11 +69,15 @@ class _MultipartWriter(ObjectWriter):
 
     def commit(self) -> None:
         if self._upload_id is None:
-            self._store._call("put_object", Key=self._key, Body=self._single or b"")
+            self._store._call("put_object", Key=self._key, Body=bytes(self._buffer))
         else:
+            if self._buffer:
+                self._send(bytes(self._buffer))
             self._store.complete_multipart(self._key, self._upload_id, self._parts)
+        self._buffer = bytearray()
 
     def abort(self) -> None:
+        self._buffer = bytearray()
         if self._upload_id is not None:
             self._store.abort_multipart(self._key, self._upload_id)
 

@@ -1,0 +1,1 @@
+"""The HTTP layer (FastAPI). Workers never import this package."""

@@ -1,0 +1,56 @@
+"""The FastAPI application factory.
+
+>>> from service.settings import Settings
+>>> app = create_app(Settings(database_url="sqlite:///:memory:"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from service.api import errors
+from service.api.context import AppContext
+from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from service.api.ratelimit import TokenBuckets
+from service.api.routes import datasets, health, jobs, models, objects, uploads
+from service.db.session import make_engine, make_sessionmaker
+from service.settings import Settings, get_settings
+from service.storage import make_store
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A configured API: routes, error handlers, body limit, metrics. The schema must be migrated."""
+    settings = settings or get_settings()
+    engine = make_engine(settings)
+    registry = CollectorRegistry()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="lowbit",
+        version="1",
+        description="Model quantization as a service: upload a model and data, run jobs, download results.",
+    )
+    app.state.ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        store=make_store(settings),
+        limiter=TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        registry=registry,
+    )
+    errors.install(app)
+    for module in (health, models, datasets, uploads, jobs, objects):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_spec_bytes)
+    app.add_middleware(MetricsMiddleware, registry=registry)
+
+    return app

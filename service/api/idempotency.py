@@ -1,0 +1,96 @@
+"""Idempotency-Key for create requests (IETF draft 'The Idempotency-Key HTTP Header Field').
+
+Same key + same body → the stored response of the first request (same resource, same status).
+Same key + a different body → 422 ``idempotency_key_reused``. The fingerprint is the sha256 of the
+canonical JSON body (key order and whitespace do not matter) and the route.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.api.context import Principal, db_session, principal
+from service.db.repositories import idempotency
+from service.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class IdempotencyContext:
+    key: str | None
+    scope: str
+    fingerprint: str
+
+
+async def idempotency_context(request: Request) -> IdempotencyContext:
+    """Read the Idempotency-Key header and fingerprint the body."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
+        raise InvalidInputError(
+            "Idempotency-Key must be 1-255 printable characters", code="invalid_idempotency_key"
+        )
+    body = await request.body()
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = body
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    scope = f"{request.method} {request.url.path}" if "{" in route else f"{request.method} {route}"
+    return IdempotencyContext(key, scope, hashlib.sha256(canonical).hexdigest())
+
+
+@dataclass
+class Idempotent:
+    """Runs a create once per Idempotency-Key; see :meth:`run`."""
+
+    ctx: IdempotencyContext
+    session: Session
+    who: Principal
+
+    def run(self, create: Callable[[], Any], status_code: int = 201) -> JSONResponse:
+        """Replay the stored response, or call ``create()`` (which adds rows, returns a JSON-able body)
+        and commit the body with those rows."""
+        if self.ctx.key is None:
+            body = create()
+            self.session.commit()
+            return JSONResponse(body, status_code=status_code)
+        args = (self.who.project_id, self.ctx.key, self.ctx.scope, self.ctx.fingerprint)
+        stored = idempotency.lookup(self.session, *args)
+        if stored is not None:
+            return JSONResponse(
+                stored.response,
+                status_code=stored.status_code or 200,
+                headers={"Idempotent-Replayed": "true"},
+            )
+        body = create()
+        try:
+            idempotency.save(self.session, *args, status_code, body)
+            self.session.commit()
+        except IntegrityError:
+            # A concurrent first use committed first: drop ours and answer with theirs.
+            self.session.rollback()
+            stored = idempotency.lookup(self.session, *args)
+            if stored is None:
+                raise
+            return JSONResponse(
+                stored.response,
+                status_code=stored.status_code or 200,
+                headers={"Idempotent-Replayed": "true"},
+            )
+        return JSONResponse(body, status_code=status_code)
+
+
+def idempotent(
+    ctx: IdempotencyContext = Depends(idempotency_context),
+    session: Session = Depends(db_session),
+    who: Principal = Depends(principal),
+) -> Idempotent:
+    return Idempotent(ctx, session, who)

@@ -1,0 +1,97 @@
+"""Pure ASGI middleware (keeps request bodies streaming): request metrics and the JSON body limit."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Routes whose bodies are uploads (bounded by max_upload_bytes instead of the spec limit).
+_UPLOAD_SUFFIXES = ("/content",)
+_UPLOAD_PREFIXES = ("/v1/objects/",)
+
+
+def _error(status: int, code: str, message: str) -> tuple[dict[str, Any], list[tuple[bytes, bytes]]]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json")],
+    }, [(b"body", body)]
+
+
+class BodyLimitMiddleware:
+    """Refuse non-upload request bodies over ``limit`` bytes with 413, before anything buffers them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path.endswith(_UPLOAD_SUFFIXES) or path.startswith(_UPLOAD_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._reject(send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        start, body = _error(413, "payload_too_large", f"request body over the {self.limit}-byte limit")
+        await send(start)
+        await send({"type": "http.response.body", "body": body[0][1]})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class MetricsMiddleware:
+    """Count requests and time them per route template (not per URL, to keep label sets small)."""
+
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter(
+            "lowbit_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "lowbit_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.labels(scope["method"], route, str(status)).inc()
+            self.latency.labels(scope["method"], route).observe(time.perf_counter() - start)

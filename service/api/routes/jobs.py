@@ -1,0 +1,237 @@
+"""/v1/jobs: create, list, get, cancel, re-run, artifacts, logs, and the SSE status stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
+from service.api.idempotency import Idempotent, idempotent
+from service.db.models import ModelVersion
+from service.db.repositories import jobs as jobs_repo
+from service.db.repositories import resources
+from service.errors import InvalidInputError
+from service.jobs import state
+from service.schemas.common import Page
+from service.schemas.jobs import ArtifactRead, JobCreate, JobLogRead, JobRead, JobStatus, Technique
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _ready_dataset(session: Session, project_id: str, dataset_id: str, role: str) -> str:
+    dataset = resources.get_dataset(session, project_id, dataset_id)
+    if dataset.status != "ready":
+        raise InvalidInputError(
+            f"{role} dataset {dataset_id} is {dataset.status}; upload it first", code="dataset_not_ready"
+        )
+    return dataset.id
+
+
+@router.post("", status_code=201, response_model=JobRead)
+def create_job(body: JobCreate, idem: Idempotent = Depends(idempotent)) -> object:
+    """Queue a job. The job row and its outbox message commit together, so a broker outage loses nothing."""
+
+    def create() -> object:
+        session, project_id = idem.session, idem.who.project_id
+        model = resources.get_model(session, project_id, body.model_id)
+        version = resources.get_version(session, project_id, model.id, body.model_version)
+        if version.status != "ready":
+            raise InvalidInputError(
+                f"model version {version.version} is {version.status}", code="model_not_ready"
+            )
+        calib = _ready_dataset(session, project_id, body.calib_dataset_id, "calibration")
+        evald = (
+            _ready_dataset(session, project_id, body.eval_dataset_id, "evaluation")
+            if body.eval_dataset_id
+            else None
+        )
+        spec = body.model_dump(mode="json")
+        job = jobs_repo.create_job(
+            session,
+            project_id=project_id,
+            model_version_id=version.id,
+            calib_dataset_id=calib,
+            eval_dataset_id=evald,
+            spec=spec,
+        )
+        return JobRead.model_validate(job).model_dump(mode="json")
+
+    return idem.run(create)
+
+
+@router.get("", response_model=Page[JobRead])
+def list_jobs(
+    status: JobStatus | None = None,
+    technique: Technique | None = None,
+    model_id: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    cursor: str | None = None,
+    limit: int | None = None,
+    who: Principal = Depends(principal),
+    ctx: AppContext = Depends(app_context),
+    session: Session = Depends(db_session),
+) -> Page[JobRead]:
+    """The project's jobs, newest first; filters combine with AND."""
+    version_ids = None
+    if model_id is not None:
+        resources.get_model(session, who.project_id, model_id)
+        version_ids = list(session.scalars(select(ModelVersion.id).where(ModelVersion.model_id == model_id)))
+    rows, nxt = jobs_repo.list_jobs(
+        session,
+        who.project_id,
+        limit=page_limit(ctx, limit),
+        cursor=cursor,
+        status=status,
+        technique=technique,
+        model_version_ids=version_ids,
+        created_after=_aware(created_after),
+        created_before=_aware(created_before),
+    )
+    return Page(items=[JobRead.model_validate(j) for j in rows], next_cursor=nxt)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(
+    job_id: str, who: Principal = Depends(principal), session: Session = Depends(db_session)
+) -> JobRead:
+    return JobRead.model_validate(jobs_repo.get_job(session, who.project_id, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobRead)
+def cancel_job(
+    job_id: str, who: Principal = Depends(principal), session: Session = Depends(db_session)
+) -> JobRead:
+    """Cancel: a queued job stops at once; a running one becomes ``cancelling`` until the worker stops.
+    409 for jobs that already succeeded or failed."""
+    job = jobs_repo.get_job(session, who.project_id, job_id)
+    state.request_cancel(session, job)
+    session.commit()
+    return JobRead.model_validate(job)
+
+
+@router.post("/{job_id}/rerun", status_code=201, response_model=JobRead)
+def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> object:
+    """A new job with the same spec and the same input versions as ``job_id``."""
+
+    def create() -> object:
+        old = jobs_repo.get_job(idem.session, idem.who.project_id, job_id)
+        job = jobs_repo.create_job(
+            idem.session,
+            project_id=old.project_id,
+            model_version_id=old.model_version_id,
+            calib_dataset_id=old.calib_dataset_id,
+            eval_dataset_id=old.eval_dataset_id,
+            spec=old.spec,
+            rerun_of=old.id,
+        )
+        return JobRead.model_validate(job).model_dump(mode="json")
+
+    return idem.run(create)
+
+
+@router.get("/{job_id}/artifacts", response_model=list[ArtifactRead])
+def list_artifacts(
+    job_id: str,
+    who: Principal = Depends(principal),
+    ctx: AppContext = Depends(app_context),
+    session: Session = Depends(db_session),
+) -> list[ArtifactRead]:
+    """The job's outputs with presigned download URLs and their expiry."""
+    job = jobs_repo.get_job(session, who.project_id, job_id)
+    expiry = ctx.settings.presign_expiry_s
+    expires_at = datetime.now(UTC) + timedelta(seconds=expiry)
+    return [
+        ArtifactRead(
+            name=a.name,
+            size=a.size,
+            sha256=a.sha256,
+            content_type=a.content_type,
+            url=ctx.store.presign_get(a.storage_key, expiry, filename=a.name),
+            expires_at=expires_at,
+        )
+        for a in jobs_repo.list_artifacts(session, job)
+    ]
+
+
+@router.get("/{job_id}/logs", response_model=list[JobLogRead])
+def job_logs(
+    job_id: str,
+    after: int = Query(default=0, ge=0, le=2**62),
+    limit: int | None = None,
+    who: Principal = Depends(principal),
+    ctx: AppContext = Depends(app_context),
+    session: Session = Depends(db_session),
+) -> list[JobLogRead]:
+    """Log lines with id > ``after``, oldest first."""
+    job = jobs_repo.get_job(session, who.project_id, job_id)
+    rows = jobs_repo.logs_after(session, job.id, after, page_limit(ctx, limit))
+    return [JobLogRead.model_validate(r) for r in rows]
+
+
+@router.get("/{job_id}/events", response_class=StreamingResponse)
+async def job_events(
+    job_id: str,
+    request: Request,
+    last_event_id: str | None = Header(default=None),
+    who: Principal = Depends(principal),
+    ctx: AppContext = Depends(app_context),
+) -> StreamingResponse:
+    """Server-sent events: ``status`` (one per state-machine transition, replayable with Last-Event-ID)
+    and ``progress`` (stage/progress changes). The stream ends after the terminal status."""
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    await run_in_threadpool(_snapshot, ctx, who.project_id, job_id, after)  # 404 before streaming starts
+    return StreamingResponse(
+        _sse(request, ctx, who.project_id, job_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _snapshot(
+    ctx: AppContext, project_id: str, job_id: str, after: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    with ctx.sessions() as session:
+        job = jobs_repo.get_job(session, project_id, job_id)
+        events = [
+            {"id": e.id, "from": e.from_status, "status": e.to_status, "stage": e.stage, "message": e.message,
+             "at": e.created_at.isoformat()}
+            for e in jobs_repo.events_after(session, job.id, after)
+        ]  # fmt: skip
+        now = {"status": job.status, "stage": job.stage, "progress": job.progress, "eta_s": job.eta_s}
+        return now, events
+
+
+async def _sse(
+    request: Request, ctx: AppContext, project_id: str, job_id: str, after: int
+) -> AsyncIterator[str]:
+    last_progress: tuple[Any, ...] | None = None
+    while True:
+        now, events = await run_in_threadpool(_snapshot, ctx, project_id, job_id, after)
+        for event in events:
+            after = event["id"]
+            yield f"id: {event['id']}\nevent: status\ndata: {json.dumps(event)}\n\n"
+        progress = (now["stage"], now["progress"], now["eta_s"])
+        if progress != last_progress:
+            last_progress = progress
+            yield f"event: progress\ndata: {json.dumps(now)}\n\n"
+        if now["status"] in state.TERMINAL and not events:
+            return
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(ctx.settings.sse_poll_s)

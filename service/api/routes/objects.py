@@ -1,0 +1,87 @@
+"""/v1/objects: the local store's signed URLs (embedded mode). The signature is the authorization."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+
+from service.api.context import AppContext, app_context
+from service.errors import NotFoundError, PayloadTooLargeError
+from service.storage.local import LocalArtifactStore
+
+router = APIRouter(prefix="/v1/objects", tags=["objects"], include_in_schema=False)
+
+
+def _local(ctx: AppContext) -> LocalArtifactStore:
+    if not isinstance(ctx.store, LocalArtifactStore):
+        raise NotFoundError("object URLs are served by the object store in this deployment")
+    return ctx.store
+
+
+@router.get("/{key:path}")
+def get_object(
+    key: str,
+    op: str = Query(),
+    exp: str = Query(),
+    sig: str = Query(),
+    ctx: AppContext = Depends(app_context),
+) -> Response:
+    store = _local(ctx)
+    store.verify(op if op == "get" else "invalid", key, exp, sig)
+    path = store.local_path(key)
+    if not path.is_file():
+        raise NotFoundError("object not found")
+    return FileResponse(path, filename=key.rsplit("/", 1)[-1])
+
+
+@router.put("/{key:path}")
+async def put_object(
+    key: str,
+    request: Request,
+    op: str = Query(),
+    exp: str = Query(),
+    sig: str = Query(),
+    part: str | None = Query(default=None),
+    upload_id: str | None = Query(default=None),
+    ctx: AppContext = Depends(app_context),
+) -> Response:
+    store = _local(ctx)
+    if op == "part":
+        store.verify("part", key, exp, sig, f"part={part}&upload_id={upload_id}")
+    else:
+        store.verify(op if op == "put" else "invalid", key, exp, sig)
+    fd, name = tempfile.mkstemp(dir=store.root / ".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    digest, size, limit = hashlib.md5(usedforsecurity=False), 0, ctx.settings.max_upload_bytes
+    try:
+        async with await anyio.open_file(tmp, "wb") as fh:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"body is over the {limit}-byte upload limit")
+                digest.update(chunk)
+                await fh.write(chunk)
+        if op == "part" and part and part.isdigit() and upload_id:
+            etag = await run_in_threadpool(store.write_part, upload_id, int(part), _chunks(tmp))
+        else:
+            target = store.local_path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            etag = f'"{digest.hexdigest()}"'
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Response(status_code=200, headers={"ETag": etag})
+
+
+def _chunks(path: Path):  # type: ignore[no-untyped-def]
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            yield chunk

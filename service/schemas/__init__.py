@@ -1,0 +1,1 @@
+"""Pydantic request/response models of the API (also read by workers: job specs, statuses)."""

@@ -1,0 +1,144 @@
+"""Job specs (versioned) and job views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from service.schemas.common import ResourceId, Strict
+
+Technique = Literal["quantsim", "ptq", "autoquant", "qat", "analyze"]
+PtqStep = Literal["bn_fold", "cle", "adaround", "bn_reestimation", "bias_correction"]
+
+
+class QuantsimParams(Strict):
+    pass
+
+
+class PtqParams(Strict):
+    steps: list[PtqStep] = Field(default=["bn_fold", "cle"], min_length=1, max_length=5)
+    adaround_iterations: int = Field(default=1000, ge=1, le=100_000)
+
+
+class AutoquantParams(Strict):
+    adaround_iterations: int = Field(default=1000, ge=1, le=100_000)
+
+
+class QatParams(Strict):
+    epochs: int = Field(default=1, ge=1, le=1000)
+    learning_rate: float = Field(default=1e-5, gt=0, le=1)
+    range_learning: bool = False
+
+
+class AnalyzeParams(Strict):
+    per_layer: bool = True
+
+
+TECHNIQUE_PARAMS: dict[str, type[Strict]] = {
+    "quantsim": QuantsimParams,
+    "ptq": PtqParams,
+    "autoquant": AutoquantParams,
+    "qat": QatParams,
+    "analyze": AnalyzeParams,
+}
+
+
+class JobSpec(Strict):
+    """What to run (spec_version 1). Stored with the job; the worker reads exactly this.
+
+    >>> JobSpec(model_id="0" * 26, calib_dataset_id="1" * 26, technique="ptq").params
+    {'steps': ['bn_fold', 'cle'], 'adaround_iterations': 1000}
+    """
+
+    spec_version: Literal[1] = 1
+    model_id: ResourceId
+    model_version: int | None = Field(default=None, ge=1, description="null = the latest ready version")
+    calib_dataset_id: ResourceId
+    eval_dataset_id: ResourceId | None = None
+    technique: Technique
+    params: dict[str, Any] = Field(default={}, description="technique parameters; see the *Params schemas")
+    param_bw: int = Field(default=8, ge=2, le=16)
+    output_bw: int = Field(default=8, ge=4, le=32)
+    scheme: Literal["min_max", "sqnr", "mse", "percentile"] = "min_max"
+    quantsim_config: dict[str, Any] | None = None
+    preset: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")] | None = None
+    encodings_format: Literal["0.6.1", "1.0.0", "2.0.0"] = "1.0.0"
+    eval_metric: Literal["accuracy", "cosine", "mse"] | None = None
+    allowed_accuracy_drop: float | None = Field(default=None, ge=0, le=1)
+    compute: Literal["cpu", "gpu"] = "cpu"
+    priority: int = Field(default=5, ge=0, le=9)
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        self.params = TECHNIQUE_PARAMS[self.technique].model_validate(self.params).model_dump()
+        if self.quantsim_config is not None and self.preset is not None:
+            raise ValueError("give either quantsim_config or preset, not both")
+        if self.technique == "autoquant" and self.allowed_accuracy_drop is None:
+            raise ValueError("technique 'autoquant' needs allowed_accuracy_drop (e.g. 0.01)")
+        return self
+
+
+JobCreate = JobSpec
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
+
+
+class JobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    status: JobStatus
+    stage: str | None
+    progress: float
+    eta_s: float | None
+    attempts: int
+    technique: str
+    compute: str
+    priority: int
+    spec_version: int
+    spec: dict[str, Any]
+    model_version_id: str
+    calib_dataset_id: str
+    eval_dataset_id: str | None
+    schedule_id: str | None
+    rerun_of: str | None
+    metrics: dict[str, Any] | None
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    device: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobEventRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    from_status: str | None
+    to_status: str
+    stage: str | None
+    progress: float | None
+    message: str
+    created_at: datetime
+
+
+class JobLogRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    level: str
+    message: str
+    created_at: datetime
+
+
+class ArtifactRead(BaseModel):
+    name: str
+    size: int
+    sha256: str | None
+    content_type: str
+    url: str
+    expires_at: datetime

@@ -1,0 +1,75 @@
+"""Models, model versions and datasets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.schemas.common import Name, Sha256, Strict, UploadTarget
+
+ModelFormat = Literal["onnx", "pt2"]
+DatasetFormat = Literal["npz", "safetensors"]
+DatasetKind = Literal["calibration", "evaluation"]
+ReadyStatus = Literal["pending", "ready", "rejected"]
+
+
+class ModelCreate(Strict):
+    name: Name
+    description: str = Field(default="", max_length=2000)
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+    latest_version: int | None = None
+
+
+class ModelVersionCreate(Strict):
+    """Declare a version. With ``size`` and ``sha256`` the answer carries presigned upload URLs;
+    without them, stream the bytes to ``PUT /v1/models/{id}/versions/{n}/content``."""
+
+    format: ModelFormat
+    size: int | None = Field(default=None, gt=0)
+    sha256: Sha256 | None = None
+
+
+class ModelVersionRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    model_id: str
+    version: int
+    format: str
+    status: ReadyStatus
+    size: int | None
+    sha256: str | None = Field(default=None, validation_alias="blob_sha256")
+    created_at: datetime
+    upload: UploadTarget | None = None
+
+
+class DatasetCreate(Strict):
+    name: Name
+    kind: DatasetKind = "calibration"
+    format: DatasetFormat
+    size: int | None = Field(default=None, gt=0)
+    sha256: Sha256 | None = None
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    kind: str
+    format: str
+    status: ReadyStatus
+    size: int | None
+    sha256: str | None = Field(default=None, validation_alias="blob_sha256")
+    created_at: datetime
+    upload: UploadTarget | None = None
