@@ -132,6 +132,15 @@ def _clamp(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     return Conversion(ops.Clamp(low, high), (node.args[0],), "clamp")
 
 
+@register_aten("clamp_min", "clamp_max")
+def _clamp_one_side(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    bound = node.args[1]
+    if not isinstance(bound, int | float):
+        return None
+    low, high = (bound, None) if _packet(node) == "clamp_min" else (None, bound)
+    return Conversion(ops.Clamp(low, high), (node.args[0],), "clamp")
+
+
 @register_aten("gelu")
 def _gelu(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     return Conversion(nn.GELU(approximate=arg(node, "approximate", 1, "none")), (node.args[0],), "gelu")

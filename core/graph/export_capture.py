@@ -52,15 +52,21 @@ class _Context:
     def __init__(self, program: ExportedProgram) -> None:
         self._program = program
         self._fqn: dict[str, tuple[str, InputKind]] = {}
+        self._transient: set[str] = set()  # non-persistent buffers and lifted constants: not in state_dict
         for spec in program.graph_signature.input_specs:
             if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
                 self._fqn[spec.arg.name] = (str(spec.target), spec.kind)
+                if spec.kind is InputKind.CONSTANT_TENSOR or spec.persistent is False:
+                    self._transient.add(str(spec.target))
         self._copies: dict[str, torch.Tensor] = {}
 
     def fqn_of(self, node: Any) -> str | None:
         if isinstance(node, fx.Node) and node.op == "placeholder" and node.name in self._fqn:
             return self._fqn[node.name][0]
         return None
+
+    def persistent(self, fqn: str) -> bool:
+        return fqn not in self._transient
 
     def tensor_of(self, node: Any) -> torch.Tensor | None:
         fqn = self.fqn_of(node)
@@ -119,7 +125,7 @@ def rebuild(program: ExportedProgram, model: nn.Module | None = None) -> fx.Grap
         if fqn is None:
             raise UnsupportedOpError(f"node {item.name} ({item.op}) cannot be rebuilt")
         if fqn not in loose:  # a program tensor used by plain ATen math: a get_attr of its own
-            target = tree.add_tensor(fqn, ctx.tensor_of(item))  # type: ignore[arg-type]
+            target = tree.add_tensor(fqn, ctx.tensor_of(item), ctx.persistent(fqn))  # type: ignore[arg-type]
             loose[fqn] = graph.get_attr(target)
             loose[fqn].meta.update(item.meta)
         return loose[fqn]
@@ -147,6 +153,10 @@ def rebuild(program: ExportedProgram, model: nn.Module | None = None) -> fx.Grap
     _set_calling_convention(graph, program, model)
     prepared = fx.GraphModule(tree.root, graph, class_name="PreparedModel")
     prepared.meta["lowbit_capture"] = "torch.export"
+    for fqn, node in loose.items():  # GraphModule re-registers buffers as persistent: restore the original's
+        if not ctx.persistent(fqn):
+            owner, _, field = str(node.target).rpartition(".")
+            prepared.get_submodule(owner)._non_persistent_buffers_set.add(field)
     return prepared.eval()
 
 

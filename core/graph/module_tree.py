@@ -85,8 +85,11 @@ class ModuleTree:
         self._taken.add(name)
         return name
 
-    def add_tensor(self, dotted: str, tensor: torch.Tensor) -> str:
-        """Register a parameter or buffer at ``dotted`` (kept if the same tensor is already there)."""
+    def add_tensor(self, dotted: str, tensor: torch.Tensor, persistent: bool = True) -> str:
+        """Register a parameter or buffer at ``dotted`` (kept if the same tensor is already there).
+
+        ``persistent=False`` keeps a buffer out of ``state_dict`` (as the original's non-persistent buffers).
+        """
         if self._exists(dotted):
             obj: Any = self.root
             for atom in dotted.split("."):
@@ -98,6 +101,6 @@ class ModuleTree:
         if isinstance(tensor, nn.Parameter):
             owner.register_parameter(field, tensor)
         else:
-            owner.register_buffer(field, tensor)
+            owner.register_buffer(field, tensor, persistent=persistent)
         self._taken.add(dotted)
         return dotted
