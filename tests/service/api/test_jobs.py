@@ -1,0 +1,195 @@
+"""Jobs through the API: create (with outbox), list filters, pagination, cancel, re-run, SSE, artifacts, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+
+import httpx
+from sqlalchemy import select
+
+from service.db.models import Job, OutboxMessage
+from service.db.repositories import jobs as jobs_repo
+from service.db.session import make_engine, make_sessionmaker, session_scope
+from service.jobs import state
+from service.storage import job_artifact_key, make_store
+from tests.service.api.conftest import Api, job_body, make_ready_dataset, make_ready_model
+
+
+def _db(api: Api):  # type: ignore[no-untyped-def]
+    engine = make_engine(api.settings)
+    return engine, make_sessionmaker(engine)
+
+
+def test_create_writes_job_and_outbox_together(api: Api, client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    model, dataset = ready_inputs
+    resp = client.post("/v1/jobs", json=job_body(model, dataset, compute="gpu", priority=7))
+    assert resp.status_code == 201, resp.text
+    job = resp.json()
+    assert job["status"] == "queued" and job["spec"]["params"]["steps"] == ["bn_fold", "cle"]
+    assert client.get(f"/v1/jobs/{job['id']}").json()["id"] == job["id"]
+    engine, sessions = _db(api)
+    with sessions() as session:
+        msgs = session.scalars(select(OutboxMessage)).all()
+        assert {"job_id": job["id"], "queue": "gpu", "priority": 7} in [m.payload for m in msgs]
+    engine.dispose()
+
+
+def test_invalid_specs_are_4xx_with_codes(client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    model, dataset = ready_inputs
+    bad = [
+        job_body(model, dataset, technique="magic"),
+        job_body(model, dataset, scheme="tf_enhancd"),
+        job_body(model, dataset, params={"steps": ["nope"]}),
+        job_body(model, dataset, technique="autoquant"),  # needs allowed_accuracy_drop
+        job_body(model, dataset, unknown_field=1),
+        job_body(model, dataset, spec_version=2),
+        {**job_body(model, dataset), "model_id": "0" * 26},
+    ]
+    for body in bad:
+        resp = client.post("/v1/jobs", json=body)
+        assert 400 <= resp.status_code < 500, (body, resp.text)
+        assert set(resp.json()["error"]) == {"code", "message"}
+    assert (
+        client.post(
+            "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+
+
+def test_pagination_is_stable_under_inserts(client: httpx.Client) -> None:
+    """Given 7 jobs and pages of 3, inserting new jobs between page requests neither repeats nor skips."""
+    model = make_ready_model(client, f"page-{os.urandom(3).hex()}")
+    dataset = make_ready_dataset(client, "page-d")
+    created = [client.post("/v1/jobs", json=job_body(model, dataset)).json()["id"] for _ in range(7)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 3, "model_id": model["id"], **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [j["id"] for j in page["items"]]
+        client.post("/v1/jobs", json=job_body(model, dataset))  # newer than everything already listed
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(created, reverse=True)
+    assert client.get("/v1/jobs", params={"cursor": "garbage!"}).status_code == 422
+    assert client.get("/v1/jobs", params={"limit": 10_000}).status_code == 422
+
+
+def test_filters(client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    model, dataset = ready_inputs
+    a = client.post("/v1/jobs", json=job_body(model, dataset, technique="analyze")).json()
+    client.post(f"/v1/jobs/{a['id']}/cancel")
+    cancelled = client.get("/v1/jobs", params={"status": "cancelled", "model_id": model["id"]}).json()[
+        "items"
+    ]
+    assert [j["id"] for j in cancelled] == [a["id"]]
+    analyze = client.get("/v1/jobs", params={"technique": "analyze", "model_id": model["id"]}).json()["items"]
+    assert [j["id"] for j in analyze] == [a["id"]]
+    future = client.get("/v1/jobs", params={"created_after": "2999-01-01T00:00:00Z"}).json()["items"]
+    assert future == []
+    assert client.get("/v1/jobs", params={"status": "done"}).status_code == 422
+
+
+def test_cancel_and_rerun(api: Api, client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    model, dataset = ready_inputs
+    job = client.post("/v1/jobs", json=job_body(model, dataset)).json()
+    engine, sessions = _db(api)
+    with session_scope(sessions) as session:
+        row = session.get(Job, job["id"])
+        assert row is not None
+        state.transition(session, row, state.RUNNING, claimed_by="test")
+    cancel = client.post(f"/v1/jobs/{job['id']}/cancel").json()
+    assert cancel["status"] == "cancelling" and cancel["cancel_requested"] is True
+    with session_scope(sessions) as session:
+        row = session.get(Job, job["id"])
+        assert row is not None
+        state.transition(session, row, state.CANCELLED)
+    engine.dispose()
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    rerun = client.post(f"/v1/jobs/{job['id']}/rerun")
+    assert rerun.status_code == 201
+    new = rerun.json()
+    assert new["rerun_of"] == job["id"] and new["status"] == "queued" and new["spec"] == job["spec"]
+    assert new["model_version_id"] == job["model_version_id"]
+
+
+def test_cancel_finished_job_is_409(api: Api, client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    model, dataset = ready_inputs
+    job = client.post("/v1/jobs", json=job_body(model, dataset)).json()
+    engine, sessions = _db(api)
+    with session_scope(sessions) as session:
+        row = session.get(Job, job["id"])
+        assert row is not None
+        state.transition(session, row, state.RUNNING)
+        state.transition(session, row, state.SUCCEEDED, metrics={"top1": 0.97})
+    engine.dispose()
+    resp = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "invalid_transition"
+
+
+def test_sse_stream_follows_status_changes(api: Api, client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    """Given a queued job, when a worker moves it to running and then succeeded, the stream shows both and ends."""
+    model, dataset = ready_inputs
+    job = client.post("/v1/jobs", json=job_body(model, dataset)).json()
+    engine, sessions = _db(api)
+    statuses: list[str] = []
+    got_first = threading.Event()
+
+    def drive() -> None:
+        got_first.wait(20)
+        with session_scope(sessions) as session:
+            row = session.get(Job, job["id"])
+            assert row is not None
+            state.transition(session, row, state.RUNNING, stage="calibrate", progress=0.5)
+        with session_scope(sessions) as session:
+            row = session.get(Job, job["id"])
+            assert row is not None
+            state.transition(session, row, state.SUCCEEDED)
+
+    worker = threading.Thread(target=drive)
+    worker.start()
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", timeout=30) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        event = None
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "status":
+                statuses.append(json.loads(line[6:])["status"])
+                got_first.set()
+    worker.join()
+    engine.dispose()
+    assert statuses == ["queued", "running", "succeeded"]
+    # A reconnect with Last-Event-ID replays the trail after that id (0: all of it), then ends.
+    with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "0"}) as resp:
+        assert sum(1 for line in resp.iter_lines() if line == "event: status") == 3
+
+
+def test_artifacts_have_working_presigned_urls_and_logs(api: Api, client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    model, dataset = ready_inputs
+    job = client.post("/v1/jobs", json=job_body(model, dataset)).json()
+    store = make_store(api.settings)
+    payload = os.urandom(2048)
+    key = job_artifact_key(job["id"], "model.onnx")
+    store.put_bytes(key, payload)
+    engine, sessions = _db(api)
+    with session_scope(sessions) as session:
+        row = session.get(Job, job["id"])
+        assert row is not None
+        jobs_repo.add_artifact(
+            session, row, "model.onnx", key, len(payload), None, "application/octet-stream"
+        )
+        jobs_repo.append_log(session, row.id, "calibrating")
+        jobs_repo.append_log(session, row.id, "done")
+    engine.dispose()
+    arts = client.get(f"/v1/jobs/{job['id']}/artifacts").json()
+    assert [a["name"] for a in arts] == ["model.onnx"] and arts[0]["expires_at"]
+    assert httpx.get(arts[0]["url"]).content == payload
+    logs = client.get(f"/v1/jobs/{job['id']}/logs").json()
+    assert [entry["message"] for entry in logs] == ["calibrating", "done"]
+    later = client.get(f"/v1/jobs/{job['id']}/logs", params={"after": logs[0]["id"]}).json()
+    assert [entry["message"] for entry in later] == ["done"]
