@@ -1,0 +1,234 @@
+"""QAT: regular and range-learning gradients, weight grids following weights, the built-in loop,
+checkpoint → SIGKILL → resume, and DDP over 2 gloo processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.fx
+from safetensors.torch import load_file
+from torch import nn
+
+from core.errors import CancelledError, ConfigError
+from core.qat import finish_qat, list_checkpoints, prepare_qat, qat
+from core.quant import Quantizer
+from core.quant.learnable import LearnableQuantizer
+from core.quantsim import QuantSim
+from tests.core.qat_scenarios import build_sim
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sqnr(reference: torch.Tensor, test: torch.Tensor) -> float:
+    noise = (reference - test).pow(2).mean()
+    return float(10 * torch.log10(reference.pow(2).mean() / noise))
+
+
+def _toy_sim(weight: float, act_range: float) -> QuantSim:
+    """y = w·x through one Linear(1, 1), 8-bit, activations calibrated on [-act_range, act_range]."""
+    layer = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(weight)
+    sim = QuantSim(torch.fx.symbolic_trace(nn.Sequential(layer)), (torch.zeros(1, 1),), prepared=True)
+    sim.compute_encodings([torch.linspace(-act_range, act_range, 64).reshape(-1, 1)])
+    return sim
+
+
+def test_regular_gradients_reach_weights_with_the_expected_sign_and_activation_grids_stay():
+    """Given y = w·x with w = 1 and target 2·x, the MSE gradient on w is negative; activation
+    quantizers own no trainable tensors in regular mode."""
+    sim = _toy_sim(1.0, 1.0)
+    prepare_qat(sim, "regular")
+    x = torch.linspace(-0.5, 0.5, 32).reshape(-1, 1)
+    (sim(x) - 2 * x).pow(2).mean().backward()
+    weight = sim.model.get_submodule("0").weight
+    assert weight.grad is not None and float(weight.grad) < 0
+    assert all(not p.requires_grad for q in sim.activation_quantizers().values() for p in q.parameters())
+    assert all(not t.requires_grad for q in sim.quantizers().values() for t in (q.scale, q.zero_point))
+    finish_qat(sim)
+
+
+def test_weight_encodings_follow_weights_after_each_step_of_a_user_loop():
+    sim, x, labels = build_sim(bn=False)
+    prepare_qat(sim, "regular")
+    act_before = {k: q.encoding for k, q in sim.activation_quantizers().items()}
+    opt = torch.optim.SGD(sim.model.parameters(), lr=0.5)
+    for i in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(sim(x[i * 16 : (i + 1) * 16]), labels[i * 16 : (i + 1) * 16]).backward()
+        opt.step()  # no explicit compute_param_encodings: prepare_qat's hook runs it
+        for key, q in sim.param_quantizers().items():
+            module, _, pname = key.rpartition(".param.")
+            fresh = Quantizer(q.spec, scheme=q.scheme)
+            fresh.compute_encoding_from(getattr(sim.model.get_submodule(module), pname).detach())
+            assert q.encoding.equals(fresh.encoding), key
+    for key, q in sim.activation_quantizers().items():
+        assert q.encoding.equals(act_before[key]), key
+    # An optimizer over unrelated parameters does not touch this sim.
+    other = nn.Linear(2, 2)
+    before = {k: q.encoding for k, q in sim.param_quantizers().items()}
+    with torch.no_grad():
+        sim.model.get_submodule("0").weight.mul_(3)
+    torch.optim.SGD(other.parameters(), lr=0.1).step()
+    assert sim.param_quantizers()["0.param.weight"].encoding.equals(before["0.param.weight"])
+    finish_qat(sim)
+
+
+def test_range_learning_gradients_reach_scales_with_the_expected_sign():
+    """Given activations calibrated on [-1, 1] but inputs spread over [-4, 4], distilling from FP32
+    asks the clipping input quantizer for a larger scale (negative gradient)."""
+    sim = _toy_sim(1.0, 1.0)
+    setup = prepare_qat(sim, "range_learning")
+    assert set(setup.learned) == set(sim.quantizers())
+    x = torch.linspace(-4, 4, 256).reshape(-1, 1)
+    (sim(x) - sim.fp_model(x)).pow(2).mean().backward()
+    q_in = sim.quantizers()["0.input.0"]
+    assert isinstance(q_in, LearnableQuantizer) and float(q_in.scale.grad) < 0
+    assert float(sim.quantizers()["0.param.weight"].scale.grad) != 0
+    finish_qat(sim)
+    assert all(type(q) is Quantizer and q.zero_point.dtype == torch.int32 for q in sim.quantizers().values())
+
+
+@pytest.mark.parametrize("mode", ["regular", "range_learning"])
+def test_label_free_qat_moves_the_quantized_model_towards_fp32(mode):
+    sim, x, _ = build_sim(bn=False)
+    with torch.no_grad():
+        before = _sqnr(sim.fp_model(x), sim(x))
+    result = qat(sim, x, epochs=4, lr=3e-4, batch_size=16, mode=mode, loss="mse")
+    with torch.no_grad():
+        after = _sqnr(sim.fp_model(x), sim(x))
+    assert result.loss_name == "mse" and result.mode == mode and result.steps == 24
+    assert after > before + 1.0, (before, after)
+    assert all(type(q) is Quantizer for q in sim.quantizers().values())  # baked for export
+
+
+def test_supervised_qat_reports_progress_and_stops_on_cancel():
+    sim, x, labels = build_sim(bn=True)
+    calls: list[tuple[int, int, float, float | None]] = []
+    result = qat(
+        sim,
+        x,
+        labels=labels,
+        epochs=2,
+        lr=1e-2,
+        batch_size=32,
+        progress=lambda *a: calls.append(a),
+        eval_fn=lambda s: float((s(x).argmax(1) == labels).float().mean()),
+    )
+    assert result.loss_name == "cross_entropy"
+    assert [c[:2] for c in calls] == [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5), (1, 6)]
+    assert calls[2][3] is not None and calls[0][3] is None and 0 <= calls[-1][3] <= 1
+    assert result.epoch_losses[1] < result.epoch_losses[0]
+    steps: list[int] = []
+    with pytest.raises(CancelledError):
+        qat(
+            sim,
+            x,
+            labels=labels,
+            epochs=2,
+            batch_size=16,
+            progress=lambda e, s, *_: steps.append(s),
+            cancel=lambda: len(steps) >= 3,
+        )
+    assert steps == [1, 2, 3]
+
+
+def test_bad_arguments_are_refused_with_the_accepted_choices():
+    sim, x, labels = build_sim(bn=False)
+    with pytest.raises(ConfigError, match="regular, range_learning"):
+        prepare_qat(sim, "lsq")
+    with pytest.raises(ConfigError, match="cross_entropy, mse"):
+        qat(sim, x, labels=labels, loss="hinge")
+    with pytest.raises(ConfigError, match="batch_size"):
+        qat(sim, x, batch_size=0)
+    finish_qat(sim)
+
+
+def _scenario(out: Path, *args: str, expect_rc: int = 0) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.core.qat_scenarios", str(out), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == expect_rc, proc.stderr[-3000:]
+
+
+def _assert_same_weights(a: Path, b: Path, **tol: float) -> None:
+    wa, wb = load_file(a), load_file(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], **tol, msg=key)
+
+
+@pytest.mark.slow
+def test_checkpoint_kill_resume_gives_the_uninterrupted_weights(tmp_path):
+    """Given a run SIGKILLed after step 7 (last checkpoint at step 6), when it is restarted with the same
+    checkpoint dir, then it resumes at step 6 and ends with the uninterrupted run's weights."""
+    # Range learning: the checkpoint must carry learned scales/zero points and their optimizer state too.
+    for mode in ("range_learning",):
+        ckpt = tmp_path / f"ckpt-{mode}"
+        _scenario(tmp_path / f"full-{mode}.safetensors", "--mode", mode)
+        _scenario(
+            tmp_path / "never.safetensors",
+            "--mode",
+            mode,
+            "--checkpoint-dir",
+            str(ckpt),
+            "--kill-at",
+            "7",
+            expect_rc=-9,
+        )
+        assert [p.name for p in list_checkpoints(ckpt)] == ["step-00000004", "step-00000006"]
+        assert not (tmp_path / "never.safetensors").exists()
+        _scenario(tmp_path / f"resumed-{mode}.safetensors", "--mode", mode, "--checkpoint-dir", str(ckpt))
+        _assert_same_weights(
+            tmp_path / f"full-{mode}.safetensors",
+            tmp_path / f"resumed-{mode}.safetensors",
+            rtol=0.0,
+            atol=0.0,
+        )
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes_match_one_process_with_the_doubled_batch(tmp_path):
+    _scenario(tmp_path / "single.safetensors", "--no-bn", "--batch-size", "16")
+    init = tmp_path / "dist-init"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.core.qat_scenarios",
+                str(tmp_path / f"ddp{rank}.safetensors"),
+                "--no-bn",
+                "--batch-size",
+                "8",
+                "--rank",
+                str(rank),
+                "--world-size",
+                "2",
+                "--init-file",
+                str(init),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+    _assert_same_weights(tmp_path / "single.safetensors", tmp_path / "ddp0.safetensors", rtol=1e-4, atol=1e-5)
