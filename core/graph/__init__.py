@@ -6,5 +6,14 @@ Public API: :func:`prepare_model`, :data:`PreparedModel`, :func:`onnx_op_type` (
 
 from core.graph.op_types import onnx_op_type, register_op_type
 from core.graph.prepare import PreparedModel, prepare_model
+from core.graph.validator import NodeIssue, ValidationReport, validate_model
 
-__all__ = ["PreparedModel", "onnx_op_type", "prepare_model", "register_op_type"]
+__all__ = [
+    "NodeIssue",
+    "PreparedModel",
+    "ValidationReport",
+    "onnx_op_type",
+    "prepare_model",
+    "register_op_type",
+    "validate_model",
+]

@@ -16,6 +16,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from core.graph.aten_registry import inplace_is_safe
 from core.graph.fx_functions import fx_converter_for
 from core.graph.module_tree import ModuleTree, stack_owner
 from core.graph.op_types import has_op_type
@@ -95,6 +96,8 @@ def capture_with_fx(model: nn.Module, example_inputs: tuple[Any, ...]) -> fx.Gra
             new = graph.call_module(name, remap(node.args), remap(node.kwargs))
         else:
             converter = fx_converter_for(node)
+            if node.kwargs.get("inplace") and not inplace_is_safe(node):
+                converter = None  # the write into the input is visible later: keep the original call
             conversion = converter(node) if converter is not None and _float_output(node) else None
             if conversion is None:
                 new = graph.create_node(node.op, node.target, remap(node.args), remap(node.kwargs), node.name)

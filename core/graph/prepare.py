@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -18,7 +19,17 @@ PreparedModel = fx.GraphModule
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"
+    summary = f"{type(error).__name__}: {text[0] if text else ''}"
+    # point at the user's code: the last frame the message names outside torch itself
+    frames = [
+        (path, line)
+        for path, line in re.findall(r'File "([^"]+)", line (\d+)', str(error))
+        if "/torch/" not in path
+    ]
+    if not frames:
+        return summary
+    path, line = frames[-1]
+    return f"{summary} (at {path.rsplit('/', 1)[-1]}:{line})"
 
 
 def prepare_model(model: nn.Module | ExportedProgram, example_inputs: tuple[Any, ...]) -> PreparedModel:
