@@ -1,0 +1,115 @@
+"""``load_encodings``: an encodings file (any version) back into a QuantSim's quantizers.
+
+Names are resolved through the tensor map (core/export/tensor_map.py), recomputed from the sim
+by a fresh in-memory ONNX export unless one is given, so files written by :func:`export_sim`
+(or by AIMET for the same model) land on the quantizers that produced them. Encodings are
+copied bit for bit: scales as float32, offsets as integers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError
+from core.export.reader import parse_encodings, read_encodings_file
+from core.export.records import EncodingRecord, EncodingsDoc
+from core.export.tensor_map import TensorMap
+from core.quant.encoding import Encoding, QuantSpec
+from core.quant.grouping import num_groups
+
+
+def _expected_groups(spec: QuantSpec, shape: tuple[int, ...] | None) -> int | None:
+    if spec.granularity == "per_tensor":
+        return 1
+    if shape is None:
+        return None
+    return num_groups(shape, spec)
+
+
+def _encoding_for(
+    record: EncodingRecord, current: QuantSpec, shape: tuple[int, ...] | None, where: str
+) -> Encoding:
+    if record.dtype == "float":
+        return record.to_encoding()
+    # 0.6.1 cannot tell a one-channel per-channel encoding from a per-tensor one.
+    one_channel = shape is not None and _expected_groups(current, shape) == 1
+    if record.granularity == "per_tensor" and current.granularity == "per_channel" and one_channel:
+        record = replace(record, granularity="per_channel")
+    enc = record.to_encoding(current)
+    expected = _expected_groups(enc.spec, shape)
+    if expected is not None and expected != record.num_groups:
+        raise ConfigError(
+            f"{where}: encoding {record.name!r} has {record.num_groups} scale(s) but the tensor "
+            f"(shape {list(shape or ())}) needs {expected} for {enc.spec.granularity} quantization"
+        )
+    return enc
+
+
+def load_encodings(
+    sim: Any,
+    source: str | os.PathLike[str] | Mapping[str, Any] | EncodingsDoc,
+    freeze: bool = False,
+    strict: bool = True,
+    tensor_map: TensorMap | None = None,
+) -> list[str]:
+    """Set the sim's quantizers from an encodings file (0.6.1 / 1.0.0 / 2.0.0), a parsed dict or doc.
+
+    ``strict``: every enabled quantizer must find an encoding and every encoding a quantizer,
+    else ConfigError naming them. Non-strict: quantizers without an encoding keep theirs and
+    unknown names are ignored. Disabled quantizers stay disabled and untouched. ``freeze``:
+    loaded quantizers are frozen (compute_encodings leaves them alone); loading replaces an
+    earlier frozen encoding. Returns the keys of the quantizers that were set.
+    """
+    if isinstance(source, EncodingsDoc):
+        doc, where = source, "encodings"
+    elif isinstance(source, Mapping):
+        doc, where = parse_encodings(dict(source), "encodings dict"), "encodings dict"
+    else:
+        doc, where = read_encodings_file(source), str(Path(source))
+    if tensor_map is None:
+        from core.export.sim_export import trace_tensor_map
+
+        _, tensor_map = trace_tensor_map(sim)
+    quantizers = sim.quantizers()
+    params = dict(sim.model.named_parameters())
+    used: set[str] = set()
+    missing: list[str] = []
+    updates: list[tuple[str, Any, Encoding]] = []
+    for key, q in quantizers.items():
+        binding = tensor_map.bindings.get(key)
+        record = doc.get(binding.tensor) if binding is not None else None
+        if record is None:
+            if q.enabled:
+                missing.append(key if binding is None else f"{key} (tensor {binding.tensor!r})")
+            continue
+        used.add(record.name)
+        if not q.enabled:
+            continue  # disabled stays disabled; the tensor's encoding belongs to another quantizer
+        is_param = binding is not None and binding.role == "param" and record.name in params
+        shape = tuple(params[record.name].shape) if is_param else None
+        updates.append((key, q, _encoding_for(record, q.spec, shape, where)))
+    unknown = sorted(doc.names() - used)
+    if strict and (missing or unknown):
+        parts = []
+        if missing:
+            parts.append(f"no encoding for quantizers {', '.join(missing)}")
+        if unknown:
+            parts.append(f"names that match no quantizer of this sim: {', '.join(unknown)}")
+        raise ConfigError(f"{where}: {'; '.join(parts)} (pass strict=False to load what matches)")
+    for _key, q, enc in updates:
+        q.unfreeze()
+        q.set_encoding(enc)
+        if freeze:
+            q.freeze()
+    for module in sim.quantized_modules().values():
+        clear = getattr(module, "clear_param_cache", None)
+        if clear is not None:
+            clear()
+    return [key for key, _, _ in updates]
+
+
+__all__ = ["load_encodings"]
