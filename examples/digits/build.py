@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,8 +110,10 @@ def _build_into(target: Path, content_hash: str, seed: int) -> Paths:
     with tempfile.TemporaryDirectory(dir=target) as tmp:
         staged = _paths(Path(tmp), fp32)
         _export(model, split.train_x[:2], staged)
-        np.savez(staged.calib_data, **{INPUT_NAME: split.train_x[:CALIB_SAMPLES]})
-        np.savez(staged.eval_data, **{INPUT_NAME: split.eval_x, "labels": split.eval_y})
+        calib: dict[str, Any] = {INPUT_NAME: split.train_x[:CALIB_SAMPLES]}
+        evaluation: dict[str, Any] = {INPUT_NAME: split.eval_x, "labels": split.eval_y}
+        np.savez(staged.calib_data, **calib)
+        np.savez(staged.eval_data, **evaluation)
         for name in ("model_pt2", "model_onnx", "calib_data", "eval_data"):
             os.replace(getattr(staged, name), getattr(paths, name))
     (target / _STAMP).write_text(json.dumps({"hash": content_hash, "fp32_accuracy": fp32}))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,7 @@ _UNARY = {
     "Not": torch.logical_not,
     "HardSwish": F.hardswish,
 }
-_BINARY = {
+_BINARY: dict[str, Callable[..., torch.Tensor]] = {
     "Add": torch.add,
     "Sub": torch.sub,
     "Mul": torch.mul,
@@ -100,7 +102,7 @@ def where(ctx: NodeContext) -> list[Value | None]:
 
 @converts("Min", "Max", "Sum", "Mean")
 def variadic(ctx: NodeContext) -> list[Value | None]:
-    fn = {"Min": torch.minimum, "Max": torch.maximum, "Sum": torch.add}.get(ctx.op_type, torch.add)
+    fn: Any = {"Min": torch.minimum, "Max": torch.maximum, "Sum": torch.add}.get(ctx.op_type, torch.add)
     values = [v for v in ctx.inputs if v is not None]
     out = values[0]
     for v in values[1:]:

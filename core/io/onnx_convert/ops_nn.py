@@ -3,6 +3,8 @@ named after the ONNX node, so quantizer placement sees them as it sees a PyTorch
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,8 +13,9 @@ from core.io.onnx_convert.context import NodeContext
 from core.io.onnx_convert.registry import converts
 from core.io.onnx_convert.values import Static, Value, probe
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+# Typed Any: torch's stubs want int-or-fixed-tuple sizes; lists of the right length are accepted at run time.
+_CONV: dict[int, Any] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_T: dict[int, Any] = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _CONV_F = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
@@ -141,12 +144,12 @@ def gemm(ctx: NodeContext) -> list[Value | None]:
         if c is not None:
             row = c.tensor.reshape(-1) if c.tensor.numel() in (1, out_features) else None
             if row is None:
-                y = ctx.module(_linear(weight, None), a)
-                return [ctx.call(torch.add, y, Static(c.tensor * beta))]
+                product = ctx.module(_linear(weight, None), a)
+                return [ctx.call(torch.add, product, Static(c.tensor * beta))]
             bias = (row * beta).expand(out_features)
         return [ctx.module(_linear(weight, bias), a)]
     bt = b if not trans_b else ctx.call(torch.transpose, b, 0, 1)
-    y = ctx.call(torch.matmul, a, bt)
+    y: Value = ctx.call(torch.matmul, a, bt)
     if alpha != 1.0:
         y = ctx.call(torch.mul, y, alpha)
     if c is not None:
