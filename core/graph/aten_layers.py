@@ -48,8 +48,8 @@ def _tensors(node: fx.Node, ctx: ConversionContext, *nodes: Any) -> list[torch.T
     return out
 
 
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_CONV: dict[int, Any] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_T: dict[int, Any] = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 
 
 @register_aten("conv1d", "conv2d", "conv3d")
@@ -118,7 +118,7 @@ def _linear(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     return Conversion(module, (node.args[0],), "linear")
 
 
-_BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+_BN: dict[int, Any] = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
 
 @register_aten("batch_norm")
@@ -176,8 +176,9 @@ def _group_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     if tensors is None or (tensors[0] is None) != (tensors[1] is None) or not isinstance(val, torch.Tensor):
         return None
     weight, bias = tensors
+    groups: Any = node.args[1]
     module = nn.GroupNorm(
-        node.args[1], val.shape[1], eps=arg(node, "eps", 4, 1e-5), affine=weight is not None, device="meta"
+        groups, val.shape[1], eps=arg(node, "eps", 4, 1e-5), affine=weight is not None, device="meta"
     )
     if weight is not None:
         _assign(module, "weight", weight)

@@ -164,9 +164,17 @@ def _softplus(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     return Conversion(module, (node.args[0],), "softplus")
 
 
-_MAX_POOL = {"max_pool1d": nn.MaxPool1d, "max_pool2d": nn.MaxPool2d, "max_pool3d": nn.MaxPool3d}
-_AVG_POOL = {"avg_pool1d": nn.AvgPool1d, "avg_pool2d": nn.AvgPool2d, "avg_pool3d": nn.AvgPool3d}
-_ADAPTIVE = {
+_MAX_POOL: dict[str, Any] = {
+    "max_pool1d": nn.MaxPool1d,
+    "max_pool2d": nn.MaxPool2d,
+    "max_pool3d": nn.MaxPool3d,
+}
+_AVG_POOL: dict[str, Any] = {
+    "avg_pool1d": nn.AvgPool1d,
+    "avg_pool2d": nn.AvgPool2d,
+    "avg_pool3d": nn.AvgPool3d,
+}
+_ADAPTIVE: dict[str, Any] = {
     "adaptive_avg_pool1d": nn.AdaptiveAvgPool1d,
     "adaptive_avg_pool2d": nn.AdaptiveAvgPool2d,
     "_adaptive_avg_pool2d": nn.AdaptiveAvgPool2d,
@@ -229,7 +237,7 @@ def _resize(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     if str(node.target).split(".")[-1] != "vec":
         return None  # the .default overloads carry per-axis scales that F.interpolate may not reproduce
     mode = _RESIZE_MODES[_packet(node)]
-    size = node.args[1]
+    size: Any = node.args[1]
     if mode.startswith("nearest"):
         align, scales = None, arg(node, "scale_factors", 2)
     else:

@@ -189,7 +189,8 @@ def _convert_node(node: fx.Node, ctx: _Context, tree: ModuleTree, graph: fx.Grap
         converter = None
     conversion = converter(node, ctx) if converter is not None and output_is_float(node) else None
     if conversion is None:
-        return graph.call_function(node.target, remap(node.args), remap(node.kwargs))
+        target: Any = node.target
+        return graph.call_function(target, remap(node.args), remap(node.kwargs))
     name = tree.add_module(_module_name(node, conversion, ctx), conversion.module)
     new = graph.call_module(name, remap(conversion.args))
     new.meta["lowbit_source"] = str(node.target)

@@ -92,7 +92,7 @@ def find_layer_bn_pairs(gm: fx.GraphModule) -> list[tuple[str, str]]:
         layer = _module(gm, node, LAYERS)
         user = _sole_user(node) if layer is not None else None
         bn = _module(gm, user, BATCH_NORMS) if user is not None else None
-        if bn is None or user is None or user.args[0] is not node:
+        if bn is None or user is None or user.args[:1] != (node,):
             continue
         if bn.num_features == _out_channels(layer):  # type: ignore[arg-type]
             pairs.append((node_label(node), node_label(user)))
@@ -106,7 +106,7 @@ def find_layer_activation_pairs(gm: fx.GraphModule) -> list[tuple[str, str]]:
         if _module(gm, node, LAYERS + BATCH_NORMS) is None:
             continue
         user = _sole_user(node)
-        if user is not None and _module(gm, user, ACTIVATIONS) is not None and user.args[0] is node:
+        if user is not None and _module(gm, user, ACTIVATIONS) is not None and user.args[:1] == (node,):
             pairs.append((node_label(node), node_label(user)))
     return pairs
 
