@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.db.migrate import upgrade
-from service.db.session import make_engine, make_sessionmaker
+from service.db.repositories import projects
+from service.db.session import make_engine, make_sessionmaker, session_scope
 from service.settings import Settings
+from tests.fixtures.live_api import live_api
 from tests.fixtures.postgres import fresh_database
 from tests.fixtures.seaweedfs import SeaweedS3, start_seaweedfs, stop_seaweedfs
-
-
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    with fresh_database() as url:
-        yield url
+from tests.service.samples import make_ready_dataset, make_ready_model
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +81,44 @@ def db_session(db_engine: Engine) -> Iterator[Session]:
     finally:
         session.rollback()
         session.close()
+
+
+@dataclass
+class Api:
+    url: str
+    settings: Settings
+    key: str  # project A
+    other_key: str  # project B
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def api(mode_settings: Settings) -> Iterator[Api]:
+    # Small parts so an 11 MiB test file takes the multipart path.
+    settings = mode_settings.model_copy(
+        update={"rate_limit_per_minute": 0, "multipart_part_bytes": 5 * 1024 * 1024}
+    )
+    engine = make_engine(settings)
+    with session_scope(make_sessionmaker(engine)) as session:
+        keys = []
+        for _ in range(2):
+            project = projects.create_project(session, f"proj-{os.urandom(4).hex()}")
+            keys.append(projects.create_api_key(session, project, "test")[1])
+    engine.dispose()
+    with live_api(settings) as (url, live_settings):
+        yield Api(url, live_settings, keys[0], keys[1])
+
+
+@pytest.fixture
+def client(api: Api) -> Iterator[httpx.Client]:
+    with api.client() as c:
+        yield c
+
+
+@pytest.fixture
+def ready_inputs(client: httpx.Client) -> tuple[dict[str, object], dict[str, object]]:
+    suffix = os.urandom(4).hex()
+    return make_ready_model(client, f"m-{suffix}"), make_ready_dataset(client, f"d-{suffix}")

@@ -36,13 +36,14 @@ def create_model(body: ModelCreate, idem: Idempotent = Depends(idempotent)) -> o
 
 @router.get("", response_model=Page[ModelRead])
 def list_models(
+    name: str | None = None,
     cursor: str | None = None,
     limit: int | None = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),
 ) -> Page[ModelRead]:
-    rows, nxt = resources.list_models(session, who.project_id, page_limit(ctx, limit), cursor)
+    rows, nxt = resources.list_models(session, who.project_id, page_limit(ctx, limit), cursor, name)
     latest = resources.latest_versions(session, [m.id for m in rows])
     items = [
         ModelRead.model_validate(m).model_copy(update={"latest_version": latest.get(m.id)}) for m in rows

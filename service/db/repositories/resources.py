@@ -40,9 +40,12 @@ def get_model_by_name(session: Session, project_id: str, name: str) -> Model:
 
 
 def list_models(
-    session: Session, project_id: str, limit: int, cursor: str | None
+    session: Session, project_id: str, limit: int, cursor: str | None, name: str | None = None
 ) -> tuple[Sequence[Model], str | None]:
-    return paginate(session, select(Model).where(Model.project_id == project_id), Model.id, limit, cursor)
+    stmt = select(Model).where(Model.project_id == project_id)
+    if name is not None:
+        stmt = stmt.where(Model.name == name)
+    return paginate(session, stmt, Model.id, limit, cursor)
 
 
 def latest_versions(session: Session, model_ids: Sequence[str]) -> dict[str, int]:

@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.service.api.conftest import Api, job_body
+from tests.service.conftest import Api
+from tests.service.samples import job_body
 
 
 def test_same_key_same_body_returns_the_same_resource(client: httpx.Client) -> None:

@@ -14,7 +14,8 @@ from service.db.repositories import jobs as jobs_repo
 from service.db.session import make_engine, make_sessionmaker, session_scope
 from service.jobs import state
 from service.storage import job_artifact_key, make_store
-from tests.service.api.conftest import Api, job_body, make_ready_dataset, make_ready_model
+from tests.service.conftest import Api
+from tests.service.samples import job_body, make_ready_dataset, make_ready_model
 
 
 def _db(api: Api):  # type: ignore[no-untyped-def]

@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 from service.api.app import create_app
 from service.db.repositories import projects
 from service.db.session import make_engine, make_sessionmaker, session_scope
-from tests.service.api.conftest import Api, job_body
+from tests.service.conftest import Api
+from tests.service.samples import job_body
 
 
 def test_missing_and_bad_keys_are_401(api: Api) -> None:

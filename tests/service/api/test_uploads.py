@@ -11,7 +11,8 @@ import zipfile
 import httpx
 import numpy as np
 
-from tests.service.api.conftest import Api, npz_bytes, onnx_bytes
+from tests.service.conftest import Api
+from tests.service.samples import npz_bytes, onnx_bytes
 
 
 def _presigned(client: httpx.Client, path: str, body: dict[str, object], data: bytes) -> dict[str, object]:

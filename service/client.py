@@ -1,0 +1,234 @@
+"""Python client of the lowbit API (httpx only; no torch).
+
+>>> client = LowbitClient("http://127.0.0.1:8000", "lb_...")            # doctest: +SKIP
+>>> version = client.upload_model("model.onnx")                        # doctest: +SKIP
+>>> data = client.upload_dataset("calib.npz")                          # doctest: +SKIP
+>>> job = client.submit({"model_id": version["model_id"], "calib_dataset_id": data["id"],
+...                      "technique": "ptq"})                          # doctest: +SKIP
+>>> client.wait(job["id"])["status"]                                   # doctest: +SKIP
+'succeeded'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+MODEL_SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
+DATASET_SUFFIXES = {".npz": "npz", ".safetensors": "safetensors"}
+
+
+class ClientError(Exception):
+    """The API answered with an error (``status``, ``code``, ``message``) or could not be reached."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})" if status else message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file, read in chunks."""
+    digest = hashlib.sha256()
+    for chunk in _file_chunks(path):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class LowbitClient:
+    """A session with one lowbit API as one project (its API key). Defaults: LOWBIT_URL, LOWBIT_API_KEY."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = (url or os.environ.get("LOWBIT_URL") or "http://127.0.0.1:8000").rstrip("/")
+        key = api_key or os.environ.get("LOWBIT_API_KEY")
+        if not key:
+            raise ClientError(0, "no_api_key", "no API key: set LOWBIT_API_KEY or pass api_key")
+        self.http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> LowbitClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call; returns the decoded JSON or raises ClientError."""
+        try:
+            resp = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ClientError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()["error"]
+                raise ClientError(resp.status_code, err["code"], err["message"])
+            except (ValueError, KeyError, TypeError):
+                raise ClientError(resp.status_code, "http_error", resp.text[:300]) from None
+        return resp.json() if resp.content else None
+
+    def _create(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        # Every create carries a key, so a retry after a lost response never creates a duplicate.
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return self.request("POST", path, json=body, headers=headers)
+
+    # -- models and datasets ---------------------------------------------------------------------
+    def find_model(self, name: str) -> dict[str, Any] | None:
+        """The model named ``name`` or None."""
+        page = self.request("GET", "/v1/models", params={"name": name})
+        return page["items"][0] if page["items"] else None
+
+    def upload_model(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
+        """Upload ``path`` (.onnx or .pt2) as a new version of model ``name`` (default: the file stem),
+        streamed through the API; returns the ready version."""
+        path = Path(path)
+        fmt = MODEL_SUFFIXES.get(path.suffix.lower())
+        if fmt is None:
+            raise ClientError(0, "bad_format", f"{path}: model files must end in {', '.join(MODEL_SUFFIXES)}")
+        name = name or path.stem
+        model = self.find_model(name) or self._create("/v1/models", {"name": name})
+        version = self._create(f"/v1/models/{model['id']}/versions", {"format": fmt})
+        self._stream(f"/v1/models/{model['id']}/versions/{version['version']}/content", path)
+        out: dict[str, Any] = self.request("GET", f"/v1/models/{model['id']}/versions/{version['version']}")
+        return out
+
+    def upload_dataset(
+        self, path: str | Path, name: str | None = None, kind: str = "calibration"
+    ) -> dict[str, Any]:
+        """Upload ``path`` (.npz or .safetensors) as a new dataset; returns it, ready."""
+        path = Path(path)
+        fmt = DATASET_SUFFIXES.get(path.suffix.lower())
+        if fmt is None:
+            raise ClientError(
+                0, "bad_format", f"{path}: data files must end in {', '.join(DATASET_SUFFIXES)}"
+            )
+        dataset = self._create("/v1/datasets", {"name": name or path.stem, "kind": kind, "format": fmt})
+        self._stream(f"/v1/datasets/{dataset['id']}/content", path)
+        out: dict[str, Any] = self.request("GET", f"/v1/datasets/{dataset['id']}")
+        return out
+
+    def _stream(self, url: str, path: Path) -> None:
+        headers = {"X-Content-SHA256": file_sha256(path), "Content-Length": str(path.stat().st_size)}
+        self.request("PUT", url, content=_file_chunks(path), headers=headers)
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        """Create a job from a spec (see JobSpec in the API docs)."""
+        out: dict[str, Any] = self._create("/v1/jobs", spec, idempotency_key)
+        return out
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("GET", f"/v1/jobs/{job_id}")
+        return out
+
+    def jobs(self, limit: int = 50, **filters: Any) -> list[dict[str, Any]]:
+        """Up to ``limit`` jobs, newest first (follows cursors)."""
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while len(items) < limit:
+            params = {k: v for k, v in filters.items() if v is not None}
+            params["limit"] = min(200, limit - len(items))
+            if cursor:
+                params["cursor"] = cursor
+            page = self.request("GET", "/v1/jobs", params=params)
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        return items
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.request("POST", f"/v1/jobs/{job_id}/cancel")
+        return out
+
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._create(f"/v1/jobs/{job_id}/rerun", {})
+        return out
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.request("GET", f"/v1/jobs/{job_id}/artifacts")
+        return out
+
+    def logs(self, job_id: str, after: int = 0) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.request("GET", f"/v1/jobs/{job_id}/logs", params={"after": after})
+        return out
+
+    def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The job's server-sent events as (event name, data) until the stream ends."""
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise ClientError(resp.status_code, "http_error", resp.text[:300])
+            name = "message"
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    yield name, json.loads(line[6:])
+                    name = "message"
+
+    def wait(
+        self,
+        job_id: str,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Follow the job until it is succeeded, failed or cancelled; ``on_update`` gets each progress event."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                for name, data in self.events(job_id):
+                    if on_update is not None and name == "progress":
+                        on_update(data)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise ClientError(0, "timeout", f"job {job_id} not finished after {timeout_s} s")
+            except httpx.HTTPError:
+                time.sleep(1)  # the stream broke (API restart): reconnect
+            job = self.job(job_id)
+            if job["status"] in TERMINAL:
+                return job
+
+    def download(self, job_id: str, dest: str | Path) -> list[Path]:
+        """Download every artifact of the job into ``dest`` through its presigned URL."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for art in self.artifacts(job_id):
+            target = dest / Path(art["name"]).name  # never trust a path from the server
+            with httpx.stream("GET", art["url"], timeout=None) as resp:
+                if resp.status_code != 200:
+                    raise ClientError(
+                        resp.status_code, "download_failed", f"download of {art['name']} failed"
+                    )
+                with target.open("wb") as fh:
+                    for chunk in resp.iter_bytes(1 << 20):
+                        fh.write(chunk)
+            paths.append(target)
+        return paths

@@ -1,0 +1,69 @@
+"""The service CLI as a user runs it: db upgrade, admin keys, serve-api, submit/jobs/job/cancel/download."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service import cli
+from tests.fixtures.api_process import api_process
+from tests.service.samples import npz_bytes, onnx_bytes
+
+
+def _lowbit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "core.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_exit_codes_match_core() -> None:
+    from core.commands import exit_codes
+
+    for name in ("OK", "FAILURE", "USAGE", "ACCURACY_TARGET_MISSED", "CANCELLED", "SERVICE_ERROR"):
+        assert getattr(cli, name) == getattr(exit_codes, name)
+
+
+@pytest.mark.slow
+def test_cli_round_trip_on_embedded_defaults(tmp_path: Path) -> None:
+    """Given an empty directory, the CLI migrates, creates a key, serves, submits, lists, shows and cancels."""
+    env = {
+        "LOWBIT_DATABASE_URL": f"sqlite:///{tmp_path / 'lowbit.db'}",
+        "LOWBIT_LOCAL_STORAGE_DIR": str(tmp_path / "objects"),
+        "LOWBIT_BROKER_FOLDER": str(tmp_path / "broker"),
+    }
+    assert _lowbit(env, "db", "upgrade").returncode == 0
+    assert _lowbit(env, "admin", "create-project", "demo").returncode == 0
+    dup = _lowbit(env, "admin", "create-project", "demo")
+    assert dup.returncode == cli.USAGE and "already exists" in dup.stderr
+    key = _lowbit(env, "admin", "create-key", "demo").stdout.strip()
+    assert key.startswith("lb_")
+    (tmp_path / "net.onnx").write_bytes(onnx_bytes(5))
+    (tmp_path / "calib.npz").write_bytes(npz_bytes(5))
+    with api_process(env, tmp_path / "api.log") as (url, _pid):
+        client_env = {**env, "LOWBIT_URL": url, "LOWBIT_API_KEY": key}
+        sub = _lowbit(
+            client_env, "submit", str(tmp_path / "net.onnx"), "--calib", str(tmp_path / "calib.npz")
+        )
+        assert sub.returncode == 0, sub.stderr
+        job_id = sub.stdout.strip()
+        listing = _lowbit(client_env, "jobs")
+        assert job_id in listing.stdout and "queued" in listing.stdout
+        shown = json.loads(_lowbit(client_env, "job", job_id).stdout)
+        assert shown["status"] == "queued" and shown["spec"]["technique"] == "ptq"
+        assert _lowbit(client_env, "cancel", job_id).stdout.strip() == "cancelled"
+        assert _lowbit(client_env, "job", job_id, "--wait").returncode == cli.CANCELLED
+        down = _lowbit(client_env, "download", job_id, str(tmp_path / "out"))
+        assert down.returncode == 0 and down.stdout == ""  # a cancelled job has no artifacts
+        bad = _lowbit({**client_env, "LOWBIT_API_KEY": "lb_wrong"}, "jobs")
+        assert bad.returncode == cli.SERVICE_ERROR and "unauthorized" in bad.stderr
+        wrong = _lowbit(client_env, "job", "0" * 26)
+        assert wrong.returncode == cli.SERVICE_ERROR and "not_found" in wrong.stderr
