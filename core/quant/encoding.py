@@ -112,7 +112,13 @@ class Encoding:
 
     @classmethod
     def from_min_max(
-        cls, min_: torch.Tensor, max_: torch.Tensor, *, bitwidth: int, symmetric: bool, spec: QuantSpec | None = None
+        cls,
+        min_: torch.Tensor,
+        max_: torch.Tensor,
+        *,
+        bitwidth: int,
+        symmetric: bool,
+        spec: QuantSpec | None = None,
     ) -> Encoding:
         """Encoding covering [min, max] per group; zero is always exactly representable."""
         spec = spec or QuantSpec(bitwidth=bitwidth, symmetric=symmetric)

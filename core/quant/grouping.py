@@ -51,7 +51,9 @@ def as_groups(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return y.reshape(channels * (in_ch // bs), -1)
 
 
-def block_fake_quant_layout(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, tuple[int, ...], list[int]]:
+def block_fake_quant_layout(
+    x: torch.Tensor, spec: QuantSpec
+) -> tuple[torch.Tensor, tuple[int, ...], list[int]]:
     """Reshape x so that per-block groups lie along dim 0; returns (view, shape, permutation)."""
     y = _block_layout(x, spec)
     perm_shape = tuple(y.shape)

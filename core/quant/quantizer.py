@@ -24,14 +24,16 @@ from torch import nn
 
 from core.errors import LowbitError
 from core.quant.encoding import Encoding, QuantSpec
-from core.quant.primitives import fake_quantize_raw
+from core.quant.primitives import broadcast_encoding, fake_quantize_inference, fake_quantize_raw
 from core.quant.range_setters import RangeSetter, make_range_setter
 
 
 class Quantizer(nn.Module):
     """Fake-quantizes one tensor (a weight, or an activation at one module input/output)."""
 
-    def __init__(self, spec: QuantSpec, scheme: str = "min_max", scheme_options: dict[str, Any] | None = None):
+    def __init__(
+        self, spec: QuantSpec, scheme: str = "min_max", scheme_options: dict[str, Any] | None = None
+    ):
         super().__init__()
         self.spec = spec
         self.scheme = scheme
@@ -40,6 +42,8 @@ class Quantizer(nn.Module):
         self.enabled = True
         self.frozen = False
         self._observing = False
+        self._fast_key: tuple | None = None  # type: ignore[type-arg]
+        self._fast: tuple = ()  # type: ignore[type-arg]
         # Empty buffers = not calibrated yet; they become (groups,) tensors once an encoding is set.
         self.register_buffer("scale", torch.empty(0))
         self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
@@ -125,7 +129,33 @@ class Quantizer(nn.Module):
             raise LowbitError(
                 "quantizer has no encoding; run QuantSim.compute_encodings(data) or load_encodings(path) first"
             )
+        if self.spec.dtype == "int" and not (
+            torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad)
+        ):
+            return fake_quantize_inference(x, *self._inference_params(x))
         return fake_quantize_raw(x, self.spec, self.scale, self.zero_point)
+
+    def _inference_params(self, x: torch.Tensor) -> tuple:  # type: ignore[type-arg]
+        """(scale, 1/scale, lo, hi) shaped for x, cached until the encoding changes."""
+        key = (x.dim(), x.device, self.scale.data_ptr(), self.scale._version, self.zero_point._version)
+        if self._fast_key == key:
+            return self._fast
+        spec = self.spec
+        scale = self.scale.detach().float()
+        inv = 1.0 / scale
+        lo = (-self.zero_point).float()
+        hi = spec.num_steps - self.zero_point.float()
+        if spec.granularity == "per_tensor":
+            params: tuple = (float(scale), float(inv), float(lo), float(hi))  # type: ignore[type-arg]
+        elif spec.granularity == "per_channel":
+            shape = [1] * x.dim()
+            shape[spec.axis % x.dim()] = -1  # type: ignore[operator]
+            params = tuple(t.reshape(shape) for t in (scale, inv, lo, hi))
+        else:
+            full_scale, full_offset = broadcast_encoding(x, Encoding(spec, scale, -self.zero_point.float()))
+            params = (full_scale, 1.0 / full_scale, full_offset, spec.num_steps + full_offset)
+        self._fast_key, self._fast = key, params
+        return params
 
     def extra_repr(self) -> str:
         s = self.spec
@@ -133,7 +163,9 @@ class Quantizer(nn.Module):
         state = "enabled" if self.enabled else "disabled"
         return f"{s.dtype}{s.bitwidth}, {'sym' if s.symmetric else 'asym'}, {gran}, {self.scheme}, {state}"
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # type: ignore[no-untyped-def]
         # Encodings are (groups,) tensors whose size is unknown before calibration: adopt the stored shape.
         for name in ("scale", "zero_point"):
             key = prefix + name
@@ -142,5 +174,3 @@ class Quantizer(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
-
-

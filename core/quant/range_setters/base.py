@@ -92,9 +92,13 @@ class RangeSetter:
         if self.spec.dtype == "float":
             return Encoding(self.spec)
         if self.min is None or self.max is None:
-            raise ConfigError("no data observed for this quantizer; run calibration data through the model first")
+            raise ConfigError(
+                "no data observed for this quantizer; run calibration data through the model first"
+            )
         lo, hi = self.search_range(self.min, self.max)
-        return Encoding.from_min_max(lo, hi, bitwidth=self.spec.bitwidth, symmetric=self.spec.symmetric, spec=self.spec)
+        return Encoding.from_min_max(
+            lo, hi, bitwidth=self.spec.bitwidth, symmetric=self.spec.symmetric, spec=self.spec
+        )
 
     def search_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Choose the encoding range per group; the base class keeps the observed min/max."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from core.quant import kernels
+
 
 class RunningHistogram:
     """2048-bin histogram over [lo, hi]; a batch outside the range widens it and re-bins the counts.
@@ -28,7 +30,10 @@ class RunningHistogram:
             new_lo = min(lo, self.lo) - (0.25 * width if lo < self.lo else 0.0)
             new_hi = max(hi, self.hi) + (0.25 * width if hi > self.hi else 0.0)
             self._rebin(new_lo, new_hi)
-        self.counts += torch.histc(flat, self.bins, self.lo, self.hi).to(torch.float64)
+        counts = kernels.histogram(flat, self.lo, self.hi, self.bins)
+        if counts is None:
+            counts = torch.histc(flat, self.bins, self.lo, self.hi)
+        self.counts += counts.to(torch.float64)
 
     def _rebin(self, new_lo: float, new_hi: float) -> None:
         assert self.counts is not None

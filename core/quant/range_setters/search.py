@@ -16,7 +16,13 @@ _MAX_SAMPLES_PER_GROUP = 4096
 
 
 def histogram_search(
-    centers: torch.Tensor, counts: torch.Tensor, lo: float, hi: float, spec: QuantSpec, gamma: float, steps: int = 24
+    centers: torch.Tensor,
+    counts: torch.Tensor,
+    lo: float,
+    hi: float,
+    spec: QuantSpec,
+    gamma: float,
+    steps: int = 24,
 ) -> tuple[float, float]:
     """Best [min, max] for a per-tensor histogram: candidates clip each end by a fraction.
 
@@ -57,12 +63,16 @@ def exact_search(
         gen = torch.Generator().manual_seed(0)
         cols = torch.randperm(groups.shape[1], generator=gen)[:_MAX_SAMPLES_PER_GROUP].to(groups.device)
         groups = groups[:, cols]
-    per_channel = QuantSpec(bitwidth=spec.bitwidth, symmetric=spec.symmetric, granularity="per_channel", axis=0)
+    per_channel = QuantSpec(
+        bitwidth=spec.bitwidth, symmetric=spec.symmetric, granularity="per_channel", axis=0
+    )
     best_cost = torch.full((groups.shape[0],), float("inf"), device=groups.device)
     best_lo, best_hi = lo.clone(), hi.clone()
     for f in torch.linspace(1.0 / steps, 1.0, steps).tolist():
         c_lo, c_hi = lo * f, hi * f
-        enc = Encoding.from_min_max(c_lo, c_hi, bitwidth=spec.bitwidth, symmetric=spec.symmetric, spec=per_channel)
+        enc = Encoding.from_min_max(
+            c_lo, c_hi, bitwidth=spec.bitwidth, symmetric=spec.symmetric, spec=per_channel
+        )
         q = fake_quantize(groups, enc)
         err = (q - groups) ** 2
         if gamma != 1.0:

@@ -1,0 +1,136 @@
+"""Quantized modules: the original module's class swapped in place for Quantized<Class>.
+
+Swapping the class (instead of wrapping) keeps module and parameter names unchanged
+(``conv1.weight``), so encodings, state dicts and ONNX names line up with the FP model, and
+``sim.model`` stays an ordinary nn.Module users can train in their own loops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.quant.quantizer import Quantizer
+
+_CLASS_CACHE: dict[type, type] = {}
+
+
+class QuantizationMixin(nn.Module):
+    """Quantizes inputs, parameters and outputs around the original class's forward.
+
+    Attributes added to the module: ``input_quantizers`` (ModuleList, None where an input is
+    not quantized), ``output_quantizers`` (ModuleList), ``param_quantizers`` (ModuleDict),
+    ``onnx_type`` (str).
+    """
+
+    input_quantizers: nn.ModuleList
+    output_quantizers: nn.ModuleList
+    param_quantizers: nn.ModuleDict
+    onnx_type: str
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        iq = self.input_quantizers
+        if len(iq):
+            args = tuple(
+                q(a) if q is not None and isinstance(a, torch.Tensor) else a
+                for a, q in zip(args, list(iq) + [None] * (len(args) - len(iq)), strict=False)
+            )
+        swapped = self._swap_in_quantized_params()
+        try:
+            out = super().forward(*args, **kwargs)
+        finally:
+            if swapped:
+                self._parameters.update(swapped)
+        oq = self.output_quantizers
+        if len(oq):
+            if isinstance(out, torch.Tensor):
+                q = oq[0]
+                out = q(out) if q is not None else out
+            elif isinstance(out, tuple):
+                out = tuple(
+                    q(o) if q is not None and isinstance(o, torch.Tensor) else o
+                    for o, q in zip(out, list(oq) + [None] * (len(out) - len(oq)), strict=False)
+                )
+        return out
+
+    def _swap_in_quantized_params(self) -> dict[str, Any]:
+        swapped: dict[str, Any] = {}
+        for name, q in self.param_quantizers.items():
+            if q is None or not q.enabled:
+                continue
+            p = self._parameters[name]
+            if p is None:
+                continue
+            swapped[name] = p
+            self._parameters[name] = self._quantized_param(name, p, q)  # type: ignore[assignment]
+        return swapped
+
+    def _quantized_param(self, name: str, p: torch.Tensor, q: Quantizer) -> torch.Tensor:
+        if torch.is_grad_enabled() and (p.requires_grad or q.scale.requires_grad):
+            return q(p)  # straight-through gradients to the weight (and to scale/offset when learnt)
+        # Inference: the quantized weight only changes when the weight or its encoding does.
+        key = (
+            p.data_ptr(),
+            p._version,
+            q.scale.data_ptr(),
+            q.scale._version,
+            q.zero_point._version,
+            q.enabled,
+        )
+        cache = self.__dict__.setdefault("_lowbit_qparam_cache", {})
+        hit = cache.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with torch.no_grad():
+            value = q(p)
+        cache[name] = (key, value)
+        return value
+
+    def quantizers(self) -> dict[str, Quantizer]:
+        """This module's quantizers by role: 'input.0', 'output.0', 'param.weight'."""
+        found: dict[str, Quantizer] = {}
+        for i, q in enumerate(self.input_quantizers):
+            if q is not None:
+                found[f"input.{i}"] = q
+        for i, q in enumerate(self.output_quantizers):
+            if q is not None:
+                found[f"output.{i}"] = q
+        for name, q in self.param_quantizers.items():
+            if q is not None:
+                found[f"param.{name}"] = q
+        return found
+
+    def clear_param_cache(self) -> None:
+        self.__dict__.pop("_lowbit_qparam_cache", None)
+
+
+def quantized_class(cls: type[nn.Module]) -> type[nn.Module]:
+    """Quantized<cls>: QuantizationMixin first in the MRO, then the original class."""
+    if issubclass(cls, QuantizationMixin):
+        return cls
+    if cls not in _CLASS_CACHE:
+        _CLASS_CACHE[cls] = type(
+            f"Quantized{cls.__name__}", (QuantizationMixin, cls), {"_lowbit_original": cls}
+        )
+    return _CLASS_CACHE[cls]
+
+
+def quantize_module_in_place(
+    module: nn.Module,
+    onnx_type: str,
+    inputs: list[Quantizer | None],
+    outputs: list[Quantizer | None],
+    params: dict[str, Quantizer | None],
+) -> QuantizationMixin:
+    module.__class__ = quantized_class(type(module))
+    nn.Module.__setattr__(module, "input_quantizers", nn.ModuleList(inputs))
+    nn.Module.__setattr__(module, "output_quantizers", nn.ModuleList(outputs))
+    nn.Module.__setattr__(module, "param_quantizers", nn.ModuleDict(params))
+    module.onnx_type = onnx_type  # type: ignore[assignment]
+    return module  # type: ignore[return-value]
+
+
+def unquantized_copy_class(module: nn.Module) -> type[nn.Module]:
+    return getattr(type(module), "_lowbit_original", type(module))

@@ -1,0 +1,401 @@
+"""Where quantizers go: a plan per module of a prepared graph, from a QuantSimConfig.
+
+Rules, in AIMET's order (defaults → params → op_type → supergroups → model_input →
+model_output), then lowbit's per-layer overrides:
+
+* every quantizable leaf module gets an output quantizer unless its op type says otherwise;
+* supergroups (linear chains such as Conv→Relu, Add→Relu) have no quantizer inside; a foldable
+  BatchNorm after Conv/ConvTranspose/Gemm is part of the chain (it folds into the layer on target);
+* an input gets a quantizer when the tensor reaching it is not already quantized: a model input
+  (if ``model_input`` says so), a constant, or the output of an op left in float. Value-preserving
+  ops (reshape, transpose, dropout, max-pool, ...) are looked through: they neither need nor
+  break a quantizer;
+* parameters follow op_type.params > params > defaults.params; weights of Conv/ConvTranspose/Gemm
+  may be per-channel (axis 0; axis 1 for ConvTranspose).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import operator
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+
+from core.graph.op_types import has_op_type, onnx_op_type
+from core.quant.encoding import QuantSpec
+from core.quantsim.config import Override, QuantSimConfig
+
+# Op types whose output holds exactly the values of their (first) input, so the quantization
+# state of the tensor passes through them unchanged.
+VALUE_PRESERVING_OP_TYPES = frozenset(
+    {
+        "Identity",
+        "Dropout",
+        "Flatten",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Expand",
+        "MaxPool",
+        "GlobalMaxPool",
+        "Slice",
+        "Split",
+        "DepthToSpace",
+        "SpaceToDepth",
+    }
+)
+DATA_MOVEMENT_FUNCTIONS = frozenset(
+    {
+        operator.getitem,
+        torch.reshape,
+        torch.flatten,
+        torch.permute,
+        torch.transpose,
+        torch.squeeze,
+        torch.unsqueeze,
+        torch.narrow,
+        torch.chunk,
+        torch.split,
+        torch.t,
+        torch.movedim,
+        torch.swapaxes,
+        torch.select,
+        torch.nn.functional.dropout,
+        torch.clone,
+    }
+)
+DATA_MOVEMENT_METHODS = frozenset(
+    {
+        "view",
+        "reshape",
+        "permute",
+        "transpose",
+        "flatten",
+        "squeeze",
+        "unsqueeze",
+        "contiguous",
+        "expand",
+        "expand_as",
+        "chunk",
+        "split",
+        "t",
+        "to",
+        "clone",
+        "narrow",
+        "select",
+        "view_as",
+        "repeat",
+        "unflatten",
+        "__getitem__",
+        "size",
+        "dim",
+        "float",
+        "type_as",
+        "detach",
+    }
+)
+_NOT_QUANTIZED_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
+_PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
+_FOLDABLE_INTO = frozenset({"Conv", "ConvTranspose", "Gemm"})
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """The run's bitwidths and schemes (from the CLI/API), applied before per-layer overrides."""
+
+    param_bw: int = 8
+    output_bw: int = 8
+    param_scheme: str = "min_max"
+    act_scheme: str = "min_max"
+    per_channel: bool | None = None  # None: the config decides
+    act_dtype: str = "int"
+    param_dtype: str = "int"
+    block_size: int | None = None
+
+
+@dataclass
+class ModulePlan:
+    """Quantizers for one module: None means "no quantizer here"."""
+
+    name: str
+    op_type: str
+    inputs: list[QuantSpec | None]
+    output: QuantSpec | None
+    params: dict[str, QuantSpec | None]
+    param_scheme: str
+    act_scheme: str
+    output_constraint: tuple[float, float] | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def is_quantizable(module: nn.Module) -> bool:
+    return has_op_type(module) and not isinstance(module, _NOT_QUANTIZED_MODULES)
+
+
+def _is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
+    if node.op == "call_function":
+        return node.target in DATA_MOVEMENT_FUNCTIONS
+    if node.op == "call_method":
+        return node.target in DATA_MOVEMENT_METHODS
+    if node.op == "call_module":
+        mod = gm.get_submodule(str(node.target))
+        if isinstance(mod, _NOT_QUANTIZED_MODULES):
+            return True
+        return has_op_type(mod) and onnx_op_type(mod) in VALUE_PRESERVING_OP_TYPES
+    return False
+
+
+def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantParams) -> dict[str, ModulePlan]:
+    """Decide every quantizer of a prepared graph. Pure: the graph is not modified."""
+    modules = dict(gm.named_modules())
+    nodes = {n.name: n for n in gm.graph.nodes}
+    qnodes = [n for n in gm.graph.nodes if n.op == "call_module" and is_quantizable(modules[str(n.target)])]
+    op_types = {str(n.target): onnx_op_type(modules[str(n.target)]) for n in qnodes}
+    plans: dict[str, ModulePlan] = {}
+    # 1. defaults, params and op_type rules.
+    for n in qnodes:
+        name = str(n.target)
+        op = op_types[name]
+        rule = config.op_rule(op)
+        act = QuantSpec(
+            bitwidth=params.output_bw,
+            symmetric=bool(rule.is_symmetric),
+            dtype=_dtype(params.act_dtype, params.output_bw),
+        )
+        plan = ModulePlan(
+            name=name,
+            op_type=op,
+            inputs=[None] * len(n.args),
+            output=act if rule.is_output_quantized else None,
+            params={},
+            param_scheme=params.param_scheme,
+            act_scheme=params.act_scheme,
+            output_constraint=rule.encoding_constraints,
+        )
+        for pname, p in modules[name].named_parameters(recurse=False):
+            prule = config.param_rule(op, pname)
+            if not prule.is_quantized:
+                plan.params[pname] = None
+                continue
+            per_channel = (
+                params.per_channel if params.per_channel is not None else bool(rule.per_channel_quantization)
+            )
+            plan.params[pname] = _param_spec(
+                op, pname, p, params.param_bw, bool(prule.is_symmetric), per_channel, params
+            )
+        plans[name] = plan
+    # 2. foldable BatchNorms and supergroups: no quantizer inside a fused chain.
+    fused_outputs: set[str] = set()
+    for layer, bn in _foldable_bn_pairs(qnodes, op_types):
+        plans[layer].output = None
+        fused_outputs.add(layer)
+        for pname in plans[bn].params:
+            plans[bn].params[pname] = None
+        plans[bn].reasons["params"] = f"folded into {layer} on target"
+    for chain in _supergroup_chains(qnodes, op_types, config.supergroups):
+        for first, second in zip(chain, chain[1:], strict=False):
+            plans[first].output = None
+            fused_outputs.add(first)
+            plans[second].reasons["input"] = f"inside supergroup {'+'.join(op_types[c] for c in chain)}"
+    # 3. inputs: quantize what reaches a module unquantized.
+    for n in qnodes:
+        plan = plans[str(n.target)]
+        rule = config.op_rule(plan.op_type)
+        for i, arg in enumerate(n.args):
+            if not isinstance(arg, fx.Node):
+                continue
+            source = _true_producer(arg, gm)
+            need = bool(rule.is_input_quantized) or _needs_input_quantizer(
+                source, gm, plans, fused_outputs, config
+            )
+            if need and _is_float_tensor(arg):
+                plan.inputs[i] = QuantSpec(
+                    bitwidth=params.output_bw,
+                    symmetric=bool(rule.is_symmetric),
+                    dtype=_dtype(params.act_dtype, params.output_bw),
+                )
+    # 4. model outputs.
+    if config.model_output_quantized is not None:
+        for out in _output_producers(gm):
+            name = str(out.target)
+            if name in plans and name not in fused_outputs:
+                plans[name].output = (
+                    QuantSpec(bitwidth=params.output_bw, dtype=_dtype(params.act_dtype, params.output_bw))
+                    if config.model_output_quantized
+                    else None
+                )
+    # 5. per-layer overrides, in order.
+    for override in config.overrides:
+        for name, plan in plans.items():
+            if fnmatch.fnmatchcase(name, override.pattern):
+                _apply_override(plan, override, modules[name], params)
+    del nodes
+    return plans
+
+
+def _dtype(act_dtype: str, bw: int) -> str:
+    return "float" if act_dtype == "float" or (act_dtype == "auto" and bw == 16) else "int"
+
+
+def _param_spec(
+    op: str, pname: str, p: torch.Tensor, bw: int, symmetric: bool, per_channel: bool, params: QuantParams
+) -> QuantSpec:
+    if params.param_dtype == "float":
+        return QuantSpec(bitwidth=16, dtype="float")
+    axis = _PER_CHANNEL_AXIS.get(op) if pname == "weight" and p.dim() >= 2 else None
+    if axis is not None and params.block_size:
+        return QuantSpec(
+            bitwidth=bw, symmetric=symmetric, granularity="per_block", axis=axis, block_size=params.block_size
+        )
+    if axis is not None and per_channel:
+        return QuantSpec(bitwidth=bw, symmetric=symmetric, granularity="per_channel", axis=axis)
+    return QuantSpec(bitwidth=bw, symmetric=symmetric)
+
+
+def _is_float_tensor(node: fx.Node) -> bool:
+    val = node.meta.get("val", node.meta.get("tensor_meta"))
+    dtype = getattr(val, "dtype", None)
+    return dtype is None or dtype.is_floating_point
+
+
+def _true_producer(node: fx.Node, gm: fx.GraphModule) -> fx.Node:
+    """Walk back through value-preserving ops to the node that computed the values."""
+    while _is_data_movement(node, gm) and node.args and isinstance(node.args[0], fx.Node):
+        node = node.args[0]
+    return node
+
+
+def _needs_input_quantizer(
+    source: fx.Node, gm: fx.GraphModule, plans: dict[str, ModulePlan], fused: set[str], config: QuantSimConfig
+) -> bool:
+    if source.op == "placeholder":
+        return config.model_input_quantized
+    if source.op == "get_attr":
+        return True  # a constant (buffer) feeding an op: quantize it where it is used
+    if source.op == "call_module" and str(source.target) in plans:
+        name = str(source.target)
+        return plans[name].output is None and name not in fused
+    # Computation the preparer left as a function, or a module with no quantized counterpart.
+    return True
+
+
+def _foldable_bn_pairs(qnodes: list[fx.Node], op_types: dict[str, str]) -> list[tuple[str, str]]:
+    pairs = []
+    for n in qnodes:
+        name = str(n.target)
+        users = list(n.users)
+        if op_types[name] in _FOLDABLE_INTO and len(users) == 1:
+            user = users[0]
+            if (
+                user.op == "call_module"
+                and op_types.get(str(user.target)) == "BatchNormalization"
+                and user.args[0] is n
+            ):
+                pairs.append((name, str(user.target)))
+    return pairs
+
+
+def _supergroup_chains(
+    qnodes: list[fx.Node], op_types: dict[str, str], supergroups: tuple[tuple[str, ...], ...]
+) -> list[list[str]]:
+    """Chains of single-consumer module nodes matching a supergroup's op list (BN after a layer skipped)."""
+    chains = []
+    for n in qnodes:
+        for group in supergroups:
+            if op_types[str(n.target)] != group[0]:
+                continue
+            chain = [str(n.target)]
+            cur = n
+            ok = True
+            for want in group[1:]:
+                nxt = _single_module_user(cur, op_types)
+                if (
+                    nxt is not None
+                    and op_types[str(nxt.target)] == "BatchNormalization"
+                    and want != "BatchNormalization"
+                    and op_types[str(cur.target)] in _FOLDABLE_INTO
+                ):
+                    chain.append(str(nxt.target))
+                    cur = nxt
+                    nxt = _single_module_user(cur, op_types)
+                if nxt is None or op_types[str(nxt.target)] != want:
+                    ok = False
+                    break
+                chain.append(str(nxt.target))
+                cur = nxt
+            if ok:
+                chains.append(chain)
+                break
+    return chains
+
+
+def _single_module_user(node: fx.Node, op_types: dict[str, str]) -> fx.Node | None:
+    users = list(node.users)
+    if len(users) != 1:
+        return None
+    user = users[0]
+    if user.op == "call_module" and str(user.target) in op_types and user.args and user.args[0] is node:
+        return user
+    return None
+
+
+def _output_producers(gm: fx.GraphModule) -> list[fx.Node]:
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    found: list[fx.Node] = []
+
+    def visit(a: object) -> None:
+        if isinstance(a, fx.Node):
+            found.append(_true_producer(a, gm))
+        elif isinstance(a, list | tuple):
+            for x in a:
+                visit(x)
+        elif isinstance(a, dict):
+            for x in a.values():
+                visit(x)
+
+    visit(out.args[0])
+    return [n for n in found if n.op == "call_module"]
+
+
+def _apply_override(plan: ModulePlan, o: Override, module: nn.Module, params: QuantParams) -> None:
+    if o.enabled is False:
+        plan.inputs = [None] * len(plan.inputs)
+        plan.output = None
+        plan.params = dict.fromkeys(plan.params)
+        plan.reasons["override"] = f"disabled by override {o.pattern!r}"
+        return
+    if o.param_scheme:
+        plan.param_scheme = o.param_scheme
+    if o.act_scheme:
+        plan.act_scheme = o.act_scheme
+
+    def act(spec: QuantSpec | None) -> QuantSpec | None:
+        if spec is None:
+            return None
+        bw = o.output_bw if o.output_bw is not None else spec.bitwidth
+        dtype = _dtype(o.act_dtype, bw) if o.act_dtype else spec.dtype
+        sym = o.act_symmetric if o.act_symmetric is not None else spec.symmetric
+        return QuantSpec(bitwidth=16 if dtype == "float" else bw, symmetric=sym, dtype=dtype)
+
+    plan.output = act(plan.output)
+    plan.inputs = [act(s) for s in plan.inputs]
+    for pname, spec in list(plan.params.items()):
+        if spec is None:
+            continue
+        per_channel = o.per_channel if o.per_channel is not None else spec.granularity == "per_channel"
+        sym = o.param_symmetric if o.param_symmetric is not None else spec.symmetric
+        bw = o.param_bw if o.param_bw is not None else spec.bitwidth
+        block = o.block_size if o.block_size is not None else spec.block_size
+        p = dict(module.named_parameters(recurse=False))[pname]
+        plan.params[pname] = _param_spec(
+            plan.op_type,
+            pname,
+            p,
+            bw,
+            sym,
+            per_channel,
+            QuantParams(block_size=block, param_dtype=params.param_dtype),
+        )
