@@ -17,6 +17,7 @@ model_output), then lowbit's per-layer overrides:
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import operator
 from dataclasses import dataclass, field
 
@@ -196,7 +197,7 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             plans[bn].params[pname] = None
         plans[bn].reasons["params"] = f"folded into {layer} on target"
     for chain in _supergroup_chains(qnodes, op_types, config.supergroups):
-        for first, second in zip(chain, chain[1:], strict=False):
+        for first, second in itertools.pairwise(chain):
             plans[first].output = None
             fused_outputs.add(first)
             plans[second].reasons["input"] = f"inside supergroup {'+'.join(op_types[c] for c in chain)}"

@@ -23,8 +23,8 @@ class PercentileRangeSetter(HistogramSearchRangeSetter):
         q_lo = 1.0 - q_hi
         if self.static is not None:
             n = self.static.shape[1]
-            k_lo = max(1, min(n, int(round(q_lo * (n - 1))) + 1))
-            k_hi = max(1, min(n, int(round(q_hi * (n - 1))) + 1))
+            k_lo = max(1, min(n, round(q_lo * (n - 1)) + 1))
+            k_hi = max(1, min(n, round(q_hi * (n - 1)) + 1))
             return self.static.kthvalue(k_lo, dim=1).values, self.static.kthvalue(k_hi, dim=1).values
         if self.spec.granularity == "per_tensor" and self.hist.counts is not None:
             cdf = torch.cumsum(self.hist.counts, 0) / self.hist.counts.sum()
