@@ -101,6 +101,10 @@ class QuantAnalyzer:
         per_quantizer: bool = False,
         max_histograms: int = 40,
     ) -> None:
+        if not sim.quantizers():
+            raise ConfigError(
+                "the QuantSim has no quantizers (no quantizable layers were found): nothing to analyse"
+            )
         self.sim = sim
         self.calib = as_batches(calib_data, batch_size, num_batches)
         if not self.calib:

@@ -90,7 +90,11 @@ def rank_layers(
                 "output_sqnr_db": layer_error.get(layer, {}).get("sqnr_db"),
             }
         )
-    rows.sort(key=lambda r: r["score"], reverse=True)
+    # Ties (e.g. accuracy steps of 1/N) go to the layer whose output drifted further from FP32.
+    rows.sort(
+        key=lambda r: (r["score"], -(r["output_sqnr_db"] if r["output_sqnr_db"] is not None else 0.0)),
+        reverse=True,
+    )
     for i, row in enumerate(rows):
         row["rank"] = i + 1
     return rows
