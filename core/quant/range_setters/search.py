@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 
 from core.quant.encoding import Encoding, QuantSpec
-from core.quant.primitives import fake_quantize
 
-_MAX_SAMPLES_PER_GROUP = 4096
+_MAX_SAMPLES_PER_GROUP = 1024
 
 
 def histogram_search(
@@ -52,35 +51,52 @@ def histogram_search(
 
 
 def exact_search(
-    groups: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec, gamma: float, steps: int = 24
+    groups: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec, gamma: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best [min, max] per group of a static tensor (a weight), measured by real quantize-dequantize.
 
-    Each candidate shrinks both ends by the same fraction; large groups are subsampled
-    (deterministically) to bound the cost.
+    Each candidate shrinks both ends of a group's range by the same fraction: a coarse pass over
+    [0.2, 1] then a fine pass around each group's best. Large groups are subsampled
+    (deterministically) to bound the cost; the search runs without autograd.
     """
-    if groups.shape[1] > _MAX_SAMPLES_PER_GROUP:
-        gen = torch.Generator().manual_seed(0)
-        cols = torch.randperm(groups.shape[1], generator=gen)[:_MAX_SAMPLES_PER_GROUP].to(groups.device)
-        groups = groups[:, cols]
-    per_channel = QuantSpec(
-        bitwidth=spec.bitwidth, symmetric=spec.symmetric, granularity="per_channel", axis=0
+    with torch.no_grad():
+        if groups.shape[1] > _MAX_SAMPLES_PER_GROUP:
+            gen = torch.Generator().manual_seed(0)
+            cols = torch.randperm(groups.shape[1], generator=gen)[:_MAX_SAMPLES_PER_GROUP].to(groups.device)
+            groups = groups[:, cols]
+        best_cost = torch.full((groups.shape[0],), float("inf"), device=groups.device)
+        best_f = torch.ones_like(best_cost)
+        for f in torch.linspace(0.2, 1.0, 9).tolist():
+            best_cost, best_f = _try(
+                groups, lo, hi, spec, gamma, torch.full_like(best_f, f), best_cost, best_f
+            )
+        center = best_f.clone()
+        for step in (-0.075, -0.05, -0.025, 0.025, 0.05, 0.075):
+            cand = (center + step).clamp(0.05, 1.0)
+            best_cost, best_f = _try(groups, lo, hi, spec, gamma, cand, best_cost, best_f)
+    return lo * best_f, hi * best_f
+
+
+def _try(
+    groups: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    spec: QuantSpec,
+    gamma: float,
+    frac: torch.Tensor,
+    best_cost: torch.Tensor,
+    best_f: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = Encoding.from_min_max(
+        lo * frac, hi * frac, bitwidth=spec.bitwidth, symmetric=spec.symmetric, spec=spec
     )
-    best_cost = torch.full((groups.shape[0],), float("inf"), device=groups.device)
-    best_lo, best_hi = lo.clone(), hi.clone()
-    for f in torch.linspace(1.0 / steps, 1.0, steps).tolist():
-        c_lo, c_hi = lo * f, hi * f
-        enc = Encoding.from_min_max(
-            c_lo, c_hi, bitwidth=spec.bitwidth, symmetric=spec.symmetric, spec=per_channel
-        )
-        q = fake_quantize(groups, enc)
-        err = (q - groups) ** 2
-        if gamma != 1.0:
-            clipped = (groups < enc.min.unsqueeze(1)) | (groups > enc.max.unsqueeze(1))
-            err = torch.where(clipped, err * gamma, err)
-        cost = err.mean(1)
-        better = cost < best_cost
-        best_cost = torch.where(better, cost, best_cost)
-        best_lo = torch.where(better, c_lo, best_lo)
-        best_hi = torch.where(better, c_hi, best_hi)
-    return best_lo, best_hi
+    scale = enc.scale.unsqueeze(1)
+    q_lo = enc.offset.unsqueeze(1)
+    q = torch.clamp(torch.round(groups / scale), q_lo, q_lo + spec.num_steps) * scale
+    err = (q - groups) ** 2
+    if gamma != 1.0:
+        clipped = (groups < q_lo * scale) | (groups > (q_lo + spec.num_steps) * scale)
+        err = torch.where(clipped, err * gamma, err)
+    cost = err.mean(1)
+    better = cost < best_cost
+    return torch.where(better, cost, best_cost), torch.where(better, frac, best_f)
