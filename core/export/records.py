@@ -85,8 +85,9 @@ class EncodingRecord:
             return Encoding.float16()
         axis, block_axis = self.axis, self.block_axis
         if hint is not None and hint.granularity == self.granularity:
+            # The quantizer's own spec decides the axes (its None block axis means "the default").
             axis = hint.axis if hint.axis is not None else axis
-            block_axis = hint.block_axis if hint.block_axis is not None else block_axis
+            block_axis = hint.block_axis
         if self.granularity != "per_tensor" and axis is None:
             axis = 0
         spec = QuantSpec(
