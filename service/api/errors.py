@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException
 
 from service.errors import ServiceError, http_status_for
@@ -45,6 +46,17 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _db(_: Request, exc: DBAPIError) -> JSONResponse:
+        # Values that pass validation but that the database refuses (NUL characters in text for
+        # PostgreSQL, out-of-range numbers) are the caller's input; anything else is ours.
+        if isinstance(exc, DataError):
+            return error_response(
+                422, "invalid_input", "a value is out of range or holds characters that cannot be stored"
+            )
+        log.exception("database error")
+        return error_response(503, "database_unavailable", "the database failed; retry later")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

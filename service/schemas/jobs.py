@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.schemas.common import ResourceId, Strict
+from service.schemas.common import MAX_INT32, ResourceId, Strict
 
 Technique = Literal["quantsim", "ptq", "autoquant", "qat", "analyze"]
 PtqStep = Literal["bn_fold", "cle", "adaround", "bn_reestimation", "bias_correction"]
@@ -54,7 +54,9 @@ class JobSpec(Strict):
 
     spec_version: Literal[1] = 1
     model_id: ResourceId
-    model_version: int | None = Field(default=None, ge=1, description="null = the latest ready version")
+    model_version: int | None = Field(
+        default=None, ge=1, le=MAX_INT32, description="null = the latest ready version"
+    )
     calib_dataset_id: ResourceId
     eval_dataset_id: ResourceId | None = None
     technique: Technique

@@ -21,7 +21,7 @@ from service.db.repositories import jobs as jobs_repo
 from service.db.repositories import resources
 from service.errors import InvalidInputError
 from service.jobs import state
-from service.schemas.common import Page
+from service.schemas.common import MAX_INT32, Page
 from service.schemas.jobs import ArtifactRead, JobCreate, JobLogRead, JobRead, JobStatus, Technique
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -172,7 +172,7 @@ def list_artifacts(
 @router.get("/{job_id}/logs", response_model=list[JobLogRead])
 def job_logs(
     job_id: str,
-    after: int = Query(default=0, ge=0, le=2**62),
+    after: int = Query(default=0, ge=0, le=MAX_INT32),
     limit: int | None = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
@@ -194,7 +194,7 @@ async def job_events(
 ) -> StreamingResponse:
     """Server-sent events: ``status`` (one per state-machine transition, replayable with Last-Event-ID)
     and ``progress`` (stage/progress changes). The stream ends after the terminal status."""
-    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() and len(last_event_id) < 10 else 0
     await run_in_threadpool(_snapshot, ctx, who.project_id, job_id, after)  # 404 before streaming starts
     return StreamingResponse(
         _sse(request, ctx, who.project_id, job_id, after),

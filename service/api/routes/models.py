@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
@@ -11,7 +11,7 @@ from service.api.routes import uploads
 from service.db.models import ModelVersion
 from service.db.repositories import resources
 from service.errors import InvalidInputError
-from service.schemas.common import Page
+from service.schemas.common import MAX_INT32, Page
 from service.schemas.resources import ModelCreate, ModelRead, ModelVersionCreate, ModelVersionRead
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -95,7 +95,10 @@ def list_versions(
 
 @router.get("/{model_id}/versions/{number}", response_model=ModelVersionRead)
 def get_version(
-    model_id: str, number: int, who: Principal = Depends(principal), session: Session = Depends(db_session)
+    model_id: str,
+    number: int = Path(ge=1, le=MAX_INT32),
+    who: Principal = Depends(principal),
+    session: Session = Depends(db_session),
 ) -> ModelVersionRead:
     return ModelVersionRead.model_validate(resources.get_version(session, who.project_id, model_id, number))
 
@@ -110,8 +113,8 @@ def get_version(
 )
 async def put_version_content(
     model_id: str,
-    number: int,
     request: Request,
+    number: int = Path(ge=1, le=MAX_INT32),
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
 ) -> dict[str, object]:
