@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         labelled = list(evaluation.labeled_batches(args.batch_size))[: args.num_batches]
         eval_fn = accuracy_fn(labelled)
     sim = QuantSim(
-        loaded.module,
-        loaded.example_inputs,
+        loaded,
         config=args.config,
         param_bw=args.param_bw,
         output_bw=args.output_bw,

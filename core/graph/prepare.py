@@ -67,7 +67,9 @@ def prepare_model(model: nn.Module | ExportedProgram, example_inputs: tuple[Any,
             f"model must be an nn.Module or torch.export.ExportedProgram, got {type(model).__name__}"
         )
     routes = [("torch.fx", _via_fx), ("torch.export", _via_export)]
-    if not isinstance(model, fx.GraphModule):
+    # An ATen-level GraphModule (``ExportedProgram.module()`` of a .pt2) has no leaf modules for
+    # fx to keep: it must be re-exported so its ATen ops are rebuilt into modules.
+    if not isinstance(model, fx.GraphModule) or _has_aten_ops(model):
         routes.reverse()
     failures: list[str] = []
     for name, route in routes:
@@ -81,6 +83,12 @@ def prepare_model(model: nn.Module | ExportedProgram, example_inputs: tuple[Any,
         f"cannot capture {type(model).__name__} as a graph. " + "; ".join(failures) + ". "
         "Run core.graph.validate_model for per-node advice (data-dependent control flow: rewrite with "
         "torch.cond or move it into a leaf module)."
+    )
+
+
+def _has_aten_ops(gm: fx.GraphModule) -> bool:
+    return any(
+        n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) for n in gm.graph.nodes
     )
 
 

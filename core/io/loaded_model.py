@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,6 +33,14 @@ class LoadedModel:
     output_names: list[str]
     source_format: str
     path: Path | None = None
+    # The torch.export program a .pt2 came from: graph capture rebuilds modules from it directly
+    # (``module`` is then its ATen-level ``.module()``, which cannot be re-exported).
+    program: Any = None
+
+    @property
+    def graph_source(self) -> Any:
+        """What core.graph.prepare_model should capture: the program when there is one, else the module."""
+        return self.program if self.program is not None else self.module
 
     @classmethod
     def from_module(

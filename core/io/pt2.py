@@ -103,7 +103,7 @@ def load_pt2(path: Path) -> LoadedModel:
     with contextlib.suppress(NotImplementedError, RuntimeError):
         module.eval()
     outputs = [str(name) for name in program.graph_signature.user_outputs]
-    return LoadedModel(module, examples, names, outputs, "pt2", Path(path))
+    return LoadedModel(module, examples, names, outputs, "pt2", Path(path), program=program)
 
 
 register_format("pt2", (".pt2",), load_pt2)

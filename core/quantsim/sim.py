@@ -46,7 +46,7 @@ class QuantSim:
     def __init__(
         self,
         model: nn.Module | Any,
-        example_inputs: tuple[Any, ...] | torch.Tensor,
+        example_inputs: tuple[Any, ...] | torch.Tensor | None = None,
         config: str | Path | Mapping[str, Any] | QuantSimConfig | None = None,
         *,
         param_bw: int = 8,
@@ -60,6 +60,13 @@ class QuantSim:
         overrides: list[Any] | None = None,
         prepared: bool = False,
     ) -> None:
+        if hasattr(model, "graph_source") and hasattr(model, "example_inputs"):
+            # A core.io.LoadedModel: capture from its program (.pt2) or module, keep its I/O names.
+            example_inputs = example_inputs if example_inputs is not None else model.example_inputs
+            self.input_names, self.output_names = list(model.input_names), list(model.output_names)
+            model = model.graph_source
+        if example_inputs is None:
+            raise ConfigError("QuantSim needs example_inputs (a tuple with one tensor per model input)")
         self.example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         cfg = load_config(config)
         if overrides:

@@ -1,0 +1,49 @@
+"""`lowbit export MODEL --encodings FILE --out DIR`: re-export a model with existing encodings.
+
+Loads an encodings file (any AIMET format) into a fresh QuantSim of the model and writes the
+ONNX model, the encodings in the requested format and the QDQ model — e.g. to convert a 0.6.1
+file to 2.0.0, or to produce a QDQ ONNX from encodings computed elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from core.commands.exit_codes import OK
+from core.commands.options import add_quant_options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "export", help="export ONNX + encodings (+ QDQ ONNX) from a model and an encodings file"
+    )
+    p.add_argument("model", help="model file (.pt2 or .onnx)")
+    p.add_argument("--encodings", required=True, help="encodings file (AIMET 0.6.1, 1.0.0 or 2.0.0)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--encoding-version", default="1.0.0", choices=["0.6.1", "1.0.0", "2.0.0"])
+    p.add_argument("--no-qdq", action="store_true", help="skip the QDQ ONNX model")
+    add_quant_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.commands.options import sim_kwargs
+    from core.io import load_model
+    from core.quantsim import QuantSim
+
+    loaded = load_model(args.model)
+    sim = QuantSim(loaded, **sim_kwargs(args))
+    sim.load_encodings(args.encodings, strict=True)
+    result = sim.export(args.out, encoding_version=args.encoding_version, qdq=not args.no_qdq)
+    print(
+        json.dumps(
+            {
+                "onnx": str(result.onnx),
+                "encodings": str(result.encodings),
+                "qdq_onnx": str(result.qdq_onnx) if result.qdq_onnx else None,
+            },
+            indent=2,
+        )
+    )
+    return OK
