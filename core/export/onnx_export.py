@@ -69,7 +69,7 @@ def export_marked_onnx(
             torch.onnx.export(
                 model,
                 tuple(example_inputs),
-                buffer,
+                buffer,  # type: ignore[arg-type]  # file-like objects are accepted
                 dynamo=False,
                 opset_version=opset,
                 training=torch.onnx.TrainingMode.PRESERVE,

@@ -22,6 +22,7 @@ opset 21, and the graph is converted up (onnx.version_converter) in that case.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -108,7 +109,9 @@ class _Builder:
         zp = _zero_points(enc, np_dtype)
         s_name = self.add_init(self.unique(f"{tag}_scale"), scale.reshape(()) if scale.size == 1 else scale)
         z_name = self.add_init(self.unique(f"{tag}_zero_point"), zp.reshape(()) if zp.size == 1 else zp)
-        axis = {} if enc.spec.granularity == "per_tensor" else {"axis": int(enc.spec.axis or 0)}
+        axis: dict[str, Any] = (
+            {} if enc.spec.granularity == "per_tensor" else {"axis": int(enc.spec.axis or 0)}
+        )
         nodes = []
         if enc.bitwidth != bits:
             lo = (enc.offset * enc.scale).float().numpy().reshape(())
@@ -196,7 +199,7 @@ class _Builder:
 
     def _param_scale_zp(
         self, shape: tuple[int, ...], enc: Encoding, np_dtype: np.dtype
-    ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         spec = enc.spec
         scale = enc.scale.detach().cpu().float().numpy().reshape(-1)
         zp = _zero_points(enc, np_dtype)

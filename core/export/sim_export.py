@@ -174,7 +174,7 @@ def collect_encodings(
             activations[tensor] = EncodingRecord.from_encoding(tensor, enc)
     # Keep file order close to the graph: activations in quantizer order, params by name order.
     key_order = {k: i for i, k in enumerate(quantizers)}
-    first_key = {}
+    first_key: dict[str, int] = {}
     for binding, _ in items:
         first_key.setdefault(binding.tensor, key_order[binding.quantizer])
     activations = dict(sorted(activations.items(), key=lambda kv: first_key[kv[0]]))
