@@ -18,9 +18,10 @@ A collapsed range (s == 0, or a step that drives s negative) would divide by zer
 uses ``max(s, MIN_LEARNED_SCALE)`` through a straight-through clamp, so the output stays finite
 and the gradient still reaches ``s`` and can move it back up.
 
-The fused PyTorch kernels (``torch._fake_quantize_learnable_per_{tensor,channel}_affine``) compute
-exactly these gradients in one pass; per-block encodings and non-float32 inputs use the same math
-written with differentiable tensor ops.
+Per-tensor (activations, mostly) runs the fused fake-quant kernel forward and a small custom
+backward (gradients equal to ``torch._fake_quantize_learnable_per_tensor_affine``'s, which is
+slower); per-channel uses ``torch._fake_quantize_learnable_per_channel_affine``; per-block encodings
+and non-float32 inputs use the same math written with differentiable tensor ops.
 
 >>> s = torch.tensor([0.1], requires_grad=True); z = torch.tensor([0.0])
 >>> y = learnable_fake_quantize(torch.tensor([0.26, 5.0]), QuantSpec(bitwidth=4), s, z)
@@ -31,6 +32,7 @@ written with differentiable tensor ops.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -81,10 +83,45 @@ def learnable_fake_quantize(
     qmax = spec.num_steps
     if x.dtype == torch.float32 and spec.granularity in ("per_tensor", "per_channel"):
         if spec.granularity == "per_tensor":
-            return torch._fake_quantize_learnable_per_tensor_affine(x, s, zero_point, 0, qmax, grad_factor)
+            return _LsqPerTensor.apply(x, s, zero_point, qmax, grad_factor)
         axis = spec.axis % x.dim()  # type: ignore[operator]
         return torch._fake_quantize_learnable_per_channel_affine(x, s, zero_point, axis, 0, qmax, grad_factor)
     return _reference(x, spec, s, zero_point, grad_factor).to(x.dtype)
+
+
+class _LsqPerTensor(torch.autograd.Function):
+    """Per-tensor LSQ/LSQ+ with the fused fake-quant kernel in the forward.
+
+    PyTorch's learnable per-tensor kernel recomputes the grid in a slow backward; here the forward
+    saves the in-range mask and ``r = (x̂ − x·in_range)/s`` (which is exactly ∂x̂/∂s), so the
+    backward is three reductions and one multiply.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmax: int, g: float
+    ) -> torch.Tensor:
+        z_int = zero_point.detach().round().clamp(0, qmax).to(torch.int32)
+        s = scale.detach()
+        y = torch.fake_quantize_per_tensor_affine(x, s, z_int, 0, qmax)
+        z = z_int.to(x.dtype)
+        lo, hi = (-0.5 - z) * s, (qmax + 0.5 - z) * s
+        mask = (x >= lo) & (x < hi)
+        r = torch.where(mask, y - x, y).div_(s)
+        ctx.save_for_backward(mask, r, s)
+        ctx.g = g
+        ctx.needs = (ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        mask, r, s = ctx.saved_tensors
+        grad_x = grad * mask
+        grad_s = (grad * r).sum().mul(ctx.g).reshape(1) if ctx.needs[0] else None
+        grad_z = None
+        if ctx.needs[1]:
+            grad_z = ((grad_x.sum() - grad.sum()) * s.reshape(()) * ctx.g).reshape(1)
+        return grad_x, grad_s, grad_z, None, None
 
 
 def _reference(

@@ -152,3 +152,22 @@ def test_state_round_trip_in_place_updates_and_baking():
 def test_uncalibrated_quantizer_refuses_range_learning():
     with pytest.raises(LowbitError, match="compute_encodings"):
         Quantizer(QuantSpec()).enable_range_learning()
+
+
+def test_per_tensor_gradients_match_pytorchs_learnable_kernel():
+    torch.manual_seed(2)
+    x = (torch.randn(4, 8, 6) * 2).requires_grad_()
+    spec = QuantSpec(bitwidth=4)
+    results = []
+    for use_torch in (False, True):
+        xi = x.detach().clone().requires_grad_()
+        s, z = torch.tensor([0.2], requires_grad=True), torch.tensor([6.0], requires_grad=True)
+        g = lsq_grad_factor(xi, spec, 1)
+        if use_torch:
+            y = torch._fake_quantize_learnable_per_tensor_affine(xi, s, z, 0, spec.num_steps, g)
+        else:
+            y = learnable_fake_quantize(xi, spec, s, z)
+        (y * torch.linspace(-1, 2, 6)).sum().backward()
+        results.append((y.detach(), xi.grad, s.grad, z.grad))
+    for mine, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
