@@ -1,0 +1,73 @@
+"""AutoQuant's on-disk stage cache: a re-run after a crash resumes instead of recomputing.
+
+Layout: ``<cache_dir>/<key>/<stage>.json`` (score, timing, details, quantizer flags) and
+``<stage>.safetensors`` (the quantized model's state: weights and quantizer encodings). JSON and
+safetensors only — never pickle. The key hashes the model's weights and graph, the calibration data and
+the settings, so a changed input never reuses a stale result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CACHE_FORMAT = 1
+
+
+def fingerprint(model: nn.Module, batches: list[tuple[Any, ...]], settings: dict[str, Any]) -> str:
+    """A short hex digest of model (graph code + state), calibration data and settings."""
+    digest = hashlib.sha256(f"lowbit-autoquant-cache-v{CACHE_FORMAT}".encode())
+    digest.update(str(getattr(model, "code", type(model).__qualname__)).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for batch in batches:
+        for t in batch:
+            if isinstance(t, torch.Tensor):
+                digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:24]
+
+
+class StageCache:
+    """Stores and loads one entry per stage under ``root/key``; a None root disables caching."""
+
+    def __init__(self, root: str | os.PathLike[str] | None, key: str) -> None:
+        self.dir = Path(root) / key if root is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dir is not None
+
+    def load(self, stage: str) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+        if self.dir is None:
+            return None
+        meta_path = self.dir / f"{stage}.json"
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text())
+        tensors_path = self.dir / f"{stage}.safetensors"
+        tensors = load_file(str(tensors_path)) if tensors_path.is_file() else None
+        return meta, tensors
+
+    def save(self, stage: str, meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> None:
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if state is not None:
+            # safetensors refuses aliased storage (duplicated modules share weights): store copies.
+            tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
+            tmp = self.dir / f".{stage}.safetensors.tmp"
+            save_file(tensors, str(tmp))
+            tmp.replace(self.dir / f"{stage}.safetensors")
+        # The JSON is written last and atomically: its presence marks a complete entry.
+        tmp_meta = self.dir / f".{stage}.json.tmp"
+        tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        tmp_meta.replace(self.dir / f"{stage}.json")

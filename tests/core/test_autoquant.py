@@ -1,0 +1,101 @@
+"""AutoQuant: stops at the first stage meeting the target, explains unreachable targets, resumes from cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from core.autoquant import autoquant
+from core.errors import CancelledError
+from core.ptq.adaround import AdaroundConfig
+from tests.core.ptq.tiny_models import randomize_bn
+
+FAST_ADA = AdaroundConfig(num_iterations=60, num_samples=64)
+ONE_SCHEME = (("min_max", "min_max"),)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return randomize_bn(
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 6, 1),
+            nn.Flatten(),
+            nn.Linear(6 * 5 * 5, 4),
+        )
+    )
+
+
+def _data() -> torch.Tensor:
+    return torch.randn(64, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+
+
+def test_stops_at_first_stage_that_meets_the_target_and_writes_reports(tmp_path):
+    stages_seen: list[str] = []
+    result = autoquant(
+        _model(),
+        _data(),
+        allowed_accuracy_drop=0.05,
+        scheme_candidates=ONE_SCHEME,
+        out_dir=tmp_path,
+        progress=lambda stage, f: stages_seen.append(stage),
+    )
+    assert result.target_met and result.best_stage == "bn_fold"
+    assert [s.name for s in result.stages] == ["prepare", "scheme_selection", "w32_check", "bn_fold"]
+    assert "cle" not in stages_seen
+    report = json.loads((tmp_path / "autoquant_report.json").read_text())
+    assert report["best_stage"] == "bn_fold" and report["stages"][-1]["status"] == "met"
+    assert "<svg" in (tmp_path / "autoquant_report.html").read_text()
+    assert (tmp_path / "model.encodings").is_file()
+
+
+def test_unreachable_target_stops_after_the_float_weight_check():
+    result = autoquant(
+        _model(), _data(), allowed_accuracy_drop=0.0, output_bw=4, scheme_candidates=ONE_SCHEME
+    )
+    assert not result.reachable and result.sim is None
+    assert [s.name for s in result.stages][-1] == "w32_check"
+    assert "quantization-aware training" in result.message
+
+
+def test_resumes_from_its_cache_after_a_cancelled_run(tmp_path):
+    """Given 2-bit weights (no PTQ stage reaches the target, A8 does), When the first run is cancelled
+    inside AdaRound and the same run is repeated, Then finished stages come from the cache."""
+    kwargs = dict(
+        allowed_accuracy_drop=0.02,
+        param_bw=2,
+        scheme_candidates=ONE_SCHEME,
+        adaround=FAST_ADA,
+        cache_dir=tmp_path / "cache",
+    )
+    calls = {"n": 0}
+
+    def cancel_in_adaround() -> bool:
+        calls["n"] += 1
+        return current["stage"] == "adaround"
+
+    current = {"stage": ""}
+    with pytest.raises(CancelledError):
+        autoquant(
+            _model(),
+            _data(),
+            progress=lambda s, f: current.update(stage=s),
+            cancel=cancel_in_adaround,
+            **kwargs,
+        )
+    result = autoquant(_model(), _data(), **kwargs)
+    cached = {s.name: s.cached for s in result.stages}
+    assert cached["scheme_selection"] and cached["w32_check"] and cached["bn_fold"] and cached["cle"]
+    assert not cached["adaround"]
+    assert [s.name for s in result.stages][3:6] == ["bn_fold", "cle", "adaround"]
+    again = autoquant(_model(), _data(), **kwargs)
+    assert all(s.cached for s in again.stages if s.name != "prepare")
+    assert again.best_score == pytest.approx(result.best_score, abs=1e-6)
