@@ -17,6 +17,7 @@ from service.api.context import AppContext
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.api.ratelimit import TokenBuckets
 from service.api.routes import datasets, health, jobs, models, objects, uploads
+from service.dashboard import make_router as dashboard_router
 from service.db.session import make_engine, make_sessionmaker
 from service.settings import Settings, get_settings
 from service.storage import make_store
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (health, models, datasets, uploads, jobs, objects):
         app.include_router(module.router)
+    app.include_router(dashboard_router())
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_spec_bytes)
     app.add_middleware(MetricsMiddleware, registry=registry)
 

@@ -79,11 +79,10 @@ class Renderer:
     def __init__(self) -> None:
         self.env = make_environment()
 
-    def page(
-        self, request: Request, template: str, status_code: int = 200, **context: Any
-    ) -> HTMLResponse:
+    def page(self, request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         """``template`` rendered with ``context`` plus ``request``, ``viewer`` and ``csrf``."""
         viewer = getattr(request.state, "dashboard_viewer", None)
+        context.setdefault("nav", "")
         html = self.env.get_template(template).render(
             request=request,
             viewer=viewer,

@@ -1,0 +1,95 @@
+"""Turn a job's metrics JSON into the dashboard's comparison tables.
+
+The worker stores ``metrics`` as JSON. The dashboard reads, tolerating absent parts:
+
+- the metric's name under ``metric`` (or ``eval_metric``), e.g. ``"accuracy"``;
+- one value per evaluation target at the top level or under ``evaluation``: ``fp32``, ``simulated``
+  (aliases ``quantsim``, ``quantized``, ``sim``) and ``onnxruntime`` (aliases ``ort``, ``onnx_runtime``);
+- AutoQuant stages as a list under ``stages`` or ``autoquant.stages``, each ``{"name" (or "stage"),
+  <targets as above>, "accepted"?}``.
+
+Everything else that is a plain number shows up in an "other figures" list.
+
+>>> comparison({"metric": "accuracy", "fp32": 0.98, "sim": 0.97}).rows[0].values
+(0.98, 0.97, None)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+COLUMNS = ("FP32", "Simulated", "ONNX Runtime")
+_ALIASES: tuple[tuple[str, ...], ...] = (
+    ("fp32", "float", "baseline"),
+    ("simulated", "quantsim", "quantized", "sim"),
+    ("onnxruntime", "ort", "onnx_runtime", "qdq"),
+)
+_KNOWN = {"metric", "eval_metric", "evaluation", "stages", "autoquant"} | {a for g in _ALIASES for a in g}
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    label: str
+    values: tuple[float | None, float | None, float | None]
+    accepted: bool | None = None
+
+    @property
+    def drop(self) -> float | None:
+        """FP32 minus the best quantized value available (ONNX Runtime first, then simulated)."""
+        fp32, sim, ort = self.values
+        quant = ort if ort is not None else sim
+        return None if fp32 is None or quant is None else fp32 - quant
+
+
+@dataclass
+class Comparison:
+    metric: str
+    rows: list[MetricRow] = field(default_factory=list)
+    stages: list[MetricRow] = field(default_factory=list)
+    other: list[tuple[str, Any]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.rows or self.stages or self.other)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _targets(source: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    found: list[float | None] = []
+    for aliases in _ALIASES:
+        found.append(next((_num(source[a]) for a in aliases if _num(source.get(a)) is not None), None))
+    return found[0], found[1], found[2]
+
+
+def comparison(metrics: dict[str, Any] | None) -> Comparison:
+    """The metrics table of a job (empty when the job has no metrics yet)."""
+    if not isinstance(metrics, dict):
+        return Comparison(metric="metric")
+    name = str(metrics.get("metric") or metrics.get("eval_metric") or "metric")
+    result = Comparison(metric=name)
+    evaluation = metrics.get("evaluation")
+    source = evaluation if isinstance(evaluation, dict) else metrics
+    values = _targets(source)
+    if any(v is not None for v in values):
+        result.rows.append(MetricRow(name, values))
+    autoquant = metrics.get("autoquant")
+    stages = metrics.get("stages")
+    if stages is None and isinstance(autoquant, dict):
+        stages = autoquant.get("stages")
+    for i, stage in enumerate(stages if isinstance(stages, list) else []):
+        if not isinstance(stage, dict):
+            continue
+        label = str(stage.get("name") or stage.get("stage") or f"stage {i + 1}")
+        accepted = stage.get("accepted")
+        result.stages.append(
+            MetricRow(label, _targets(stage), accepted if isinstance(accepted, bool) else None)
+        )
+    for key, value in sorted(metrics.items()):
+        if key not in _KNOWN and _num(value) is not None:
+            result.other.append((key, value))
+    return result

@@ -1,0 +1,1 @@
+"""Dashboard page routes, one module per area."""
