@@ -201,6 +201,12 @@ def autoquant(
 
     report("prepare", 0.0)
     batches = materialize_batches(calib_data, num_calib_samples, batch_size)
+    io_names: dict[str, list[str]] = {}
+    if hasattr(model, "graph_source") and hasattr(model, "example_inputs"):
+        # A core.io.LoadedModel: capture its program/module, keep its I/O names for export.
+        example_inputs = example_inputs or tuple(model.example_inputs)
+        io_names = {"input_names": list(model.input_names), "output_names": list(model.output_names)}
+        model = model.graph_source
     example = example_inputs or tuple(t[:1] if isinstance(t, torch.Tensor) else t for t in batches[0])
     fp: fx.GraphModule = prepare_model(model, example).eval()
     metric = "user eval_fn"
@@ -230,7 +236,7 @@ def autoquant(
     report("prepare", 1.0)
 
     def make_sim(gm: fx.GraphModule, schemes: tuple[str, str]) -> Any:
-        return QuantSim(
+        sim = QuantSim(
             copy.deepcopy(gm),
             example,
             config,
@@ -241,6 +247,9 @@ def autoquant(
             per_channel=per_channel,
             prepared=True,
         )
+        for key, names in io_names.items():
+            setattr(sim, key, names)
+        return sim
 
     def calibrated(gm: fx.GraphModule, schemes: tuple[str, str]) -> Any:
         sim = make_sim(gm, schemes)
