@@ -14,3 +14,13 @@ def digits_artifacts():
     from examples.digits import build
 
     return build()
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request: pytest.FixtureRequest):
+    """torch.device to run a test on: CPU always, CUDA as well when a GPU is present (else skipped)."""
+    import torch
+
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA not available on this machine")
+    return torch.device(request.param)

@@ -17,9 +17,14 @@ from core.quant.grouping import block_fake_quant_layout
 
 
 def quantize(x: torch.Tensor, encoding: Encoding) -> torch.Tensor:
-    """Integer codes q ∈ [0, 2^b − 1] (as int64) for an integer encoding (per-tensor or per-channel)."""
+    """Integer codes q ∈ [0, 2^b − 1] (as int64) for an integer encoding (per-tensor or per-channel).
+
+    ``dequantize(quantize(x, e), e)`` equals ``fake_quantize(x, e)`` bit for bit.
+    """
     scale, offset = broadcast_encoding(x, encoding)
-    q = torch.round(x / scale) - offset
+    # x · (1/s), not x / s: the fused fake-quant kernel multiplies by the float32 reciprocal, and the
+    # two round differently at ties, so exported integer weights would drift from the simulation.
+    q = torch.round(x.float() * (1.0 / scale)) - offset
     return q.clamp(0, encoding.spec.num_steps).to(torch.int64)
 
 

@@ -42,7 +42,10 @@ class Quantizer(nn.Module):
         self.enabled = True
         self.frozen = False
         self._observing = False
+        # Inference-parameter cache. It holds the scale/zero-point tensors it was built from: a key of
+        # tensor addresses alone goes stale when a new encoding lands at a freed old address.
         self._fast_key: tuple | None = None  # type: ignore[type-arg]
+        self._fast_src: tuple = ()  # type: ignore[type-arg]
         self._fast: tuple = ()  # type: ignore[type-arg]
         # Empty buffers = not calibrated yet; they become (groups,) tensors once an encoding is set.
         self.register_buffer("scale", torch.empty(0))
@@ -137,8 +140,15 @@ class Quantizer(nn.Module):
 
     def _inference_params(self, x: torch.Tensor) -> tuple:  # type: ignore[type-arg]
         """(scale, 1/scale, lo, hi) shaped for x, cached until the encoding changes."""
-        key = (x.dim(), x.device, self.scale.data_ptr(), self.scale._version, self.zero_point._version)
-        if self._fast_key == key:
+        key = (
+            x.shape if self.spec.granularity == "per_block" else x.dim(),
+            x.device,
+            self.spec,
+            self.scale._version,
+            self.zero_point._version,
+        )
+        src = self._fast_src
+        if self._fast_key == key and len(src) == 2 and src[0] is self.scale and src[1] is self.zero_point:
             return self._fast
         spec = self.spec
         scale = self.scale.detach().float()
@@ -154,7 +164,7 @@ class Quantizer(nn.Module):
         else:
             full_scale, full_offset = broadcast_encoding(x, Encoding(spec, scale, -self.zero_point.float()))
             params = (full_scale, 1.0 / full_scale, full_offset, spec.num_steps + full_offset)
-        self._fast_key, self._fast = key, params
+        self._fast_key, self._fast_src, self._fast = key, (self.scale, self.zero_point), params
         return params
 
     def extra_repr(self) -> str:

@@ -70,22 +70,17 @@ class QuantizationMixin(nn.Module):
     def _quantized_param(self, name: str, p: torch.Tensor, q: Quantizer) -> torch.Tensor:
         if torch.is_grad_enabled() and (p.requires_grad or q.scale.requires_grad):
             return q(p)  # straight-through gradients to the weight (and to scale/offset when learnt)
-        # Inference: the quantized weight only changes when the weight or its encoding does.
-        key = (
-            p.data_ptr(),
-            p._version,
-            q.scale.data_ptr(),
-            q.scale._version,
-            q.zero_point._version,
-            q.enabled,
-        )
+        # Inference: the quantized weight only changes when the weight or its encoding does. The cache
+        # holds the tensors it was built from (compared by identity): addresses alone can be reused.
+        key = (p.data_ptr(), p._version, q.scale._version, q.zero_point._version, q.enabled, q.spec)
+        sources = (p, q.scale, q.zero_point)
         cache = self.__dict__.setdefault("_lowbit_qparam_cache", {})
         hit = cache.get(name)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        if hit is not None and hit[0] == key and all(a is b for a, b in zip(hit[1], sources, strict=True)):
+            return hit[2]
         with torch.no_grad():
             value = q(p)
-        cache[name] = (key, value)
+        cache[name] = (key, sources, value)
         return value
 
     def quantizers(self) -> dict[str, Quantizer]:

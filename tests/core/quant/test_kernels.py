@@ -1,0 +1,112 @@
+"""The fast inference path (numba kernels and the torch fallback) is bit-exact with torch's fused fake-quant."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.quant import kernels
+from core.quant.encoding import Encoding
+from core.quant.primitives import fake_quantize_inference, fake_quantize_raw
+from core.quant.quantizer import Quantizer
+from tests.core.quant.encoding_cases import Case, cases
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _per_tensor_args(enc: Encoding) -> tuple[float, float, float, float]:
+    scale = enc.scale.float()
+    inv = 1.0 / scale
+    zp = enc.zero_point.float()
+    return float(scale), float(inv), float(-zp), float(enc.spec.num_steps - zp)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases())
+def test_quantizer_inference_path_equals_fused_kernel(case: Case):
+    q = Quantizer(case.spec)
+    q.set_encoding(case.encoding)
+    with torch.no_grad():
+        fast = q(case.x)
+    fused = fake_quantize_raw(case.x, q.spec, q.scale, q.zero_point)
+    assert torch.equal(fast, fused)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(2, 16), st.booleans(), st.integers(0, 2**31 - 1), st.sampled_from([1e-3, 1.0, 1e3]))
+def test_numba_and_torch_fallback_equal_fused_kernel_on_large_tensors(bitwidth, symmetric, seed, magnitude):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(kernels.MIN_ELEMENTS * 2 + 7, generator=gen) * magnitude
+    lo, hi = sorted((float(torch.randn(1, generator=gen)) * magnitude, float(x.std()) * magnitude))
+    enc = Encoding.from_min_max(
+        torch.tensor([lo]), torch.tensor([hi]), bitwidth=bitwidth, symmetric=symmetric
+    )
+    fused = fake_quantize_raw(x, enc.spec, enc.scale, enc.zero_point)
+    args = _per_tensor_args(enc)
+    fallback = x.mul(args[1]).round_().clamp_(args[2], args[3]).mul_(args[0])
+    assert torch.equal(fallback, fused)
+    assert torch.equal(fake_quantize_inference(x, *args), fused)
+    if kernels.AVAILABLE:
+        numba_out = kernels.fake_quant_per_tensor(x, *args)
+        assert numba_out is not None
+        assert torch.equal(numba_out, fused)
+
+
+def test_numba_kernel_applies_only_where_it_is_exact():
+    if not kernels.AVAILABLE:
+        pytest.skip("numba not installed")
+    big = torch.randn(kernels.MIN_ELEMENTS)
+    assert kernels.fake_quant_per_tensor(big, 0.1, 10.0, -128.0, 127.0) is not None
+    assert kernels.fake_quant_per_tensor(big[::2], 0.1, 10.0, -128.0, 127.0) is None  # not contiguous
+    assert kernels.fake_quant_per_tensor(big.double(), 0.1, 10.0, -128.0, 127.0) is None
+    assert kernels.fake_quant_per_tensor(big[:100], 0.1, 10.0, -128.0, 127.0) is None  # too small to pay
+    assert kernels.fake_quant_per_tensor(big.requires_grad_(), 0.1, 10.0, -128.0, 127.0) is None
+
+
+def test_numba_histogram_equals_torch_histc():
+    if not kernels.AVAILABLE:
+        pytest.skip("numba not installed")
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(kernels.MIN_ELEMENTS * 3, generator=gen) * 2.5
+    counts = kernels.histogram(x, -3.0, 4.0, 2048)
+    assert counts is not None
+    reference = torch.histc(x, 2048, -3.0, 4.0)
+    assert int(counts.sum()) == int(reference.sum()) == int(((x >= -3) & (x <= 4)).sum())
+    # Bin edges are computed in float32 in both; allow a value on an edge to land in the neighbour.
+    assert int((counts.double() - reference.double()).abs().sum()) <= 8
+
+
+_SCRIPT = """
+import torch
+from core.quant import kernels
+from core.quant.encoding import Encoding, QuantSpec
+from core.quant.primitives import fake_quantize_raw
+from core.quant.quantizer import Quantizer
+assert kernels.AVAILABLE is False, "LOWBIT_DISABLE_NUMBA was ignored"
+gen = torch.Generator().manual_seed(0)
+for bw, sym, gran in [(8, False, "per_tensor"), (4, True, "per_tensor"), (8, True, "per_channel")]:
+    spec = QuantSpec(bitwidth=bw, symmetric=sym, granularity=gran, axis=0 if gran == "per_channel" else None)
+    x = torch.randn(64, 1024, generator=gen) * 3
+    q = Quantizer(spec)
+    q.compute_encoding_from(x * 0.6)
+    with torch.no_grad():
+        fast = q(x)
+    assert torch.equal(fast, fake_quantize_raw(x, q.spec, q.scale, q.zero_point)), (bw, sym, gran)
+print("ok")
+"""
+
+
+def test_inference_path_without_numba_is_bit_exact():
+    env = {**os.environ, "LOWBIT_DISABLE_NUMBA": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
