@@ -14,6 +14,7 @@ from typing import Any
 
 from core.commands.exit_codes import OK
 from core.commands.options import add_output_options, add_quant_options, progress_bar, sim_kwargs
+from core.ptq.recipe import parse_techniques, quantsim_with_ptq
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -28,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--eval", dest="eval_data", help="evaluation data; with a 'labels' array the metric is accuracy"
     )
     add_quant_options(p)
+    p.add_argument(
+        "--ptq",
+        help="PTQ techniques to apply, comma-separated: bn_fold, cle, adaround, bias_correction (e.g. cle,adaround)",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -47,7 +52,22 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     loaded, calib, evald = load_inputs(args)
-    sim = QuantSim(loaded, **sim_kwargs(args))
+    techniques = parse_techniques(getattr(args, "ptq", None))
+    ptq_details: dict[str, Any] = {}
+    if techniques:  # core/ptq/recipe.py: graph techniques before the sim, AdaRound before calibration
+        update, close = progress_bar("ptq")
+        sim, ptq_details = quantsim_with_ptq(
+            loaded,
+            techniques,
+            calib,
+            sim_kwargs(args),
+            num_samples=args.num_calib,
+            batch_size=args.batch_size,
+            progress=update,
+        )
+        close()
+    else:
+        sim = QuantSim(loaded, **sim_kwargs(args))
     update, close = progress_bar("calibrating")
     sim.compute_encodings(
         calib,
@@ -56,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         progress=update,
     )
     close()
-    return finish(args, sim, evald, {"technique": "quantsim"}, t0)
+    extra: dict[str, Any] = {"technique": "ptq" if techniques else "quantsim"}
+    if techniques:
+        extra["ptq"] = ptq_details
+    return finish(args, sim, evald, extra, t0)
 
 
 def finish(args: argparse.Namespace, sim: Any, evald: Any, extra: dict[str, Any], t0: float) -> int:

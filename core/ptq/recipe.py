@@ -1,0 +1,78 @@
+"""Applying a list of PTQ techniques around a QuantSim (``lowbit quantize --ptq cle,adaround``).
+
+Graph-level techniques (``bn_fold``, ``cle``) edit the prepared FP32 graph before the sim is built;
+sim-level ones (``adaround``, ``bias_correction``) run on the sim before activation calibration.
+The order of application is fixed (fold → CLE → AdaRound → bias correction) whatever the order given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from core.errors import ConfigError
+
+GRAPH_TECHNIQUES = ("bn_fold", "cle")
+SIM_TECHNIQUES = ("adaround", "bias_correction")
+TECHNIQUES = GRAPH_TECHNIQUES + SIM_TECHNIQUES
+
+
+def parse_techniques(text: str | None) -> list[str]:
+    """``"cle,adaround"`` -> ``["cle", "adaround"]``; raises ConfigError naming the accepted ones."""
+    if not text:
+        return []
+    names = [t.strip().lower().replace("-", "_") for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in TECHNIQUES]
+    if unknown:
+        raise ConfigError(
+            f"unknown PTQ technique(s) {', '.join(unknown)}; choose from {', '.join(TECHNIQUES)}"
+        )
+    return [t for t in TECHNIQUES if t in names]
+
+
+def quantsim_with_ptq(
+    loaded: Any,
+    techniques: list[str],
+    calib: Any,
+    sim_kwargs: dict[str, Any],
+    *,
+    num_samples: int = 2000,
+    batch_size: int = 32,
+    progress: Callable[[float], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """A QuantSim of ``loaded`` (a core.io.LoadedModel) with ``techniques`` applied; activation encodings
+    are not computed yet. Returns (sim, details per technique)."""
+    from core.graph import prepare_model
+    from core.ptq.adaround import AdaroundConfig, apply_adaround
+    from core.ptq.bias_correction import correct_bias
+    from core.ptq.bn_fold import fold_all_batch_norms
+    from core.ptq.cle import equalize_model
+    from core.quantsim import QuantSim
+
+    details: dict[str, Any] = {}
+    bn_stats: dict[str, Any] = {}
+    if not any(t in GRAPH_TECHNIQUES for t in techniques):
+        sim = QuantSim(loaded, **sim_kwargs)
+    else:
+        examples = tuple(loaded.example_inputs)
+        gm = prepare_model(loaded.graph_source, examples)
+        if "cle" in techniques:
+            cle = equalize_model(gm)
+            bn_stats = cle.bn_fold.bn_stats if cle.bn_fold is not None else {}
+            details["cle"] = {"cls_sets": len(cle.cls_sets), "relu6_replaced": cle.relu6_replaced}
+        else:
+            fold = fold_all_batch_norms(gm)
+            bn_stats = fold.bn_stats
+            details["bn_fold"] = {"folded": len(fold.folded) + len(fold.folded_forward)}
+        sim = QuantSim(gm, examples, prepared=True, **sim_kwargs)
+        sim.input_names, sim.output_names = list(loaded.input_names), list(loaded.output_names)
+    if "adaround" in techniques:
+        config = AdaroundConfig(num_samples=num_samples, batch_size=batch_size)
+        result = apply_adaround(sim, calib, config, progress=progress)
+        details["adaround"] = {"seconds": round(result.seconds, 2), "layers": len(result.layers)}
+    if "bias_correction" in techniques:
+        sim.compute_encodings(calib, num_batches=max(1, -(-num_samples // batch_size)), batch_size=batch_size)
+        method = "analytical" if bn_stats else "empirical"
+        bc = correct_bias(sim, calib, method=method, bn_stats=bn_stats or None, num_samples=num_samples)
+        details["bias_correction"] = {"empirical": bc.empirical, "analytical": bc.analytical}
+    return sim, details
