@@ -200,6 +200,10 @@ def test_watch_a_job_to_done_download_it_and_cancel_another(
         page.get_by_label("API key").fill(stack.key)
         page.keyboard.press("Enter")
         expect(page).to_have_url(f"{stack.url}/dashboard/jobs")
+        page.keyboard.press("Tab")  # the first stop is the skip link, and it leads to the content
+        expect(page.locator(":focus")).to_have_text("Skip to content")
+        page.keyboard.press("Enter")
+        expect(page.locator("main")).to_be_focused()
         row = page.locator(f'tr[data-job="{done_id}"]')
         expect(row.locator(".badge")).to_have_text("Queued")
 
@@ -253,6 +257,8 @@ def test_watch_a_job_to_done_download_it_and_cancel_another(
         worker.acknowledge_cancel(cancel_id)
         expect(page.locator("#job-status")).to_have_text("Cancelled", timeout=LIVE_TIMEOUT_MS)
         expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+        page.reload()  # a finished job's page offers no auto-refresh (nothing left to change)
+        expect(page.get_by_label("Auto-refresh")).to_have_count(0)
         _shot(page, "job-detail-cancelled")
 
         page.goto(f"{stack.url}/dashboard/jobs")

@@ -5,6 +5,7 @@
   "use strict";
   function start(region) {
     var delay = parseInt(region.getAttribute("data-refresh"), 10) || 3000;
+    if (region.getAttribute("data-live") !== "on") return; // nothing on this page can change any more
     var toggle = document.createElement("label");
     toggle.className = "refresh-toggle";
     var box = document.createElement("input");
