@@ -69,7 +69,7 @@ def rank_layers(
     """Layers sorted by score (descending), each with score, action, reason and its numbers."""
     fp32, quantized = global_metrics["fp32"], global_metrics["quantized"]
     total_drop = fp32 - quantized
-    rows = []
+    rows: list[dict[str, Any]] = []
     for layer, keys in groups.items():
         s = per_layer.get(layer)
         if s is None:
@@ -90,11 +90,13 @@ def rank_layers(
                 "output_sqnr_db": layer_error.get(layer, {}).get("sqnr_db"),
             }
         )
+
     # Ties (e.g. accuracy steps of 1/N) go to the layer whose output drifted further from FP32.
-    rows.sort(
-        key=lambda r: (r["score"], -(r["output_sqnr_db"] if r["output_sqnr_db"] is not None else 0.0)),
-        reverse=True,
-    )
+    def order(row: dict[str, Any]) -> tuple[float, float]:
+        sqnr_db = row["output_sqnr_db"]
+        return row["score"], -(float(sqnr_db) if sqnr_db is not None else 0.0)
+
+    rows.sort(key=order, reverse=True)
     for i, row in enumerate(rows):
         row["rank"] = i + 1
     return rows
