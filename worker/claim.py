@@ -1,0 +1,119 @@
+"""Claiming a job before it runs, and writing its outcome: every status write goes through
+service.jobs.state.transition (compare-and-set on the old status), so two deliveries of one job
+cannot both run it and a stale worker cannot overwrite a newer outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db.base import utcnow
+from service.db.models import Job, OutboxMessage
+from service.db.repositories.jobs import JOB_TOPIC
+from service.errors import ConflictError
+from service.jobs import state
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :func:`claim_job`: ``job`` is set when this worker may run it."""
+
+    job: Job | None
+    reason: str
+
+
+def _is_stale(job: Job, stale_after_s: float) -> bool:
+    return job.heartbeat_at is None or job.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s)
+
+
+def claim_job(
+    session: Session, job_id: str, worker: str, *, max_attempts: int, stale_after_s: float
+) -> Claim:
+    """Move job ``job_id`` to running for ``worker`` (attempts + 1), or say why not.
+
+    A queued job is claimed; a running job whose heartbeat is stale (its worker died) is first put
+    back to queued, then claimed; a job at ``max_attempts`` is failed instead. Anything else (running
+    elsewhere, terminal, unknown) is not claimed. The caller commits.
+    """
+    job = session.get(Job, job_id)
+    if job is None:
+        return Claim(None, "unknown job")
+    try:
+        if job.status in (state.RUNNING, state.CANCELLING) and _is_stale(job, stale_after_s):
+            if job.status == state.CANCELLING:
+                state.transition(session, job, state.CANCELLED, message="worker lost while cancelling")
+                return Claim(None, "cancelled")
+            state.transition(
+                session, job, state.QUEUED, message=f"heartbeat stale; worker {job.claimed_by} lost"
+            )
+        if job.status != state.QUEUED:
+            return Claim(None, f"job is {job.status}")
+        if job.attempts >= max_attempts:
+            state.transition(
+                session,
+                job,
+                state.FAILED,
+                error={
+                    "type": "AttemptsExhausted",
+                    "message": f"gave up after {job.attempts} attempts (limit {max_attempts}); "
+                    "the worker running it died each time (e.g. killed for memory)",
+                },
+                message="attempts exhausted",
+            )
+            return Claim(None, "attempts exhausted")
+        state.transition(
+            session,
+            job,
+            state.RUNNING,
+            claimed_by=worker,
+            attempts=job.attempts + 1,
+            stage="fetch",
+            progress=0.0,
+            message=f"claimed by {worker} (attempt {job.attempts + 1})",
+        )
+        job.heartbeat_at = utcnow()
+    except ConflictError as exc:  # another delivery won the compare-and-set
+        return Claim(None, f"lost the claim race: {exc}")
+    return Claim(job, "claimed")
+
+
+def finish_job(session: Session, job_id: str, worker: str, new_status: str, **fields: Any) -> str:
+    """Write the final status of a job this worker ran; a cancel request turns success into the
+    recorded outcome too (cancelling -> succeeded is allowed). Returns the status now stored.
+
+    A job no longer claimed by ``worker`` (requeued after it was presumed lost) is left alone.
+    """
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or job.claimed_by != worker or job.status in state.TERMINAL:
+        return job.status if job is not None else "unknown"
+    if job.status == state.CANCELLING and new_status == state.FAILED and fields.get("cancelled"):
+        new_status = state.CANCELLED
+    fields.pop("cancelled", None)
+    if job.status == state.QUEUED:
+        return job.status
+    state.transition(session, job, new_status, **fields)
+    return new_status
+
+
+def requeue_job(session: Session, job: Job, reason: str) -> None:
+    """Put a running job back to queued and announce it in the outbox (the relay publishes it)."""
+    state.transition(session, job, state.QUEUED, message=reason)
+    session.add(OutboxMessage(topic=JOB_TOPIC, payload={"job_id": job.id, "queue": job.compute}))
+
+
+def running_jobs_stale(session: Session, stale_after_s: float) -> list[Job]:
+    """Running or cancelling jobs whose heartbeat is older than ``stale_after_s``."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    return list(
+        session.scalars(
+            select(Job).where(
+                Job.status.in_([state.RUNNING, state.CANCELLING]),
+                (Job.heartbeat_at.is_(None)) | (Job.heartbeat_at < cutoff),
+            )
+        )
+    )

@@ -1,0 +1,53 @@
+"""Stage 1: fetch the job's model and data blobs from object storage into the job's temp folder."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from service.db.models import Blob, Dataset, Job, ModelVersion
+from worker.db import WorkerDb
+from worker.pipeline.context import JobContext
+from worker.storage_io import download
+
+
+class InputMissingError(RuntimeError):
+    """An input of the job is not in the database or the object store (deleted after submission)."""
+
+
+def _blob_key(session: Session, sha256: str | None, what: str) -> str:
+    blob = session.get(Blob, sha256) if sha256 else None
+    if blob is None:
+        raise InputMissingError(f"{what} has no stored content")
+    return blob.storage_key
+
+
+def fetch_inputs(ctx: JobContext, db: WorkerDb) -> None:
+    """Download model, calibration and (optional) evaluation data; sets ``ctx.*_path``."""
+
+    def keys(session: Session) -> dict[str, tuple[str, str]]:
+        job = session.get(Job, ctx.job_id)
+        if job is None:
+            raise InputMissingError(f"job {ctx.job_id} vanished")
+        version = session.get(ModelVersion, job.model_version_id)
+        if version is None:
+            raise InputMissingError(f"model version {job.model_version_id} not found")
+        found = {"model": (_blob_key(session, version.blob_sha256, "the model version"), version.format)}
+        for role, dataset_id in (("calib", job.calib_dataset_id), ("eval", job.eval_dataset_id)):
+            if dataset_id is None:
+                continue
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None:
+                raise InputMissingError(f"{role} dataset {dataset_id} not found")
+            found[role] = (_blob_key(session, dataset.blob_sha256, f"dataset {dataset_id}"), dataset.format)
+        return found
+
+    found = db.write(keys, "read job inputs")
+    inputs = ctx.workdir / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    for i, (role, (key, fmt)) in enumerate(found.items()):
+        try:
+            path = download(ctx.store, key, inputs / f"{role}.{fmt}", ctx.wsettings)
+        except KeyError:
+            raise InputMissingError(f"the {role} object {key} is missing from the object store") from None
+        setattr(ctx, f"{role}_path", path)
+        ctx.monitor.progress((i + 1) / len(found))

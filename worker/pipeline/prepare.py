@@ -1,0 +1,49 @@
+"""Stage 2: load the model and data with the engine and validate the model; a model that cannot be
+quantized fails the job with the validator's per-node report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import LowbitError
+from worker.pipeline.context import JobContext
+
+
+class ModelNotQuantizableError(LowbitError):
+    """The validator found blocking issues; ``report`` is its per-node report (JSON-ready)."""
+
+    def __init__(self, message: str, report: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def prepare_inputs(ctx: JobContext) -> None:
+    """Load model and data (``ctx.loaded``, ``ctx.calib``, ``ctx.evaluation``), validate the model."""
+    from core.graph import prepare_model, validate_model
+    from core.io import load_data, load_exported_program, load_model
+
+    assert ctx.model_path is not None and ctx.calib_path is not None  # set by fetch_inputs
+    ctx.loaded = load_model(ctx.model_path)
+    names = ctx.loaded.input_names
+    ctx.calib = load_data(ctx.calib_path, names).for_model(ctx.loaded)
+    ctx.monitor.progress(0.3)
+    if ctx.eval_path is not None:
+        ctx.evaluation = load_data(ctx.eval_path, names).for_model(ctx.loaded)
+    # A .pt2 is validated as the exported program it is (its unlifted module would be re-traced by fx).
+    subject = (
+        load_exported_program(ctx.model_path) if ctx.loaded.source_format == "pt2" else ctx.loaded.module
+    )
+    report = validate_model(subject, ctx.loaded.example_inputs)
+    ctx.monitor.progress(0.9)
+    if not report.ok:
+        raise ModelNotQuantizableError(
+            "the model cannot be quantized as uploaded; see error.report for the per-node issues",
+            report.to_dict(),
+        )
+    # The techniques start from this prepared FP32 graph (QuantSim(..., prepared=True) copies it).
+    ctx.prepared = prepare_model(subject, ctx.loaded.example_inputs)
+    ctx.monitor.log(
+        f"loaded {ctx.loaded.source_format} model: inputs {names}, "
+        f"{ctx.calib.num_samples} calibration samples"
+        + (f", {ctx.evaluation.num_samples} evaluation samples" if ctx.evaluation is not None else "")
+    )

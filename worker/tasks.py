@@ -1,0 +1,165 @@
+"""Celery tasks: thin shells. ``run_job(job_id)`` claims the job in the database, runs the pipeline
+and writes the outcome; the maintenance tasks call the relay's reconciler and the schedule tick.
+
+Outcomes: success → succeeded with metrics; the engine's own errors (bad input, unquantizable model)
+→ failed at once (a retry cannot help); cancel → cancelled; database/object store down past their
+retry budget → failed with the infrastructure error; any other exception → requeued until
+``max_attempts``, then failed. A worker that dies mid-job leaves a stale heartbeat; the redelivered
+message or the reconciler requeues it and the attempt counter bounds poisoned jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
+
+from core.errors import CancelledError, LowbitError
+from service.db.models import Job
+from service.jobs import state
+from service.settings import Settings
+from service.storage import ArtifactStore, make_store
+from worker.app import RECONCILE, RUN_JOB, SCHEDULE_TICK
+from worker.claim import claim_job, finish_job, requeue_job
+from worker.db import WorkerDb
+from worker.device import device_label, job_device
+from worker.monitor import JobMonitor
+from worker.pipeline.context import JobContext
+from worker.pipeline.fetch import InputMissingError
+from worker.pipeline.prepare import ModelNotQuantizableError
+from worker.pipeline.run import STAGES, run_pipeline
+from worker.retry import InfrastructureError
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("lowbit.worker")
+_RESOURCES: dict[int, tuple[WorkerDb, ArtifactStore]] = {}
+
+
+def resources(settings: Settings, wsettings: WorkerSettings) -> tuple[WorkerDb, ArtifactStore]:
+    """This process's database handle and object store (built once per process and settings)."""
+    key = id(settings)
+    if key not in _RESOURCES:
+        _RESOURCES[key] = (WorkerDb(settings, wsettings), make_store(settings))
+    return _RESOURCES[key]
+
+
+def _error(exc: BaseException, **extra: Any) -> dict[str, Any]:
+    return {"type": type(exc).__name__, "message": str(exc)[:4000], **extra}
+
+
+def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> str:
+    """Claim and run job ``job_id``; returns the status it ended in (or why it was not run)."""
+    db, store = resources(settings, wsettings)
+    worker = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+    device = job_device(_compute_of(db, job_id))
+
+    def claim(session: Session) -> str | None:
+        found = claim_job(
+            session,
+            job_id,
+            worker,
+            max_attempts=wsettings.max_attempts,
+            stale_after_s=wsettings.stale_after_s,
+        )
+        if found.job is None:
+            return found.reason
+        found.job.device = device_label(device)
+        return None
+
+    not_claimed = db.write(claim, f"claim job {job_id}")
+    if not_claimed is not None:
+        log.info("job %s not run here: %s", job_id, not_claimed)
+        return f"skipped: {not_claimed}"
+    spec = db.write(lambda s: dict(s.get(Job, job_id).spec), "read job spec")  # type: ignore[union-attr]
+    with (
+        tempfile.TemporaryDirectory(prefix=f"lowbit-job-{job_id}-") as tmp,
+        JobMonitor(db, job_id, worker, STAGES) as monitor,
+    ):
+        ctx = JobContext(job_id, spec, Path(tmp), store, monitor, wsettings, device=device)
+        return _run_and_finish(ctx, db, worker)
+
+
+def _compute_of(db: WorkerDb, job_id: str) -> str:
+    return db.write(lambda s: j.compute if (j := s.get(Job, job_id)) else "cpu", "read job compute")
+
+
+def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
+    job_id, monitor = ctx.job_id, ctx.monitor
+
+    def finish(new_status: str, **fields: Any) -> str:
+        return db.write(lambda s: finish_job(s, job_id, worker, new_status, **fields), f"finish job {job_id}")
+
+    try:
+        metrics = run_pipeline(ctx, db)
+    except CancelledError as exc:
+        if monitor.lost:
+            return "skipped: job taken away from this worker"
+        monitor.log(f"cancelled: {exc}")
+        return finish(state.CANCELLED, message=str(exc))
+    except ModelNotQuantizableError as exc:
+        return finish(state.FAILED, error=_error(exc, report=exc.report), message="model not quantizable")
+    except (LowbitError, InputMissingError) as exc:
+        monitor.log(f"failed: {exc}", level="error")
+        return finish(state.FAILED, error=_error(exc), message=str(exc)[:500])
+    except InfrastructureError as exc:
+        monitor.log(f"failed: {exc}", level="error")
+        return finish(state.FAILED, error=_error(exc), message="infrastructure unavailable")
+    except SoftTimeLimitExceeded as exc:
+        limit = ctx.wsettings.soft_time_limit_s
+        return finish(state.FAILED, error=_error(exc, message=f"job exceeded its time limit of {limit} s"))
+    except Exception as exc:
+        log.exception("job %s raised", job_id)
+        tb = traceback.format_exc(limit=20)
+        with_tb = _error(exc, traceback=tb[-4000:])
+        return db.write(lambda s: _retry_or_fail(s, job_id, worker, ctx.wsettings, with_tb), "requeue job")
+    if monitor.lost:
+        return "skipped: job taken away from this worker"
+    return finish(state.SUCCEEDED, metrics=metrics, stage="done", message="done")
+
+
+def _retry_or_fail(
+    session: Session, job_id: str, worker: str, wsettings: WorkerSettings, error: dict[str, Any]
+) -> str:
+    job = session.get(Job, job_id)
+    if job is None or job.claimed_by != worker or job.status in state.TERMINAL:
+        return job.status if job is not None else "unknown"
+    if job.status == state.RUNNING and job.attempts < wsettings.max_attempts:
+        requeue_job(session, job, f"attempt {job.attempts} raised {error['type']}: {error['message'][:300]}")
+        return state.QUEUED
+    new = state.CANCELLED if job.status == state.CANCELLING else state.FAILED
+    state.transition(session, job, new, error=error, message=f"failed after {job.attempts} attempts")
+    return new
+
+
+def register(app: Celery) -> None:
+    """Register lowbit's tasks on ``app`` (called by worker.app.create_celery)."""
+    settings: Settings = app.conf.lowbit_settings
+    wsettings: WorkerSettings = app.conf.lowbit_worker_settings
+
+    @app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
+    def run_job(job_id: str) -> str:
+        """Run job ``job_id`` (the message carries only the id; the spec is in the database)."""
+        return execute_job(settings, wsettings, job_id)
+
+    @app.task(name=RECONCILE, acks_late=False)
+    def reconcile_task() -> dict[str, int]:
+        from worker.relay import reconcile
+
+        db, _ = resources(settings, wsettings)
+        return reconcile(db, app)
+
+    @app.task(name=SCHEDULE_TICK, acks_late=False)
+    def schedule_tick() -> int:
+        from worker.schedules.tick import tick
+
+        db, _ = resources(settings, wsettings)
+        return tick(db)
