@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from core.quant.range_setters.base import canonical_scheme
 
 REQUIRED_KEYS = ("defaults", "params", "op_type", "supergroups", "model_input", "model_output")
 OPTIONAL_KEYS = ("overrides", "name", "description", "version")
 _PRESET_PACKAGE = "core.quantsim.presets"
+# Activation dtypes an override may ask for ('auto': float16 at 16 bits, integer otherwise).
+ACT_DTYPES = ("int", "float", "auto")
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -40,6 +43,13 @@ def _obj(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: expected an object, got {type(value).__name__}")
     return value
+
+
+def _kernels(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
+    """supported_kernels: a list of {activation: {...}, param: {...}} objects (kept as given)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of {{'activation': ..., 'param': ...}} objects")
+    return tuple(_obj(k, f"{where}[{i}]") for i, k in enumerate(value))
 
 
 def _check_keys(obj: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -109,7 +119,7 @@ class OpRule:
                 raise ConfigError(f"{where}.encoding_constraints: expected numbers 'min' and 'max'") from None
             if not constraints[0] < constraints[1]:
                 raise ConfigError(f"{where}.encoding_constraints: min must be below max, got {constraints}")
-        kernels = tuple(raw.get("supported_kernels", ()))
+        kernels = _kernels(raw.get("supported_kernels", []), f"{where}.supported_kernels")
         return cls(**flags, params=params, encoding_constraints=constraints, supported_kernels=kernels)
 
 
@@ -147,9 +157,25 @@ class Override:
                 if not isinstance(raw[name], int) or isinstance(raw[name], bool):
                     raise ConfigError(f"{where}.{name}: expected an integer, got {raw[name]!r}")
                 values[name] = raw[name]
-        for name in ("act_dtype", "param_scheme", "act_scheme"):
+        for name in ("param_bw", "output_bw"):
+            if name in values and not 2 <= values[name] <= 16:
+                raise ConfigError(f"{where}.{name}: bitwidth {values[name]} not supported; choose 2..16")
+        if "block_size" in values and values["block_size"] < 1:
+            raise ConfigError(f"{where}.block_size: expected a positive integer, got {values['block_size']}")
+        if "act_dtype" in raw:
+            if raw["act_dtype"] not in ACT_DTYPES:
+                raise ConfigError(
+                    f"{where}.act_dtype: unknown dtype {raw['act_dtype']!r}; choose {', '.join(ACT_DTYPES)}"
+                )
+            values["act_dtype"] = raw["act_dtype"]
+        for name in ("param_scheme", "act_scheme"):
             if name in raw:
-                values[name] = str(raw[name])
+                if not isinstance(raw[name], str):
+                    raise ConfigError(f"{where}.{name}: expected a scheme name, got {raw[name]!r}")
+                try:
+                    values[name] = canonical_scheme(raw[name])
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}.{name}: {exc}") from None
         return cls(**values)
 
 
@@ -238,8 +264,11 @@ def parse_config(raw: Mapping[str, Any], source: str = "<dict>") -> QuantSimConf
     ops = OpRule.parse(d.get("ops", {}), f"{source}: defaults.ops")
     dparams = ParamRule.parse(d.get("params", {}), f"{source}: defaults.params")
     groups = []
+    if not isinstance(raw["supergroups"] or [], list):
+        raise ConfigError(f"{source}: supergroups must be a list of {{'op_list': [...]}} objects")
     for i, g in enumerate(raw["supergroups"] or []):
-        op_list = _obj(g, f"{source}: supergroups[{i}]").get("op_list")
+        _check_keys(_obj(g, f"{source}: supergroups[{i}]"), ("op_list",), f"{source}: supergroups[{i}]")
+        op_list = g.get("op_list")
         if not isinstance(op_list, list) or len(op_list) < 2 or not all(isinstance(o, str) for o in op_list):
             raise ConfigError(f"{source}: supergroups[{i}].op_list must list at least two ONNX op types")
         groups.append(tuple(op_list))
@@ -264,7 +293,7 @@ def parse_config(raw: Mapping[str, Any], source: str = "<dict>") -> QuantSimConf
             d.get("unsigned_symmetric", "False"), f"{source}: defaults.unsigned_symmetric"
         ),
         hw_version=str(hw) if hw is not None else None,
-        supported_kernels=tuple(d.get("supported_kernels", ())),
+        supported_kernels=_kernels(d.get("supported_kernels", []), f"{source}: defaults.supported_kernels"),
         params={
             n: ParamRule.parse(v, f"{source}: params.{n}")
             for n, v in _obj(raw["params"], f"{source}: params").items()
