@@ -98,6 +98,48 @@ DATA_MOVEMENT_METHODS = frozenset(
         "detach",
     }
 )
+# The same ops as ATen overload packets, as graphs captured by torch.export hold them
+# (aten.view.default, aten.flatten.using_ints, ...). Only ops whose output values are a subset of
+# their first input's values: creation ops (zeros_like, full, ...) and padding are not listed.
+DATA_MOVEMENT_ATEN = frozenset(
+    {
+        "view",
+        "reshape",
+        "_unsafe_view",
+        "permute",
+        "transpose",
+        "t",
+        "flatten",
+        "unflatten",
+        "squeeze",
+        "unsqueeze",
+        "expand",
+        "expand_as",
+        "contiguous",
+        "clone",
+        "alias",
+        "detach",
+        "slice",
+        "select",
+        "narrow",
+        "index_select",
+        "split",
+        "split_with_sizes",
+        "chunk",
+        "unbind",
+        "movedim",
+        "swapaxes",
+        "repeat",
+        "tile",
+        "flip",
+        "roll",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+        "dropout",
+        "feature_dropout",
+        "lift_fresh_copy",
+    }
+)
 _NOT_QUANTIZED_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 _PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
 _FOLDABLE_INTO = frozenset({"Conv", "ConvTranspose", "Gemm"})
@@ -138,6 +180,8 @@ def is_quantizable(module: nn.Module) -> bool:
 
 def _is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
     if node.op == "call_function":
+        if isinstance(node.target, torch._ops.OpOverload):
+            return node.target.overloadpacket.__name__ in DATA_MOVEMENT_ATEN
         return node.target in DATA_MOVEMENT_FUNCTIONS
     if node.op == "call_method":
         return node.target in DATA_MOVEMENT_METHODS
