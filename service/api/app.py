@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=make_store(settings),
         limiter=TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst),
         registry=registry,
+        write_lock=threading.Lock() if settings.is_sqlite else nullcontext(),
     )
     errors.install(app)
     for module in (health, models, datasets, uploads, jobs, objects):

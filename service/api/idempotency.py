@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.context import Principal, db_session, principal
+from service.api.context import AppContext, Principal, app_context, principal
 from service.db.repositories import idempotency
 from service.errors import InvalidInputError
 
@@ -37,6 +39,8 @@ async def idempotency_context(request: Request) -> IdempotencyContext:
         raise InvalidInputError(
             "Idempotency-Key must be 1-255 printable characters", code="invalid_idempotency_key"
         )
+    if key is None:
+        return IdempotencyContext(None, "", "")  # nothing to fingerprint: skip reading and hashing the body
     body = await request.body()
     try:
         canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
@@ -49,48 +53,55 @@ async def idempotency_context(request: Request) -> IdempotencyContext:
 
 @dataclass
 class Idempotent:
-    """Runs a create once per Idempotency-Key; see :meth:`run`."""
+    """Runs a create once per Idempotency-Key; see :meth:`run`. ``session`` is open during ``create``."""
 
     ctx: IdempotencyContext
-    session: Session
+    sessions: sessionmaker[Session]
     who: Principal
+    write_lock: AbstractContextManager[Any]
+    session: Session = field(init=False)
 
-    def run(self, create: Callable[[], Any], status_code: int = 201) -> JSONResponse:
-        """Replay the stored response, or call ``create()`` (which adds rows, returns a JSON-able body)
-        and commit the body with those rows."""
+    async def run(self, create: Callable[[], Any], status_code: int = 201) -> JSONResponse:
+        """Replay the stored response, or call ``create()`` (which adds rows to ``self.session`` and
+        returns a JSON-able body) and commit the body with those rows. All DB work runs in one
+        worker thread."""
+        return await run_in_threadpool(self._run, create, status_code)
+
+    def _run(self, create: Callable[[], Any], status_code: int) -> JSONResponse:
+        with self.write_lock, self.sessions() as session:
+            self.session = session
+            return self._in_session(session, create, status_code)
+
+    def _in_session(self, session: Session, create: Callable[[], Any], status_code: int) -> JSONResponse:
         if self.ctx.key is None:
             body = create()
-            self.session.commit()
+            session.commit()
             return JSONResponse(body, status_code=status_code)
         args = (self.who.project_id, self.ctx.key, self.ctx.scope, self.ctx.fingerprint)
-        stored = idempotency.lookup(self.session, *args)
+        stored = idempotency.lookup(session, *args)
         if stored is not None:
-            return JSONResponse(
-                stored.response,
-                status_code=stored.status_code or 200,
-                headers={"Idempotent-Replayed": "true"},
-            )
+            return _replay(stored.response, stored.status_code)
         body = create()
         try:
-            idempotency.save(self.session, *args, status_code, body)
-            self.session.commit()
+            idempotency.save(session, *args, status_code, body)
+            session.commit()
         except IntegrityError:
             # A concurrent first use committed first: drop ours and answer with theirs.
-            self.session.rollback()
-            stored = idempotency.lookup(self.session, *args)
+            session.rollback()
+            stored = idempotency.lookup(session, *args)
             if stored is None:
                 raise
-            return JSONResponse(
-                stored.response,
-                status_code=stored.status_code or 200,
-                headers={"Idempotent-Replayed": "true"},
-            )
+            return _replay(stored.response, stored.status_code)
         return JSONResponse(body, status_code=status_code)
+
+
+def _replay(body: Any, status_code: int | None) -> JSONResponse:
+    return JSONResponse(body, status_code=status_code or 200, headers={"Idempotent-Replayed": "true"})
 
 
 def idempotent(
     ctx: IdempotencyContext = Depends(idempotency_context),
-    session: Session = Depends(db_session),
+    app: AppContext = Depends(app_context),
     who: Principal = Depends(principal),
 ) -> Idempotent:
-    return Idempotent(ctx, session, who)
+    return Idempotent(ctx, app.sessions, who, app.write_lock)

@@ -16,7 +16,7 @@ from service.settings import Settings
 def make_engine(settings: Settings) -> Engine:
     """An Engine for ``settings.database_url``; SQLite gets WAL, foreign keys and a busy timeout."""
     url = settings.database_url
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": False}
     if settings.is_sqlite:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
 @router.post("", status_code=201, response_model=DatasetRead)
-def create_dataset(
+async def create_dataset(
     body: DatasetCreate, idem: Idempotent = Depends(idempotent), ctx: AppContext = Depends(app_context)
 ) -> object:
     """Declare a dataset; with ``size`` and ``sha256`` the answer's ``upload`` holds presigned URLs,
@@ -37,7 +37,7 @@ def create_dataset(
         out.upload = target
         return out.model_dump(mode="json")
 
-    return idem.run(create)
+    return await idem.run(create)
 
 
 @router.get("", response_model=Page[DatasetRead])

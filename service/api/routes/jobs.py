@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,7 @@ from service.api.idempotency import Idempotent, idempotent
 from service.db.models import ModelVersion
 from service.db.repositories import jobs as jobs_repo
 from service.db.repositories import resources
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, NotFoundError
 from service.jobs import state
 from service.schemas.common import MAX_INT32, Page
 from service.schemas.jobs import ArtifactRead, JobCreate, JobLogRead, JobRead, JobStatus, Technique
@@ -27,45 +27,49 @@ from service.schemas.jobs import ArtifactRead, JobCreate, JobLogRead, JobRead, J
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def _ready_dataset(session: Session, project_id: str, dataset_id: str, role: str) -> str:
-    dataset = resources.get_dataset(session, project_id, dataset_id)
-    if dataset.status != "ready":
+def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> tuple[str, str, str | None]:
+    """(model version id, calibration dataset id, evaluation dataset id), each checked ready and in the
+    caller's project; two queries on the common path."""
+    version = resources.find_version(session, project_id, body.model_id, body.model_version)
+    if version is None:
+        resources.get_model(session, project_id, body.model_id)  # 404 for a missing or foreign model
+        version = resources.get_version(session, project_id, body.model_id, body.model_version)  # says why
+    if version.status != "ready":
         raise InvalidInputError(
-            f"{role} dataset {dataset_id} is {dataset.status}; upload it first", code="dataset_not_ready"
+            f"model version {version.version} is {version.status}", code="model_not_ready"
         )
-    return dataset.id
+    wanted = {"calibration": body.calib_dataset_id, "evaluation": body.eval_dataset_id}
+    found = {d.id: d for d in resources.get_datasets(session, project_id, [i for i in wanted.values() if i])}
+    for role, dataset_id in wanted.items():
+        if dataset_id is None:
+            continue
+        dataset = found.get(dataset_id)
+        if dataset is None:
+            raise NotFoundError(f"dataset {dataset_id} not found")
+        if dataset.status != "ready":
+            raise InvalidInputError(
+                f"{role} dataset {dataset_id} is {dataset.status}; upload it first", code="dataset_not_ready"
+            )
+    return version.id, body.calib_dataset_id, body.eval_dataset_id
 
 
 @router.post("", status_code=201, response_model=JobRead)
-def create_job(body: JobCreate, idem: Idempotent = Depends(idempotent)) -> object:
+async def create_job(body: JobCreate, idem: Idempotent = Depends(idempotent)) -> object:
     """Queue a job. The job row and its outbox message commit together, so a broker outage loses nothing."""
 
     def create() -> object:
-        session, project_id = idem.session, idem.who.project_id
-        model = resources.get_model(session, project_id, body.model_id)
-        version = resources.get_version(session, project_id, model.id, body.model_version)
-        if version.status != "ready":
-            raise InvalidInputError(
-                f"model version {version.version} is {version.status}", code="model_not_ready"
-            )
-        calib = _ready_dataset(session, project_id, body.calib_dataset_id, "calibration")
-        evald = (
-            _ready_dataset(session, project_id, body.eval_dataset_id, "evaluation")
-            if body.eval_dataset_id
-            else None
-        )
-        spec = body.model_dump(mode="json")
+        version_id, calib, evald = _resolve_inputs(idem.session, idem.who.project_id, body)
         job = jobs_repo.create_job(
-            session,
-            project_id=project_id,
-            model_version_id=version.id,
+            idem.session,
+            project_id=idem.who.project_id,
+            model_version_id=version_id,
             calib_dataset_id=calib,
             eval_dataset_id=evald,
-            spec=spec,
+            spec=body.model_dump(mode="json"),
         )
         return JobRead.model_validate(job).model_dump(mode="json")
 
-    return idem.run(create)
+    return await idem.run(create)
 
 
 @router.get("", response_model=Page[JobRead])
@@ -107,10 +111,18 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(
-    job_id: str, who: Principal = Depends(principal), session: Session = Depends(db_session)
-) -> JobRead:
-    return JobRead.model_validate(jobs_repo.get_job(session, who.project_id, job_id))
+async def get_job(
+    job_id: str, who: Principal = Depends(principal), ctx: AppContext = Depends(app_context)
+) -> Response:
+    """Status, stage, progress, metrics, error, attempts and timestamps of one job."""
+
+    def read() -> bytes:
+        with ctx.engine.connect() as conn:
+            row = jobs_repo.get_job_row(conn, who.project_id, job_id)
+        return JobRead.model_validate(dict(row)).model_dump_json().encode()
+
+    # The hot path of clients that poll: one thread hop, serialized once (no response_model re-validation).
+    return Response(await run_in_threadpool(read), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
@@ -126,7 +138,7 @@ def cancel_job(
 
 
 @router.post("/{job_id}/rerun", status_code=201, response_model=JobRead)
-def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> object:
+async def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> object:
     """A new job with the same spec and the same input versions as ``job_id``."""
 
     def create() -> object:
@@ -142,7 +154,7 @@ def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> object:
         )
         return JobRead.model_validate(job).model_dump(mode="json")
 
-    return idem.run(create)
+    return await idem.run(create)
 
 
 @router.get("/{job_id}/artifacts", response_model=list[ArtifactRead])

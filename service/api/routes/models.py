@@ -24,14 +24,14 @@ def _read(session: Session, model: object) -> ModelRead:
 
 
 @router.post("", status_code=201, response_model=ModelRead)
-def create_model(body: ModelCreate, idem: Idempotent = Depends(idempotent)) -> object:
+async def create_model(body: ModelCreate, idem: Idempotent = Depends(idempotent)) -> object:
     """Create a model (a name that groups versions)."""
 
     def create() -> object:
         model = resources.create_model(idem.session, idem.who.project_id, body.name, body.description)
         return ModelRead.model_validate(model).model_dump(mode="json")
 
-    return idem.run(create)
+    return await idem.run(create)
 
 
 @router.get("", response_model=Page[ModelRead])
@@ -59,7 +59,7 @@ def get_model(
 
 
 @router.post("/{model_id}/versions", status_code=201, response_model=ModelVersionRead)
-def create_version(
+async def create_version(
     model_id: str,
     body: ModelVersionCreate,
     idem: Idempotent = Depends(idempotent),
@@ -80,7 +80,7 @@ def create_version(
         out.upload = target
         return out.model_dump(mode="json")
 
-    return idem.run(create)
+    return await idem.run(create)
 
 
 @router.get("/{model_id}/versions", response_model=list[ModelVersionRead])

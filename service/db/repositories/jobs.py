@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, RowMapping, bindparam, select
 from sqlalchemy.orm import Session
 
+from service.db.base import new_id, utcnow
 from service.db.models import Artifact, Job, JobEvent, JobLog, OutboxMessage
 from service.db.pagination import paginate
 from service.errors import NotFoundError
@@ -29,7 +30,9 @@ def create_job(
     rerun_of: str | None = None,
 ) -> Job:
     """Insert a queued job, its creation event and its outbox message (same transaction; caller commits)."""
+    now = utcnow()
     job = Job(
+        id=new_id(),
         project_id=project_id,
         model_version_id=model_version_id,
         calib_dataset_id=calib_dataset_id,
@@ -45,9 +48,10 @@ def create_job(
         progress=0.0,
         attempts=0,
         cancel_requested=False,
+        created_at=now,
+        updated_at=now,
     )
-    session.add(job)
-    session.flush()
+    session.add(job)  # the id is set above, so nothing needs flushing before commit
     state.record_created(session, job)
     session.add(
         OutboxMessage(
@@ -55,6 +59,20 @@ def create_job(
         )
     )
     return job
+
+
+# Built once: the status read is the API's hottest query (clients poll it).
+_JOB_ROW = select(Job.__table__).where(
+    Job.id == bindparam("job_id"), Job.project_id == bindparam("project_id")
+)
+
+
+def get_job_row(conn: Connection, project_id: str, job_id: str) -> RowMapping:
+    """The job's columns as a mapping, without the ORM (the polling path); NotFoundError when absent."""
+    row = conn.execute(_JOB_ROW, {"job_id": job_id, "project_id": project_id}).mappings().first()
+    if row is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return row
 
 
 def get_job(session: Session, project_id: str, job_id: str) -> Job:

@@ -98,6 +98,25 @@ def get_version(session: Session, project_id: str, model_id: str, number: int | 
     return found
 
 
+def find_version(session: Session, project_id: str, model_id: str, number: int | None) -> ModelVersion | None:
+    """Like :func:`get_version` but None instead of an error (the hot path of job creation)."""
+    stmt = select(ModelVersion).where(
+        ModelVersion.model_id == model_id, ModelVersion.project_id == project_id
+    )
+    if number is None:
+        stmt = stmt.where(ModelVersion.status == "ready").order_by(ModelVersion.version.desc()).limit(1)
+    else:
+        stmt = stmt.where(ModelVersion.version == number)
+    return session.scalar(stmt)
+
+
+def get_datasets(session: Session, project_id: str, dataset_ids: Sequence[str]) -> Sequence[Dataset]:
+    """The project's datasets among ``dataset_ids`` (missing or foreign ids are simply absent)."""
+    return session.scalars(
+        select(Dataset).where(Dataset.id.in_(dataset_ids), Dataset.project_id == project_id)
+    ).all()
+
+
 def get_version_by_id(session: Session, project_id: str, version_id: str) -> ModelVersion:
     found = session.scalar(
         select(ModelVersion).where(ModelVersion.id == version_id, ModelVersion.project_id == project_id)

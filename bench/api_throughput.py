@@ -1,0 +1,214 @@
+"""API throughput: job-status GET and job-create POST under concurrent load, as ratios of a bare FastAPI
+endpoint returning constant JSON, measured side by side in one run (targets: >= 0.5 and >= 0.25).
+
+Each server runs in its own process (uvicorn, one worker) on loopback; the load generator is an
+asyncio httpx client with a fixed number of connections in this process. Rounds are interleaved
+(bare, status, create, bare, ...) and the median of each is reported with p50/p99 latencies.
+
+    python -m bench api [--db=postgres] [--seconds=2] [--concurrency=32] [--rounds=5]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.registry import register
+from bench.table import print_table
+
+
+def bare_app() -> Any:
+    """The baseline: a FastAPI app with one endpoint returning constant JSON (uvicorn --factory)."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    body = {"id": "0" * 26, "status": "running", "progress": 0.5}
+
+    @app.get("/const")
+    def const() -> dict[str, Any]:
+        return body
+
+    return app
+
+
+def _opts(argv: list[str]) -> dict[str, str]:
+    out = {"db": "sqlite", "seconds": "2", "concurrency": "32", "rounds": "5"}
+    for arg in argv:
+        key, _, value = arg.lstrip("-").partition("=")
+        if key in out:
+            out[key] = value
+    return out
+
+
+class _Conn:
+    """A minimal keep-alive HTTP/1.1 client connection: httpx would make the load generator, not the
+    server, the bottleneck on a 2-core machine."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def request(self, raw: bytes) -> int:
+        self.writer.write(raw)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+
+def http_request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    """The bytes of one HTTP/1.1 request."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _load(url: str, raw: bytes, seconds: float, concurrency: int) -> tuple[float, float, float, int]:
+    """Send ``raw`` in a loop on ``concurrency`` connections for ``seconds``; (req/s, p50 ms, p99 ms, errors)."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal errors
+        conn = _Conn(*await asyncio.open_connection(host, int(port)))
+        try:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                status = await conn.request(raw)
+                latencies.append(time.perf_counter() - start)
+                errors += status >= 400
+        finally:
+            conn.writer.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return len(latencies) / elapsed, pct(0.5), pct(0.99), errors
+
+
+def _setup_lowbit(env: dict[str, str]) -> str:
+    """Migrate, create a project and an API key; returns the key."""
+    from service.db.migrate import upgrade
+    from service.db.repositories import projects
+    from service.db.session import make_engine, make_sessionmaker, session_scope
+    from service.settings import Settings
+
+    settings = Settings(database_url=env["LOWBIT_DATABASE_URL"])
+    upgrade(settings)
+    engine = make_engine(settings)
+    with session_scope(make_sessionmaker(engine)) as session:
+        project = projects.create_project(session, f"bench-{uuid.uuid4().hex[:8]}")
+        key = projects.create_api_key(session, project, "bench")[1]
+    engine.dispose()
+    return key
+
+
+def _inputs(url: str, key: str) -> dict[str, Any]:
+    import io
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model_bytes = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    onnx.checker.check_model(model_bytes)
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros((4, 1, 4), np.float32))
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as c:
+        model = c.post("/v1/models", json={"name": "bench"}).json()
+        c.post(f"/v1/models/{model['id']}/versions", json={"format": "onnx"})
+        c.put(f"/v1/models/{model['id']}/versions/1/content", content=model_bytes).raise_for_status()
+        data = c.post("/v1/datasets", json={"name": "calib", "format": "npz"}).json()
+        c.put(f"/v1/datasets/{data['id']}/content", content=buf.getvalue()).raise_for_status()
+        body = {"model_id": model["id"], "calib_dataset_id": data["id"], "technique": "ptq"}
+        job = c.post("/v1/jobs", json=body).json()
+    return {"body": body, "job_id": job["id"]}
+
+
+@register("api", "API job-status GET and job-create throughput vs a bare FastAPI endpoint (loopback)")
+def run(argv: list[str]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.fixtures.api_process import api_process  # the same launcher the tests use
+
+    opts = _opts(argv)
+    seconds, conc, rounds = float(opts["seconds"]), int(opts["concurrency"]), int(opts["rounds"])
+    with tempfile.TemporaryDirectory(prefix="lowbit-bench-") as tmp:
+        root = Path(tmp)
+        db_url = f"sqlite:///{root / 'lowbit.db'}"
+        drop: Callable[[], None] = lambda: None  # noqa: E731
+        if opts["db"] == "postgres":
+            from tests.fixtures.postgres import fresh_database
+
+            ctx = fresh_database("lowbit_bench")
+            db_url = ctx.__enter__()
+            drop = lambda: ctx.__exit__(None, None, None)  # noqa: E731
+        env = {
+            "LOWBIT_DATABASE_URL": db_url,
+            "LOWBIT_LOCAL_STORAGE_DIR": str(root / "objects"),
+            "LOWBIT_RATE_LIMIT_PER_MINUTE": "0",
+        }
+        try:
+            key = _setup_lowbit(env)
+            bare_cmd = [sys.executable, "-m", "uvicorn", "--factory", "bench.api_throughput:bare_app"]
+            with (
+                api_process(env, root / "api.log") as (api_url, _),
+                api_process(env, root / "bare.log", bare_cmd, health="/const") as (bare_url, _),
+            ):
+                inputs = _inputs(api_url, key)
+                auth = {"Authorization": f"Bearer {key}"}
+                body = json.dumps(inputs["body"]).encode()
+                scenarios = {
+                    "bare constant JSON": (bare_url, http_request("GET", "/const", {})),
+                    "job status GET": (api_url, http_request("GET", f"/v1/jobs/{inputs['job_id']}", auth)),
+                    "job create POST": (
+                        api_url,
+                        http_request("POST", "/v1/jobs", {**auth, "Content-Type": "application/json"}, body),
+                    ),
+                }
+                results: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in scenarios}
+                for _ in range(rounds):
+                    for name, (url, raw) in scenarios.items():
+                        results[name].append(asyncio.run(_load(url, raw, seconds, conc)))
+        finally:
+            drop()
+    # Ratios are taken round by round (each scenario next to its own bare run) and then the median,
+    # so load drifting on a shared machine affects both sides of each ratio alike.
+    bare_runs = results["bare constant JSON"]
+    rows = []
+    for name, runs in results.items():
+        ratio = statistics.median(r[0] / b[0] for r, b in zip(runs, bare_runs, strict=True))
+        rows.append([name, statistics.median(r[0] for r in runs), ratio, statistics.median(r[1] for r in runs),
+                     statistics.median(r[2] for r in runs), sum(r[3] for r in runs)])  # fmt: skip
+    print_table(
+        f"API throughput ({opts['db']}, {conc} connections, {seconds:.0f} s x {rounds} rounds, 1 uvicorn worker)",
+        ["scenario", "req/s", "ratio vs bare (median of rounds)", "p50 ms", "p99 ms", "errors"],
+        rows,
+    )
+    print(f"targets: status >= 0.5, create >= 0.25 (cpu count {os.cpu_count()})")
