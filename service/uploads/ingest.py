@@ -91,10 +91,11 @@ def attach_file(
 
 def load_target(session: Session, upload: Upload) -> Target:
     """The model version or dataset an upload fills."""
-    cls: type[ModelVersion] | type[Dataset] = (
-        ModelVersion if upload.target_kind == "model_version" else Dataset
-    )
-    target = session.get(cls, upload.target_id)
+    target: Target | None
+    if upload.target_kind == "model_version":
+        target = session.get(ModelVersion, upload.target_id)
+    else:
+        target = session.get(Dataset, upload.target_id)
     if target is None or target.project_id != upload.project_id:
         raise NotFoundError(f"upload {upload.id} not found")
     return target

@@ -117,7 +117,9 @@ async def get_job(
     """Status, stage, progress, metrics, error, attempts and timestamps of one job."""
 
     def read() -> bytes:
-        with ctx.engine.connect() as conn:
+        # Autocommit: a single SELECT needs no transaction, so returning the connection to the pool
+        # sends no ROLLBACK (one database round trip per poll instead of two on PostgreSQL).
+        with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             row = jobs_repo.get_job_row(conn, who.project_id, job_id)
         return JobRead.model_validate(dict(row)).model_dump_json().encode()
 
