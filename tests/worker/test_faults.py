@@ -1,0 +1,170 @@
+"""Reliability with real processes: worker SIGKILL mid-job, Redis restart, poisoned jobs.
+
+Every test runs real `lowbit worker` (Celery prefork) and `lowbit relay` processes against the
+stack's private Redis, PostgreSQL and SeaweedFS; failure detection is tuned fast for tests
+(tests/fixtures/worker_stack.py: heartbeat 0.5 s, stale after 4 s, max 3 attempts).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, select
+
+from service.db.models import Artifact, JobEvent
+from tests.fixtures.worker_procs import Proc, processes, start_relay, start_worker
+from tests.fixtures.worker_stack import Stack, wait_job
+
+pytestmark = [pytest.mark.slow]
+DONE = {"succeeded", "failed", "cancelled"}
+
+
+def _events(stack: Stack, job_id: str) -> list[tuple[str | None, str]]:
+    engine = create_engine(stack.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(JobEvent.from_status, JobEvent.to_status)
+                .where(JobEvent.job_id == job_id)
+                .order_by(JobEvent.id)
+            ).all()
+            return [(a, b) for a, b in rows]
+    finally:
+        engine.dispose()
+
+
+def _artifact_names(stack: Stack, job_id: str) -> list[str]:
+    engine = create_engine(stack.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            return sorted(conn.scalars(select(Artifact.name).where(Artifact.job_id == job_id)).all())
+    finally:
+        engine.dispose()
+
+
+def _wait_running(client: httpx.Client, job_id: str, attempt: int = 1, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] == "running" and job["attempts"] >= attempt:
+            return dict(job)
+        assert job["status"] not in DONE, job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not start attempt {attempt}")
+
+
+@pytest.mark.parametrize("target", ["pool-child", "whole-worker", "whole-worker-again"])
+def test_sigkill_mid_job_finishes_once_on_another_worker(stack: Stack, tmp_path: Path, target: str) -> None:
+    """Given two workers, When the one running a job is SIGKILLed (its pool child only, or the whole
+    worker), Then the job succeeds on the other worker: attempts 2, one succeeded event, one set of
+    artifacts."""
+    env = stack.env()
+    with processes() as procs, stack.client() as client:
+        procs.append(start_relay(env, tmp_path / "relay.log"))
+        workers = [start_worker(env, tmp_path / f"w{i}.log", f"kill{i}") for i in range(2)]
+        procs.extend(workers)
+        job = stack.submit(client, eval_dataset_id=stack.inputs["eval"])
+        running = _wait_running(client, job["id"])
+        victim = _job_worker(stack, running["id"], workers)
+        if target == "pool-child":
+            for pid in victim.children():
+                os.kill(pid, signal.SIGKILL)
+        else:
+            victim.kill(signal.SIGKILL)
+        done = wait_job(client, job["id"], DONE, timeout=150)
+        assert done["status"] == "succeeded", (done["error"], [w.tail() for w in workers])
+        assert done["attempts"] == 2
+        events = _events(stack, job["id"])
+        assert [e for e in events if e[1] == "succeeded"] == [("running", "succeeded")]
+        assert events.count(("queued", "running")) == 2
+        names = _artifact_names(stack, job["id"])
+        assert names == sorted(set(names)) and {"model.onnx", "model_qdq.onnx", "model.encodings"} <= set(
+            names
+        )
+
+
+def _job_worker(stack: Stack, job_id: str, workers: list[Proc]) -> Proc:
+    from service.db.models import Job
+
+    engine = create_engine(stack.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            claimed_by = conn.scalar(select(Job.claimed_by).where(Job.id == job_id))
+    finally:
+        engine.dispose()
+    pid = int(str(claimed_by).split("/")[1])
+    for w in workers:
+        if pid in w.children():
+            return w
+    raise AssertionError(f"no worker owns pool pid {pid}")
+
+
+def test_redis_restart_loses_no_job(stack: Stack, tmp_path: Path) -> None:
+    """Given one worker and four jobs (one running, three queued), When Redis restarts empty,
+    Then every job still succeeds exactly once (the reconciler re-announces lost queued jobs)."""
+    env = stack.env()
+    with processes() as procs, stack.client() as client:
+        procs.append(start_relay(env, tmp_path / "relay.log"))
+        procs.append(start_worker(env, tmp_path / "w.log", "redis"))
+        jobs = [stack.submit(client) for _ in range(4)]
+        _wait_running(client, jobs[0]["id"])
+        stack.redis.restart(down_s=1.0)
+        finished = [wait_job(client, j["id"], DONE, timeout=150) for j in jobs]
+        assert [j["status"] for j in finished] == ["succeeded"] * 4, [j["error"] for j in finished]
+        for j in jobs:
+            assert [e for e in _events(stack, j["id"]) if e[1] == "succeeded"] == [("running", "succeeded")]
+
+
+def _bad_npz() -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, input=np.zeros((16, 3, 5, 5), np.float32))  # the digits model takes (N, 1, 8, 8)
+    return buf.getvalue()
+
+
+def test_poisoned_jobs_fail_without_blocking_the_queue(stack: Stack, tmp_path: Path) -> None:
+    """Given one worker, When a job's data makes the engine raise and another job's process is killed
+    (as by the OOM killer) every time it starts, Then the first fails at once with the engine's error,
+    the second fails after max_attempts (3) attempts, and a good job queued behind them succeeds."""
+    env = stack.env()
+    with processes() as procs, stack.client() as client:
+        procs.append(start_relay(env, tmp_path / "relay.log"))
+        worker = start_worker(env, tmp_path / "w.log", "poison")
+        procs.append(worker)
+        ds = client.post("/v1/datasets", json={"name": "bad-shape", "format": "npz"}).json()
+        assert client.put(f"/v1/datasets/{ds['id']}/content", content=_bad_npz()).status_code == 200
+        raising = stack.submit(client, calib_dataset_id=ds["id"])
+        killed = stack.submit(client)
+        good = stack.submit(client)
+        failed = wait_job(client, raising["id"], DONE, timeout=90)
+        assert failed["status"] == "failed" and failed["attempts"] == 1
+        assert failed["error"]["type"] == "DataLoadError" and "dimension" in failed["error"]["message"]
+        for attempt in (1, 2, 3):
+            _wait_running(client, killed["id"], attempt, timeout=90)
+            for pid in worker.children():
+                os.kill(pid, signal.SIGKILL)
+        dead = wait_job(client, killed["id"], DONE, timeout=90)
+        assert dead["status"] == "failed" and dead["attempts"] == 3
+        assert dead["error"]["type"] == "AttemptsExhausted"
+        assert wait_job(client, good["id"], DONE, timeout=90)["status"] == "succeeded"
+
+
+def test_cancel_running_job(stack: Stack, tmp_path: Path) -> None:
+    """When a running job is cancelled through the API, Then it ends cancelled (the engine's cancel
+    check or the revoke after the grace period), and the worker takes the next job."""
+    env = stack.env()
+    with processes() as procs, stack.client() as client:
+        procs.append(start_relay(env, tmp_path / "relay.log"))
+        procs.append(start_worker(env, tmp_path / "w.log", "cancel"))
+        job = stack.submit(client, technique="qat", params={"epochs": 50})
+        _wait_running(client, job["id"])
+        assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelling"
+        assert wait_job(client, job["id"], DONE, timeout=60)["status"] == "cancelled"
+        nxt = stack.submit(client)
+        assert wait_job(client, nxt["id"], DONE, timeout=90)["status"] == "succeeded"
