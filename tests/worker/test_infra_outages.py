@@ -1,0 +1,80 @@
+"""Outages of the worker's infrastructure with real servers: a PostgreSQL restart during a job
+(the worker retries its writes and finishes) and an object store that becomes unreachable
+(retried with backoff; a short outage is absorbed, a long one fails the job with a clear error)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.fixtures.pg_cluster import pg_cluster
+from tests.fixtures.tcp_proxy import TcpProxy
+from tests.fixtures.worker_procs import processes, start_relay, start_worker
+from tests.fixtures.worker_stack import Stack, make_stack, wait_job
+
+pytestmark = [pytest.mark.slow]
+DONE = {"succeeded", "failed", "cancelled"}
+
+
+def _wait_stage(stack: Stack, client: object, job_id: str, stages: set[str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()  # type: ignore[attr-defined]
+        if job["status"] == "running" and job["stage"] in stages:
+            return
+        assert job["status"] not in DONE, job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} never reached {stages}")
+
+
+def test_postgres_restart_during_job(stack: Stack, digits_artifacts: object, tmp_path: Path) -> None:
+    """Given a job running against its own PostgreSQL server, When the server stops for 3 s and comes
+    back, Then the worker's retried writes carry the job to succeeded with one succeeded event."""
+    with (
+        pg_cluster() as cluster,
+        make_stack(tmp_path, digits_artifacts, stack.redis, stack.seaweed, cluster.url) as own,
+    ):
+        env = own.env()
+        with processes() as procs, own.client() as client:
+            procs.append(start_relay(env, tmp_path / "relay.log"))
+            procs.append(start_worker(env, tmp_path / "w.log", "pg"))
+            job = own.submit(client, eval_dataset_id=own.inputs["eval"])
+            _wait_stage(own, client, job["id"], {"prepare", "technique"})
+            cluster.stop("immediate")
+            time.sleep(3)
+            cluster.start()
+            done = wait_job(client, job["id"], DONE, timeout=120)
+            assert done["status"] == "succeeded", (done["error"], procs[1].tail())
+            assert done["attempts"] == 1
+            assert done["metrics"]["evaluation"]["onnxruntime"] > 0.9
+
+
+def test_object_store_outage_retried_then_clear_failure(stack: Stack, tmp_path: Path) -> None:
+    """Given a worker that reaches S3 through a proxy, When S3 is unreachable for 1.5 s at the start of
+    a job, Then the downloads are retried and the job succeeds; When it stays unreachable past the
+    retry budget (4 s), Then the job fails with an error naming the object store and the budget."""
+    endpoint = urlparse(stack.seaweed.endpoint)
+    proxy = TcpProxy((endpoint.hostname or "127.0.0.1", endpoint.port or 80))
+    proxy.up()
+    env = stack.env(s3_endpoint=proxy.url)
+    with processes() as procs, stack.client() as client:
+        procs.append(start_relay(env, tmp_path / "relay.log"))
+        procs.append(start_worker(env, tmp_path / "w.log", "s3"))
+        proxy.down()
+        short = stack.submit(client)
+        _wait_stage(stack, client, short["id"], {"fetch"})
+        time.sleep(1.5)
+        proxy.up()
+        done = wait_job(client, short["id"], DONE, timeout=90)
+        assert done["status"] == "succeeded", done["error"]
+        proxy.down()
+        long = stack.submit(client)
+        failed = wait_job(client, long["id"], DONE, timeout=90)
+        assert failed["status"] == "failed"
+        assert failed["error"]["type"] == "InfrastructureError"
+        message = failed["error"]["message"]
+        assert "object storage download" in message and "retry budget 4 s" in message
+        proxy.up()
