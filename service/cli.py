@@ -237,3 +237,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--public-url", help="base URL clients use (for the local store's signed URLs)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_serve_api)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m service.cli``: the service commands alone, for the API image (no torch, fast start)."""
+    parser = argparse.ArgumentParser(prog="lowbit", description="lowbit service commands")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

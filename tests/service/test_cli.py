@@ -15,9 +15,11 @@ from tests.fixtures.api_process import api_process
 from tests.service.samples import npz_bytes, onnx_bytes
 
 
-def _lowbit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _lowbit(env: dict[str, str], *args: str, module: str = "service.cli") -> subprocess.CompletedProcess[str]:
+    """Run a service command; ``module='core.cli'`` goes through the full `lowbit` entry point (slower:
+    it loads the engine commands too), the default runs the service commands alone."""
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", module, *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -40,7 +42,10 @@ def test_cli_round_trip_on_embedded_defaults(tmp_path: Path) -> None:
         "LOWBIT_LOCAL_STORAGE_DIR": str(tmp_path / "objects"),
         "LOWBIT_BROKER_FOLDER": str(tmp_path / "broker"),
     }
-    assert _lowbit(env, "db", "upgrade").returncode == 0
+    upgraded = _lowbit(
+        env, "db", "upgrade", module="core.cli"
+    )  # registered via the lowbit.commands entry point
+    assert upgraded.returncode == 0, upgraded.stderr
     assert _lowbit(env, "admin", "create-project", "demo").returncode == 0
     dup = _lowbit(env, "admin", "create-project", "demo")
     assert dup.returncode == cli.USAGE and "already exists" in dup.stderr
