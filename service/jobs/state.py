@@ -128,3 +128,37 @@ def request_cancel(session: Session, job: Job) -> Job:
     raise InvalidTransitionError(
         f"job {job.id} already {job.status}; only queued or running jobs can be cancelled"
     )
+
+
+def report_progress(
+    session: Session,
+    job: Job,
+    *,
+    stage: str | None = None,
+    progress: float | None = None,
+    eta_s: float | None = None,
+) -> bool:
+    """Record stage/progress/ETA and a heartbeat of a running job (no status change, no event row).
+
+    Returns False, writing nothing, when the job is no longer running or cancelling (e.g. cancelled
+    meanwhile): the worker should then stop. The caller commits. The SSE stream shows the change.
+    """
+    now = utcnow()
+    values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
+    if stage is not None:
+        values["stage"] = stage
+    if progress is not None:
+        values["progress"] = min(1.0, max(0.0, progress))
+    if eta_s is not None:
+        values["eta_s"] = eta_s
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_((RUNNING, CANCELLING)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    for key, value in values.items():
+        setattr(job, key, value)
+    return True

@@ -98,3 +98,15 @@ def test_cancel_queued_running_and_finished(db_session: Session) -> None:
     state.transition(db_session, done, state.FAILED, error={"code": "x"})
     with pytest.raises(InvalidTransitionError):
         state.request_cancel(db_session, done)
+
+
+def test_progress_reports_only_while_running(db_session: Session) -> None:
+    job = _job(db_session)
+    assert not state.report_progress(db_session, job, stage="fetch", progress=0.1)  # still queued
+    state.transition(db_session, job, state.RUNNING)
+    assert state.report_progress(db_session, job, stage="calibrate", progress=1.7, eta_s=12.0)
+    db_session.refresh(job)
+    assert (job.stage, job.progress, job.eta_s) == ("calibrate", 1.0, 12.0) and job.heartbeat_at is not None
+    state.request_cancel(db_session, job)
+    state.transition(db_session, job, state.CANCELLED)
+    assert not state.report_progress(db_session, job, progress=0.5)  # the worker learns it should stop
