@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import fx, nn
 
+from core.errors import ConfigError
 from core.ptq.graph_walk import (
     BN_TYPES,
     CONV_TRANSPOSE_TYPES,
@@ -202,3 +204,60 @@ def fold_all_batch_norms(model: nn.Module) -> BnFoldResult:
     gm.graph.lint()
     gm.recompile()
     return result
+
+
+def fold_bn_into_quantizer_scale(sim: Any) -> list[tuple[str, str]]:
+    """After QAT: fold each BN that directly follows a Conv/ConvTranspose/Linear of ``sim.model`` into that
+    layer's weights *and* its weight quantizer's per-channel scale, so the trained grid is kept.
+
+    With ``a = γ/σ`` per output channel: ``W' = W·a``, ``scale' = scale·|a|`` (the integer codes are
+    unchanged; negative ``a`` flips their sign, which a symmetric grid represents except for its most
+    negative code), ``b' = b·a + β − μ·a``; the BN's output quantizers move to the layer and the BN
+    leaves the graph. ``sim.fp_model`` is not touched. Needs per-channel, symmetric weight quantizers
+    (a per-tensor scale cannot absorb per-channel factors): other layers raise ConfigError.
+    Returns the (layer, bn) pairs folded.
+    """
+    gm: fx.GraphModule = sim.model
+    folded: list[tuple[str, str]] = []
+    erased: set[fx.Node] = set()
+    for node in list(gm.graph.nodes):
+        if node in erased:
+            continue
+        layer = module_of(gm, node)
+        if not isinstance(layer, WEIGHTED_TYPES):
+            continue
+        user = single_user(node)
+        if user is None or not is_module_input(node, user):
+            continue
+        bn = module_of(gm, user)
+        if not _foldable_bn(bn):
+            continue
+        assert bn is not None
+        quantizer = dict(getattr(layer, "param_quantizers", {})).get("weight")
+        a, c = _bn_affine(bn)
+        if quantizer is not None and quantizer.enabled:
+            spec = quantizer.spec
+            if spec.granularity != "per_channel" or not spec.symmetric:
+                raise ConfigError(
+                    f"cannot fold {user.target} into the weight quantizer of {node.target}: it is "
+                    f"{spec.granularity}, {'symmetric' if spec.symmetric else 'asymmetric'}; folding into the "
+                    "scale needs per-channel symmetric weights (use fold_all_batch_norms before QuantSim instead)"
+                )
+            with torch.no_grad():
+                quantizer.scale.data.mul_(a.abs().to(quantizer.scale.device))
+        with torch.no_grad():
+            scale_out_channels(layer, a.to(layer.weight.device))  # type: ignore[union-attr]
+            ensure_bias(layer).add_(c.to(layer.weight.device))  # type: ignore[union-attr]
+        bn_outputs = getattr(bn, "output_quantizers", None)
+        if bn_outputs is not None and hasattr(layer, "output_quantizers"):
+            layer.output_quantizers = bn_outputs
+        user.replace_all_uses_with(node)
+        gm.graph.erase_node(user)
+        erased.add(user)
+        delete_module(gm, str(user.target))
+        if hasattr(layer, "clear_param_cache"):
+            layer.clear_param_cache()
+        folded.append((str(node.target), str(user.target)))
+    gm.graph.lint()
+    gm.recompile()
+    return folded

@@ -80,3 +80,33 @@ def test_bn_read_twice_is_not_folded_but_converted():
 
     result = _check(randomize_bn(Model()), torch.randn(2, 3, 4, 4))
     assert result.folded == [] and result.converted_to_affine == ["bn"]
+
+
+def test_fold_into_quantizer_scale_keeps_the_quantized_output():
+    """Given a calibrated sim with per-channel weights and a Conv → BN (positive γ), When folding the BN into
+    the weight quantizer's scale, Then the sim computes the same outputs and has no BN left."""
+    from core.ptq.bn_fold import fold_bn_into_quantizer_scale
+    from core.quantsim import QuantSim
+
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Conv2d(6, 4, 1)))
+    model[1].weight.data.abs_().add_(0.1)
+    x = torch.randn(8, 3, 6, 6)
+    sim = QuantSim(model, (x[:1],), param_bw=4, output_bw=8, per_channel=True)
+    sim.compute_encodings([x])
+    before = sim.model(x)
+    assert fold_bn_into_quantizer_scale(sim) == [("0", "1")]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in sim.model.modules())
+    assert relative_error(sim.model(x), before) <= 1e-5
+
+
+def test_fold_into_quantizer_scale_refuses_per_tensor_weights():
+    from core.errors import ConfigError
+    from core.ptq.bn_fold import fold_bn_into_quantizer_scale
+    from core.quantsim import QuantSim
+
+    model = randomize_bn(nn.Sequential(nn.Conv2d(3, 6, 3), nn.BatchNorm2d(6)))
+    x = torch.randn(2, 3, 6, 6)
+    sim = QuantSim(model, (x[:1],), per_channel=False)
+    sim.compute_encodings([x])
+    with pytest.raises(ConfigError, match="per-channel"):
+        fold_bn_into_quantizer_scale(sim)
