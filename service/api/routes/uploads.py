@@ -39,7 +39,13 @@ def declare(
     settings, store = ctx.settings, ctx.store
     if size > settings.max_upload_bytes:
         raise PayloadTooLargeError(f"size {size} is over the {settings.max_upload_bytes}-byte upload limit")
-    blob = resources.get_blob(session, sha256)
+    # The no-upload shortcut only for content this project already uploaded itself: knowing another
+    # project's hash must not grant its bytes. (Storage still keeps one copy per content.)
+    blob = (
+        resources.get_blob(session, sha256)
+        if resources.project_has_blob(session, target.project_id, sha256)
+        else None
+    )
     if blob is not None and blob.size == size and store.exists(blob.storage_key):
         with temp_file(settings) as path:
             download_to(store, blob.storage_key, path, settings.max_upload_bytes)

@@ -157,6 +157,19 @@ def list_datasets(
     )
 
 
+def project_has_blob(session: Session, project_id: str, sha256: str) -> bool:
+    """Whether the project has a ready model version or dataset with this content."""
+    for cls in (ModelVersion, Dataset):
+        found = session.scalar(
+            select(cls.id)
+            .where(cls.project_id == project_id, cls.blob_sha256 == sha256, cls.status == "ready")
+            .limit(1)
+        )
+        if found is not None:
+            return True
+    return False
+
+
 def get_blob(session: Session, sha256: str) -> Blob | None:
     return session.get(Blob, sha256)
 

@@ -56,7 +56,7 @@ def test_streamed_model_version_becomes_ready(client: httpx.Client) -> None:
     assert again.status_code == 422 and again.json()["error"]["code"] == "already_uploaded"
 
 
-def test_presigned_put_then_dedupe(client: httpx.Client) -> None:
+def test_presigned_put_then_dedupe(api: Api, client: httpx.Client) -> None:
     data = onnx_bytes(int.from_bytes(os.urandom(2), "big") + 10)
     model = client.post("/v1/models", json={"name": f"pre-{os.urandom(3).hex()}"}).json()
     first = _presigned(client, f"/v1/models/{model['id']}/versions", {"format": "onnx"}, data)
@@ -68,6 +68,16 @@ def test_presigned_put_then_dedupe(client: httpx.Client) -> None:
     ).json()
     assert second["upload"] is None and second["status"] == "ready" and second["version"] == 2
     assert second["sha256"] == hashlib.sha256(data).hexdigest()
+    # Another project that only knows the hash gets no shortcut: it must send the bytes.
+    with api.client(api.other_key) as other:
+        theirs = other.post("/v1/models", json={"name": "copycat"}).json()
+        claim = other.post(
+            f"/v1/models/{theirs['id']}/versions",
+            json={"format": "onnx", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        ).json()
+        assert claim["status"] == "pending" and claim["upload"] is not None
+        done = other.post(claim["upload"]["complete_url"], json={})
+        assert done.status_code == 422 and done.json()["error"]["code"] == "upload_missing"
 
 
 def test_presigned_multipart_dataset(api: Api, client: httpx.Client) -> None:
