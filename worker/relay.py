@@ -74,7 +74,7 @@ def publish_pending(db: WorkerDb, app: Celery, limit: int = 100) -> int:
 def reconcile(db: WorkerDb, app: Celery) -> dict[str, int]:
     """One reconciler pass; returns counts of requeued, cancelled, terminated and re-announced jobs."""
     ws = db.wsettings
-    counts = {"requeued": 0, "cancelled": 0, "terminated": 0, "reannounced": 0}
+    counts = {"requeued": 0, "cancelled": 0, "terminated": 0, "reannounced": 0, "webhooks": 0}
 
     def stale(session: Session) -> None:
         for job in running_jobs_stale(session, ws.stale_after_s):
@@ -129,9 +129,24 @@ def reconcile(db: WorkerDb, app: Celery) -> dict[str, int]:
             counts["reannounced"] += 1
 
     db.write(reannounce, "re-announce queued jobs")
+    counts["webhooks"] = retry_pending_webhooks(db)
     if any(counts.values()):
         log.info("reconcile: %s", counts)
     return counts
+
+
+def retry_pending_webhooks(db: WorkerDb) -> int:
+    """Deliver regression webhooks left pending (their job's worker died before sending)."""
+    from service.db.schedule_tables import ScheduleRun
+    from worker.schedules.webhook import deliver
+
+    pending = db.write(
+        lambda s: list(
+            s.scalars(select(ScheduleRun.id).where(ScheduleRun.webhook_status == "pending").limit(20))
+        ),
+        "find pending webhooks",
+    )
+    return sum(deliver(db, run_id) == "sent" for run_id in pending)
 
 
 def run_loop(db: WorkerDb, app: Celery, stop: threading.Event | None = None) -> None:

@@ -123,7 +123,29 @@ def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
         return db.write(lambda s: _retry_or_fail(s, job_id, worker, ctx.wsettings, with_tb), "requeue job")
     if monitor.lost:
         return "skipped: job taken away from this worker"
-    return finish(state.SUCCEEDED, metrics=metrics, stage="done", message="done")
+    final = finish(state.SUCCEEDED, metrics=metrics, stage="done", message="done")
+    after_schedule_run(db, job_id)
+    return final
+
+
+def after_schedule_run(db: WorkerDb, job_id: str) -> None:
+    """For a scheduled job: compare with the previous successful run; send the webhook if regressed."""
+    from worker.schedules.regression import compare_run
+    from worker.schedules.webhook import deliver
+
+    def compare(session: Session) -> str | None:
+        job = session.get(Job, job_id)
+        if job is None or job.schedule_id is None:
+            return None
+        run = compare_run(session, job)
+        return run.id if run is not None else None
+
+    try:
+        pending = db.write(compare, "compare scheduled run")
+        if pending is not None:
+            deliver(db, pending)
+    except Exception:  # the job's outcome is written; the reconciler retries pending webhooks
+        log.exception("regression check of job %s failed", job_id)
 
 
 def _retry_or_fail(

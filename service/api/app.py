@@ -17,7 +17,7 @@ from service.api import errors
 from service.api.context import AppContext
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.api.ratelimit import TokenBuckets
-from service.api.routes import datasets, health, jobs, models, objects, uploads
+from service.api.routes import datasets, health, jobs, models, objects, schedules, uploads
 from service.dashboard import make_router as dashboard_router
 from service.db.session import make_engine, make_sessionmaker
 from service.settings import Settings, get_settings
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         write_lock=threading.Lock() if settings.is_sqlite else nullcontext(),
     )
     errors.install(app)
-    for module in (health, models, datasets, uploads, jobs, objects):
+    for module in (health, models, datasets, uploads, jobs, objects, schedules):
         app.include_router(module.router)
     app.include_router(dashboard_router())
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_spec_bytes)

@@ -234,3 +234,8 @@ class IdempotencyKey(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# The schedules' tables live in their own module; importing it here puts them in Base.metadata
+# wherever the models are loaded (Alembic, the migration check).
+from service.db import schedule_tables  # noqa: E402, F401
