@@ -204,9 +204,10 @@ def autoquant(
     io_names: dict[str, list[str]] = {}
     if hasattr(model, "graph_source") and hasattr(model, "example_inputs"):
         # A core.io.LoadedModel: capture its program/module, keep its I/O names for export.
-        example_inputs = example_inputs or tuple(model.example_inputs)
-        io_names = {"input_names": list(model.input_names), "output_names": list(model.output_names)}
-        model = model.graph_source
+        loaded: Any = model
+        example_inputs = example_inputs or tuple(loaded.example_inputs)
+        io_names = {"input_names": list(loaded.input_names), "output_names": list(loaded.output_names)}
+        model = loaded.graph_source
     example = example_inputs or tuple(t[:1] if isinstance(t, torch.Tensor) else t for t in batches[0])
     fp: fx.GraphModule = prepare_model(model, example).eval()
     metric = "user eval_fn"

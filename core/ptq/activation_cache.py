@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ class ActivationCache:
         self._chunks: list[torch.Tensor] = []
         self._bytes = 0
         self._file: Path | None = None
-        self._handle: object | None = None
+        self._handle: BinaryIO | None = None
         self._sample_shape: tuple[int, ...] | None = None
         self._count = 0
         self._memmap: np.ndarray | None = None
@@ -64,13 +65,15 @@ class ActivationCache:
         self._handle = os.fdopen(fd, "wb")
 
     def _write(self, chunk: torch.Tensor) -> None:
-        self._handle.write(chunk.numpy().tobytes())  # type: ignore[attr-defined]
+        assert self._handle is not None
+        self._handle.write(chunk.numpy().tobytes())
 
     def finish(self) -> None:
         """Close writing; afterwards ``sample`` and ``all`` read the stored samples."""
         shape = (self._count, *(self._sample_shape or ()))
         if self._file is not None:
-            self._handle.close()  # type: ignore[attr-defined]
+            assert self._handle is not None
+            self._handle.close()
             self._memmap = np.memmap(self._file, dtype=np.float32, mode="r", shape=shape)
         else:
             self._tensor = torch.cat(self._chunks) if self._chunks else torch.empty(shape)

@@ -15,7 +15,7 @@ model; biases cancel):
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,7 @@ def gram_supported(module: nn.Module) -> bool:
     return False
 
 
-def gram_group_size(module: nn.Module) -> int:
+def gram_group_size(module: Any) -> int:
     """K: the number of weights each output channel applies to one patch."""
     weight = module.weight  # type: ignore[union-attr]
     return int(weight[0].numel())

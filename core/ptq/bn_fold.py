@@ -70,7 +70,7 @@ class BnFoldResult:
     bn_stats: dict[str, BnStats] = field(default_factory=dict)  # layer -> stats of the BN folded into it
 
 
-def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def _bn_affine(bn: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """(a, c) with BN(x) = a·x + c per channel, from running statistics."""
     var = bn.running_var.detach().float()  # type: ignore[union-attr]
     mean = bn.running_mean.detach().float()  # type: ignore[union-attr]
@@ -80,7 +80,7 @@ def _bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return a, beta - mean * a
 
 
-def _bn_gamma_beta(bn: nn.Module) -> BnStats:
+def _bn_gamma_beta(bn: Any) -> BnStats:
     var = bn.running_var.detach().float()  # type: ignore[union-attr]
     gamma = bn.weight.detach().float().clone() if bn.weight is not None else torch.ones_like(var)  # type: ignore[union-attr]
     beta = bn.bias.detach().float().clone() if bn.bias is not None else torch.zeros_like(var)  # type: ignore[union-attr]
@@ -91,7 +91,7 @@ def _foldable_bn(bn: nn.Module | None) -> bool:
     return isinstance(bn, BN_TYPES) and bn.running_mean is not None and bn.running_var is not None
 
 
-def fold_bn_into_layer(layer: nn.Module, bn: nn.Module) -> None:
+def fold_bn_into_layer(layer: Any, bn: Any) -> None:
     """Backward fold: ``layer`` followed by ``bn`` becomes ``layer`` alone (weights edited in place)."""
     a, c = _bn_affine(bn)
     weight = layer.weight  # type: ignore[union-attr]
@@ -101,7 +101,7 @@ def fold_bn_into_layer(layer: nn.Module, bn: nn.Module) -> None:
         bias.add_(c.to(bias.device, bias.dtype))
 
 
-def fold_bn_into_next_layer(bn: nn.Module, layer: nn.Module) -> None:
+def fold_bn_into_next_layer(bn: Any, layer: Any) -> None:
     """Forward fold: ``bn`` followed by ``layer`` (no padding) becomes ``layer`` alone."""
     a, c = _bn_affine(bn)
     weight = layer.weight  # type: ignore[union-attr]
@@ -112,7 +112,7 @@ def fold_bn_into_next_layer(bn: nn.Module, layer: nn.Module) -> None:
         bias.add_(shift.to(bias.device, bias.dtype))
 
 
-def convert_bn_to_affine(bn: nn.Module) -> None:
+def convert_bn_to_affine(bn: Any) -> None:
     """Rewrite ``bn`` so its running statistics are neutral and its affine parameters carry the math."""
     a, c = _bn_affine(bn)
     with torch.no_grad():
@@ -127,7 +127,7 @@ def convert_bn_to_affine(bn: nn.Module) -> None:
         bn.running_var.fill_(1.0 - float(bn.eps))  # type: ignore[union-attr,arg-type]
 
 
-def _no_padding(layer: nn.Module) -> bool:
+def _no_padding(layer: Any) -> bool:
     if isinstance(layer, nn.Linear):
         return True
     padding = layer.padding  # type: ignore[union-attr]
@@ -256,7 +256,7 @@ def fold_bn_into_quantizer_scale(sim: Any) -> list[tuple[str, str]]:
         erased.add(user)
         delete_module(gm, str(user.target))
         if hasattr(layer, "clear_param_cache"):
-            layer.clear_param_cache()
+            layer.clear_param_cache()  # type: ignore[operator]
         folded.append((str(node.target), str(user.target)))
     gm.graph.lint()
     gm.recompile()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import fx, nn
@@ -208,7 +208,7 @@ def _scale_triplet(
 
 
 def _absorb_high_bias(
-    first: nn.Module, second: nn.Module, stats: BnStats, out_scale: torch.Tensor, relu: bool, num_sigma: float
+    first: Any, second: Any, stats: BnStats, out_scale: torch.Tensor, relu: bool, num_sigma: float
 ) -> bool:
     if getattr(first, "bias", None) is None or isinstance(second, CONV_TRANSPOSE_TYPES):
         return False

@@ -6,6 +6,8 @@ Only ``call_module`` nodes carry weights, so every query speaks in terms of them
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import fx, nn
 
@@ -52,7 +54,7 @@ def out_channel_axis(module: nn.Module) -> int:
     return 1 if isinstance(module, CONV_TRANSPOSE_TYPES) else 0
 
 
-def ensure_bias(module: nn.Module) -> torch.Tensor:
+def ensure_bias(module: Any) -> torch.Tensor:
     """The module's bias, created as zeros (a trainable parameter) if it had none."""
     if getattr(module, "bias", None) is None:
         weight = module.weight  # type: ignore[union-attr]

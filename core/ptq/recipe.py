@@ -8,7 +8,7 @@ The order of application is fixed (fold → CLE → AdaRound → bias correction
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from core.errors import ConfigError
 
@@ -72,7 +72,7 @@ def quantsim_with_ptq(
         details["adaround"] = {"seconds": round(result.seconds, 2), "layers": len(result.layers)}
     if "bias_correction" in techniques:
         sim.compute_encodings(calib, num_batches=max(1, -(-num_samples // batch_size)), batch_size=batch_size)
-        method = "analytical" if bn_stats else "empirical"
+        method: Literal["empirical", "analytical"] = "analytical" if bn_stats else "empirical"
         bc = correct_bias(sim, calib, method=method, bn_stats=bn_stats or None, num_samples=num_samples)
         details["bias_correction"] = {"empirical": bc.empirical, "analytical": bc.analytical}
     return sim, details

@@ -8,13 +8,15 @@ every layout, so the techniques never special-case a layer type.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from core.ptq.graph_walk import CONV_TRANSPOSE_TYPES
 
 
-def _grouped(module: nn.Module) -> tuple[torch.Tensor, int, bool]:
+def _grouped(module: Any) -> tuple[torch.Tensor, int, bool]:
     if not module.weight.data.is_contiguous():  # type: ignore[union-attr]
         # In-place scaling goes through reshaped views, which must alias the parameter.
         module.weight.data = module.weight.data.contiguous()  # type: ignore[union-attr]
@@ -38,7 +40,7 @@ def num_in_channels(module: nn.Module) -> int:
     return weight.shape[0] if transposed else weight.shape[1] * groups
 
 
-def _out_factor_view(module: nn.Module, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _out_factor_view(module: Any, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     weight, groups, transposed = _grouped(module)
     rest = [1] * (weight.dim() - 2)
     if not transposed:
@@ -47,7 +49,7 @@ def _out_factor_view(module: nn.Module, factor: torch.Tensor) -> tuple[torch.Ten
     return view, factor.reshape(groups, 1, -1, *rest)
 
 
-def _in_factor_view(module: nn.Module, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _in_factor_view(module: Any, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     weight, groups, transposed = _grouped(module)
     rest = [1] * (weight.dim() - 2)
     if transposed:
@@ -56,7 +58,7 @@ def _in_factor_view(module: nn.Module, factor: torch.Tensor) -> tuple[torch.Tens
     return view, factor.reshape(groups, 1, -1, *rest)
 
 
-def scale_out_channels(module: nn.Module, factor: torch.Tensor) -> None:
+def scale_out_channels(module: Any, factor: torch.Tensor) -> None:
     """Multiply output channel c of the weight (and bias) by ``factor[c]`` in place."""
     view, f = _out_factor_view(module, factor.to(module.weight.dtype))  # type: ignore[union-attr]
     view.mul_(f)
@@ -65,7 +67,7 @@ def scale_out_channels(module: nn.Module, factor: torch.Tensor) -> None:
         bias.data.mul_(factor.to(bias.dtype))
 
 
-def scale_in_channels(module: nn.Module, factor: torch.Tensor) -> None:
+def scale_in_channels(module: Any, factor: torch.Tensor) -> None:
     """Multiply the weights that read input channel i by ``factor[i]`` in place."""
     view, f = _in_factor_view(module, factor.to(module.weight.dtype))  # type: ignore[union-attr]
     view.mul_(f)
@@ -89,7 +91,7 @@ def in_channel_absmax(module: nn.Module) -> torch.Tensor:
     return view.transpose(1, 2).reshape(groups * weight.shape[1], -1).amax(1)
 
 
-def in_channel_sum(module: nn.Module, values: torch.Tensor) -> torch.Tensor:
+def in_channel_sum(module: Any, values: torch.Tensor) -> torch.Tensor:
     """Output-channel vector W·values: the response to a constant ``values[i]`` on input channel i
     (every spatial position), ignoring padding. Shape (C_out,)."""
     view, v = _in_factor_view(module, values.to(module.weight.dtype))  # type: ignore[union-attr]
