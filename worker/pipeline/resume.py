@@ -24,6 +24,7 @@ class StateSync:
     ) -> None:
         self.store, self.wsettings, self.job_id, self.name, self.local = store, wsettings, job_id, name, local
         self.pushed: set[str] = set()
+        self._versions: dict[str, tuple[int, int]] = {}
 
     def _key(self, rel: str) -> str:
         return job_artifact_key(self.job_id, f"state/{self.name}/{rel}")
@@ -51,3 +52,21 @@ class StateSync:
         manifest = {"latest": folder.name, "files": files}
         put_bytes(self.store, self._key("manifest.json"), json.dumps(manifest).encode(), self.wsettings)
         self.pushed.add(folder.name)
+
+    def push_files(self) -> int:
+        """Upload every new or changed file under ``local`` (JSON last: it marks a complete cache
+        entry), then rewrite the manifest; returns how many files were uploaded."""
+        files = sorted((p for p in self.local.rglob("*") if p.is_file() and not p.name.startswith(".")),
+                       key=lambda p: (p.suffix == ".json", str(p)))  # fmt: skip
+        sent = 0
+        for path in files:
+            rel, st = str(path.relative_to(self.local)), path.stat()
+            version = (st.st_size, st.st_mtime_ns)
+            if self._versions.get(rel) != version:
+                upload(self.store, self._key(rel), path, self.wsettings)
+                self._versions[rel] = version
+                sent += 1
+        if sent:
+            manifest = {"latest": "", "files": [str(p.relative_to(self.local)) for p in files]}
+            put_bytes(self.store, self._key("manifest.json"), json.dumps(manifest).encode(), self.wsettings)
+        return sent
