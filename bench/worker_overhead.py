@@ -1,0 +1,95 @@
+"""Service overhead of the job pipeline and worker throughput, with real PostgreSQL, Redis, SeaweedFS,
+API, relay and `lowbit worker` processes (the launchers the tests use).
+
+    python -m bench worker [--jobs=50] [--stream=20]
+
+1. Overhead: ``--jobs`` trivial jobs (QuantSim W8A8 on the digits example, calibration data only),
+   one at a time with one worker: submit → done (seen by the client, polling every 20 ms, and
+   created_at → finished_at on the server) minus the engine's own time (prepare + technique + export
+   + evaluate, measured by the worker). p50 and p99. Target: overhead <= 1 s p50.
+2. Throughput: ``--stream`` such jobs submitted at once to 2 worker processes: jobs per minute.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.registry import register
+from bench.table import print_table
+
+
+def _opts(argv: list[str]) -> dict[str, int]:
+    opts = {"jobs": 50, "stream": 20}
+    for arg in argv:
+        key, _, value = arg.lstrip("-").partition("=")
+        if key in opts:
+            opts[key] = int(value)
+    return opts
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def _wait(client: Any, job_id: str, poll_s: float = 0.02) -> tuple[dict[str, Any], float]:
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job, time.perf_counter()
+        time.sleep(poll_s)
+
+
+@register("worker", help="job pipeline: service overhead p50/p99 (submit->done minus engine) and jobs/minute")
+def worker_bench(argv: list[str]) -> None:
+    from examples.digits import build
+    from tests.fixtures.worker_procs import processes, start_relay, start_worker
+    from tests.fixtures.worker_stack import start_stack
+
+    opts = _opts(argv)
+    with tempfile.TemporaryDirectory(prefix="lowbit-bench-worker-") as tmp:
+        stacks = start_stack(Path(tmp), build())
+        stack = next(stacks)
+        try:
+            env = stack.env(progress_every_s=1.0, heartbeat_s=2.0)
+            with processes() as procs, stack.client() as client:
+                procs.append(start_relay(env, Path(tmp) / "relay.log"))
+                procs.append(start_worker(env, Path(tmp) / "w0.log", "bench0"))
+                _wait(
+                    client, stack.submit(client)["id"]
+                )  # warm-up: first job imports the engine in the child
+                client_over, server_over, engine = [], [], []
+                for _ in range(opts["jobs"]):
+                    t0 = time.perf_counter()
+                    job, t1 = _wait(client, stack.submit(client)["id"])
+                    if job["status"] != "succeeded":
+                        raise RuntimeError(f"bench job failed: {job['error']}")
+                    eng = float(job["metrics"]["engine_seconds"])
+                    server = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(
+                        job["created_at"]
+                    )
+                    engine.append(eng)
+                    client_over.append(t1 - t0 - eng)
+                    server_over.append(server.total_seconds() - eng)
+                rows = [
+                    ["submit→done seen by client − engine", _pct(client_over, 0.5), _pct(client_over, 0.99)],
+                    ["created→finished on server − engine", _pct(server_over, 0.5), _pct(server_over, 0.99)],
+                    ["engine time (prepare..evaluate)", _pct(engine, 0.5), _pct(engine, 0.99)],
+                ]
+                print_table(f"Service overhead per trivial job, {opts['jobs']} jobs, 1 worker (s)",
+                            ["measure", "p50", "p99"], rows)  # fmt: skip
+                procs.append(start_worker(env, Path(tmp) / "w1.log", "bench1"))
+                t0 = time.perf_counter()
+                ids = [stack.submit(client)["id"] for _ in range(opts["stream"])]
+                ends = [_wait(client, job_id, 0.1)[1] for job_id in ids]
+                minutes = (max(ends) - t0) / 60
+                print_table(f"Throughput, {opts['stream']} trivial jobs, 2 worker processes",
+                            ["jobs", "seconds", "jobs/minute", "mean engine s/job"],
+                            [[len(ids), minutes * 60, len(ids) / minutes, statistics.mean(engine)]])  # fmt: skip
+        finally:
+            stacks.close()
