@@ -58,10 +58,11 @@ def compare_run(session: Session, job: Job) -> ScheduleRun | None:
         run.regressed, run.message = False, f"first successful run ({name} = {value:.4f}); it is the baseline"
         return None
     base_run, base_job = baseline
-    run.baseline_metric, run.baseline_job_id = base_run.metric, base_job.id
-    drop = float(base_run.metric) - value
+    base_value = float(base_run.metric or 0.0)  # the query only selects runs with a metric
+    run.baseline_metric, run.baseline_job_id = base_value, base_job.id
+    drop = base_value - value
     run.regressed = drop > schedule.regression_threshold
-    run.message = f"{name} {value:.4f} vs {base_run.metric:.4f} (drop {drop:+.4f}, threshold {schedule.regression_threshold})"
+    run.message = f"{name} {value:.4f} vs {base_value:.4f} (drop {drop:+.4f}, threshold {schedule.regression_threshold})"
     job.metrics = {
         **(job.metrics or {}),
         "regression": {"regressed": run.regressed, "drop": drop, "baseline_job_id": base_job.id},
