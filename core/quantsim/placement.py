@@ -245,7 +245,17 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             plans[first].output = None
             fused_outputs.add(first)
             plans[second].reasons["input"] = f"inside supergroup {'+'.join(op_types[c] for c in chain)}"
-    # 3. inputs: quantize what reaches a module unquantized.
+    # 3. tensors computed only from integer/bool model inputs and constants (attention masks,
+    #    position tables) stay in float: the target precomputes them, and an 8-bit encoding of
+    #    {0, finfo.min} would erase the mask.
+    derived_nodes = _constant_derived(gm, modules)
+    derived = {str(n.target) for n in gm.graph.nodes if n.op == "call_module" and n.name in derived_nodes}
+    for name, plan in plans.items():
+        if name in derived and plan.output is not None:
+            plan.output = None
+            fused_outputs.add(name)
+            plan.reasons["output"] = "computed from integer inputs and constants only (a mask): kept in float"
+    # 4. inputs: quantize what reaches a module unquantized.
     for n in qnodes:
         plan = plans[str(n.target)]
         rule = config.op_rule(plan.op_type)
@@ -262,7 +272,7 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
                     symmetric=bool(rule.is_symmetric),
                     dtype=_dtype(params.act_dtype, params.output_bw),
                 )
-    # 4. model outputs.
+    # 5. model outputs.
     if config.model_output_quantized is not None:
         for out in _output_producers(gm):
             name = str(out.target)
@@ -272,7 +282,7 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
                     if config.model_output_quantized
                     else None
                 )
-    # 5. per-layer overrides, in order.
+    # 6. per-layer overrides, in order.
     for override in config.overrides:
         for name, plan in plans.items():
             if fnmatch.fnmatchcase(name, override.pattern):
@@ -325,6 +335,28 @@ def _needs_input_quantizer(
         return plans[name].output is None and name not in fused
     # Computation the preparer left as a function, or a module with no quantized counterpart.
     return True
+
+
+def _constant_derived(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> set[str]:
+    """Names of nodes whose value depends on no float model input and no parameter."""
+    derived: set[str] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            if not _is_float_tensor(node):
+                derived.add(node.name)
+            continue
+        if node.op == "get_attr":
+            derived.add(node.name)  # buffers and constants (not parameters of quantized layers)
+            continue
+        if node.op == "call_module" and any(
+            True for _ in modules[str(node.target)].parameters(recurse=False)
+        ):
+            continue
+        if node.op in ("call_module", "call_function", "call_method"):
+            inputs = node.all_input_nodes
+            if all(i.name in derived for i in inputs):
+                derived.add(node.name)
+    return derived
 
 
 def _foldable_bn_pairs(qnodes: list[fx.Node], op_types: dict[str, str]) -> list[tuple[str, str]]:

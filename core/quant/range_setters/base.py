@@ -11,6 +11,10 @@ from core.errors import ConfigError
 from core.quant.encoding import Encoding, QuantSpec
 from core.quant.grouping import as_groups
 
+# Values at least this large in magnitude are masking sentinels, not activations (see _drop_sentinels).
+SENTINEL = 1e30
+SENTINEL_HEADROOM = 20.0
+
 _SCHEMES: dict[str, type[RangeSetter]] = {}
 _ALIASES: dict[str, str] = {}
 
@@ -67,6 +71,8 @@ class RangeSetter:
         self.max: torch.Tensor | None = None
         self.static: torch.Tensor | None = None
         self.count = 0
+        self.low_sentinels = False
+        self.high_sentinels = False
 
     @property
     def observed(self) -> bool:
@@ -79,6 +85,11 @@ class RangeSetter:
         x = x.float()
         groups = as_groups(x, self.spec)
         lo, hi = torch.aminmax(groups, dim=1)
+        if not (bool((lo > -SENTINEL).all()) and bool((hi < SENTINEL).all())):
+            groups = self._drop_sentinels(groups, lo, hi)
+            if groups.numel() == 0:
+                return
+            lo, hi = torch.aminmax(groups, dim=1)
         if self.min is None:
             self.min, self.max = lo, hi
             self.static = groups
@@ -87,6 +98,24 @@ class RangeSetter:
             self.max = torch.maximum(self.max, hi)
             self.static = None
         self.count += 1
+        self.accumulate(groups)
+
+    def accumulate(self, groups: torch.Tensor) -> None:
+        """Hook for schemes that keep more statistics than min/max (histograms)."""
+
+    def _drop_sentinels(self, groups: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """Masking sentinels (−inf, finfo.min, NaN) carry no range information: keep them out.
+
+        An additive attention mask holds finfo(float32).min; one such value would stretch an 8-bit
+        range to 1e38 and zero every real value. On target they saturate to the encoding's end.
+        """
+        self.low_sentinels |= bool((lo <= -SENTINEL).any())
+        self.high_sentinels |= bool((hi >= SENTINEL).any())
+        finite = groups.abs() < SENTINEL  # False for NaN too
+        if groups.shape[0] == 1:
+            return groups[finite].reshape(1, -1)
+        # Per-channel: a sentinel counts as zero, which every encoding represents.
+        return torch.where(finite, groups, torch.zeros_like(groups))
 
     def compute(self) -> Encoding:
         if self.spec.dtype == "float":
@@ -96,6 +125,10 @@ class RangeSetter:
                 "no data observed for this quantizer; run calibration data through the model first"
             )
         lo, hi = self.search_range(self.min, self.max)
+        if self.low_sentinels and not self.spec.symmetric:
+            # Masked positions saturate to the encoding's minimum; keep it far enough below the
+            # largest value that a following softmax still gives them ~zero weight (e^-20).
+            lo = torch.minimum(lo, hi - SENTINEL_HEADROOM)
         return Encoding.from_min_max(
             lo, hi, bitwidth=self.spec.bitwidth, symmetric=self.spec.symmetric, spec=self.spec
         )

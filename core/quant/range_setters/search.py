@@ -11,7 +11,7 @@ import torch
 
 from core.quant.encoding import Encoding, QuantSpec
 
-_MAX_SAMPLES_PER_GROUP = 1024
+MAX_SAMPLES_PER_GROUP = 1024
 
 
 def histogram_search(
@@ -60,9 +60,9 @@ def exact_search(
     (deterministically) to bound the cost; the search runs without autograd.
     """
     with torch.no_grad():
-        if groups.shape[1] > _MAX_SAMPLES_PER_GROUP:
+        if groups.shape[1] > MAX_SAMPLES_PER_GROUP:
             gen = torch.Generator().manual_seed(0)
-            cols = torch.randperm(groups.shape[1], generator=gen)[:_MAX_SAMPLES_PER_GROUP].to(groups.device)
+            cols = torch.randperm(groups.shape[1], generator=gen)[:MAX_SAMPLES_PER_GROUP].to(groups.device)
             groups = groups[:, cols]
         best_cost = torch.full((groups.shape[0],), float("inf"), device=groups.device)
         best_f = torch.ones_like(best_cost)

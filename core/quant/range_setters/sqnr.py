@@ -7,7 +7,7 @@ import torch
 from core.quant.encoding import QuantSpec
 from core.quant.range_setters.base import RangeSetter, register_scheme
 from core.quant.range_setters.histogram import RunningHistogram
-from core.quant.range_setters.search import exact_search, histogram_search
+from core.quant.range_setters.search import MAX_SAMPLES_PER_GROUP, exact_search, histogram_search
 
 
 class HistogramSearchRangeSetter(RangeSetter):
@@ -27,16 +27,19 @@ class HistogramSearchRangeSetter(RangeSetter):
         super().reset()
         self.hist = RunningHistogram()
 
-    def observe(self, x: torch.Tensor) -> None:
-        super().observe(x)
-        if self.spec.granularity == "per_tensor" and x.is_floating_point() and self.min is not None:
-            flat = x.detach().reshape(-1).float()
+    def accumulate(self, groups: torch.Tensor) -> None:
+        if self.spec.granularity == "per_tensor":
+            flat = groups.reshape(-1)
             # histc needs the batch's own range; the running min/max already holds it for count == 1.
             lo, hi = torch.aminmax(flat) if self.count > 1 else (self.min[0], self.max[0])  # type: ignore[index]
             self.hist.add(flat, float(lo), float(hi))
 
     def search_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.static is not None:
+        # Exact search on a static tensor unless it is one large per-tensor group: the search
+        # subsamples each group, which would miss rare outliers the histogram still counts.
+        if self.static is not None and (
+            self.spec.granularity != "per_tensor" or self.static.numel() <= MAX_SAMPLES_PER_GROUP
+        ):
             return exact_search(self.static, lo, hi, self.spec, self.gamma)
         if self.spec.granularity == "per_tensor" and self.hist.counts is not None:
             best = histogram_search(
