@@ -8,7 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.lowbit-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv demo test check lint typecheck imports bench system-deps clean
+.PHONY: venv demo demo-cli test check lint typecheck imports bench system-deps clean
 
 # torch is installed first, pinned, so no dependency can pull another (CUDA) build.
 $(STAMP): pyproject.toml scripts/bootstrap.sh
@@ -17,9 +17,15 @@ $(STAMP): pyproject.toml scripts/bootstrap.sh
 
 venv: $(STAMP)
 
-## The README's first command: quantize the bundled example and print the results table.
+## The README's first command: start `lowbit serve` (embedded), submit the bundled example through the
+## API, follow it, download the artifacts, print the results table and the dashboard URL, stop the server.
+## `make demo ARGS=--keep-serving` leaves the server running.
 demo: venv
-	$(BIN)/python -m examples.demo
+	$(BIN)/python -m examples.demo $(ARGS)
+
+## The engine alone, no service: `lowbit quantize` on the bundled example.
+demo-cli: venv
+	$(BIN)/python -m examples.demo_cli
 
 ## The README's second command: everything the test suite needs, then the suite.
 test: venv system-deps

@@ -49,8 +49,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def embedded_defaults(data_dir: str | Path | None = None) -> tuple[str | None, str | None]:
+    """(url, api key) that a local ``lowbit serve`` left in its data directory, or None for each missing.
+
+    The directory is ``data_dir``, else LOWBIT_DATA_DIR, else ``./.lowbit`` (``lowbit serve``'s default);
+    it holds ``url`` while the server runs and ``api_key`` (mode 0600) from its first start.
+    """
+    root = Path(data_dir or os.environ.get("LOWBIT_DATA_DIR") or ".lowbit")
+
+    def read(name: str) -> str | None:
+        try:
+            return (root / name).read_text().strip() or None
+        except OSError:
+            return None
+
+    return read("url"), read("api_key")
+
+
 class LowbitClient:
-    """A session with one lowbit API as one project (its API key). Defaults: LOWBIT_URL, LOWBIT_API_KEY."""
+    """A session with one lowbit API as one project (its API key).
+
+    Defaults: LOWBIT_URL and LOWBIT_API_KEY, else what a local ``lowbit serve`` stored in its data
+    directory (:func:`embedded_defaults`), else ``http://127.0.0.1:8000``.
+    """
 
     def __init__(
         self,
@@ -59,10 +80,18 @@ class LowbitClient:
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = (url or os.environ.get("LOWBIT_URL") or "http://127.0.0.1:8000").rstrip("/")
+        url = url or os.environ.get("LOWBIT_URL")
         key = api_key or os.environ.get("LOWBIT_API_KEY")
         if not key:
-            raise ClientError(0, "no_api_key", "no API key: set LOWBIT_API_KEY or pass api_key")
+            # The local server's key only goes to the local server, never to another LOWBIT_URL.
+            local_url, local_key = embedded_defaults()
+            if local_key and (url is None or url.rstrip("/") == (local_url or "").rstrip("/")):
+                url, key = local_url, local_key
+        self.url = (url or "http://127.0.0.1:8000").rstrip("/")
+        if not key:
+            raise ClientError(
+                0, "no_api_key", "no API key: set LOWBIT_API_KEY, pass api_key, or start `lowbit serve` here"
+            )
         self.http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {key}"},
