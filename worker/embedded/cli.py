@@ -62,6 +62,7 @@ def _wait_ready(sup: Supervisor, url: str, stop: threading.Event) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run embedded mode until interrupted; exit code 0 on a requested stop, 1 on a crash loop."""
     logging.basicConfig(level=logging.INFO, format="lowbit serve: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness probe is noise
     if not 0 < args.port < 65536:
         print(f"lowbit: error: --port must be 1..65535, got {args.port}", file=sys.stderr)
         return USAGE
