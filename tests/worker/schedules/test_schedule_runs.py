@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, func, select
 from service.db.models import Job
 from service.db.schedule_tables import ScheduleRun
 from tests.fixtures.live_api import free_port
-from tests.fixtures.worker_procs import processes, start_beat, start_relay, start_worker
+from tests.fixtures.worker_procs import processes, start_beat, start_relay, start_worker, start_workers
 from tests.fixtures.worker_stack import Stack, wait_job
 from worker.db import WorkerDb
 from worker.schedules.tick import tick
@@ -73,7 +73,7 @@ def test_due_schedule_runs_exactly_once_with_two_beats(stack: Stack, tmp_path: P
         assert resp.status_code == 201, resp.text
         schedule = resp.json()
         procs.append(start_relay(env, tmp_path / "relay.log"))
-        procs.extend(start_worker(env, tmp_path / f"w{i}.log", f"sched{i}") for i in range(2))
+        procs.extend(start_workers(env, tmp_path, ["sched0", "sched1"]))
         procs.extend(start_beat(env, tmp_path / f"beat{i}.log", tmp_path / f"beat{i}") for i in range(2))
         deadline = time.monotonic() + 90
         while not _runs(stack, schedule["id"]) and time.monotonic() < deadline:
