@@ -97,6 +97,7 @@ class LayerRounding:
     adaround_error: float
     seconds: float
     spilled: bool = False
+    collect_seconds: float = 0.0  # of ``seconds``: running the models to gather statistics
 
 
 @dataclass
@@ -228,6 +229,7 @@ def _round_layer(
         def error(w: torch.Tensor) -> float:
             return sampled.full_error(w)
 
+    collect_seconds = time.perf_counter() - start
     nearest_error = error(rounding.nearest)
     with cpu_threads_for(flops, device):
         optimize_rounding(
@@ -250,7 +252,9 @@ def _round_layer(
     quantizer.set_encoding(encoding)
     quantizer.freeze()
     qmod.clear_param_cache()
-    return LayerRounding(name, method, nearest_error, adaround_error, time.perf_counter() - start, spilled)
+    return LayerRounding(
+        name, method, nearest_error, adaround_error, time.perf_counter() - start, spilled, collect_seconds
+    )
 
 
 def apply_adaround(

@@ -1,0 +1,203 @@
+"""PTQ bench (issue 4): CLE / AdaRound accuracy on a MobileNet-style digits net, AdaRound speed, AutoQuant.
+
+Tables:
+1. MobileNet-style digits net (bench/models/mobilenet_digits.py), per-tensor weights, BN folded in every
+   row: W8A8 nearest vs CLE; W4A8 nearest vs AdaRound vs CLE + AdaRound (held-out accuracy).
+2. AdaRound on the 4-layer digits CNN (examples/digits), W4A8 per-channel, 5000 iterations per layer:
+   time (target ≤ 16 s on 2 CPU threads; AIMET 2.42: 32-40 s) and accuracy (AIMET: 0.976-0.978).
+3. AdaRound time per 1000 iterations per layer on the ResNet-18-shaped net (bench/models/resnet.py).
+4. AutoQuant on the MobileNet-style net at W4A8, allowed drop 1 point: stages and total time.
+
+``python -m bench ptq [--quick] [--threads=N]``: --quick cuts iterations tenfold (a smoke run, not figures
+to quote); --threads sets torch's CPU threads (default 2). On a shared, overloaded 2-core machine use
+--threads=1: with 2 threads every op waits for a descheduled worker (a MobileNet forward measured 9×
+slower than with 1 thread at load average 9).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from bench.registry import register
+from bench.table import print_table
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _prepared(model: nn.Module, example: torch.Tensor, cle: bool) -> fx.GraphModule:
+    from core.graph import prepare_model
+    from core.ptq.bn_fold import fold_all_batch_norms
+    from core.ptq.cle import CleConfig, equalize_model
+
+    gm = prepare_model(copy.deepcopy(model), (example,))
+    if cle:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ReLU6 → ReLU is expected here and reported in the table
+            equalize_model(gm, CleConfig())
+    else:
+        fold_all_batch_norms(gm)
+    return gm
+
+
+def _sim(gm: fx.GraphModule, example: torch.Tensor, param_bw: int, per_channel: bool, scheme: str) -> Any:
+    from core.quantsim import QuantSim
+
+    return QuantSim(
+        copy.deepcopy(gm),
+        (example,),
+        param_bw=param_bw,
+        output_bw=8,
+        per_channel=per_channel,
+        param_scheme=scheme,
+        act_scheme="min_max",
+        prepared=True,
+    )
+
+
+def _mobilenet_table(iterations: int, scheme: str) -> None:
+    from bench.models.mobilenet_digits import build_trained_mobilenet_digits
+    from core.ptq.adaround import AdaroundConfig, apply_adaround
+
+    bundle = build_trained_mobilenet_digits(seed=0)
+    calib, (ex, ey) = bundle.calib, bundle.eval
+    example = calib[:1]
+    fp32 = _accuracy(bundle.model, ex, ey)
+    graphs = {
+        "nearest": _prepared(bundle.model, example, cle=False),
+        "cle": _prepared(bundle.model, example, True),
+    }
+    rows: list[list[Any]] = [["FP32", "–", fp32, "–"]]
+    for bw in (8, 4):
+        for label, graph, ada in (
+            ("nearest", "nearest", False),
+            ("CLE", "cle", False),
+            ("AdaRound", "nearest", True),
+            ("CLE + AdaRound", "cle", True),
+        ):
+            if bw == 8 and ada:
+                continue
+            t0 = time.perf_counter()
+            sim = _sim(graphs[graph], example, bw, per_channel=False, scheme=scheme)
+            if ada:
+                apply_adaround(sim, calib, AdaroundConfig(num_iterations=iterations))
+            sim.compute_encodings(calib.split(64))
+            rows.append(
+                [f"W{bw}A8 {label}", scheme, _accuracy(sim.model, ex, ey), f"{time.perf_counter() - t0:.1f}"]
+            )
+    print_table(
+        f"MobileNet-style digits net, per-tensor weights, BN folded; AdaRound {iterations} it/layer "
+        "(CLE rows: ReLU6 replaced by ReLU)",
+        ["configuration", "weight scheme", "eval accuracy", "seconds"],
+        rows,
+    )
+
+
+def _digits_cnn_table(iterations: int) -> None:
+    import numpy as np
+
+    from core.ptq.adaround import AdaroundConfig, apply_adaround
+    from core.quantsim import QuantSim
+    from examples.digits import build
+
+    paths = build()
+    calib = torch.from_numpy(np.load(paths.calib_data)["input"])
+    ev = np.load(paths.eval_data)
+    ex, ey = torch.from_numpy(ev["input"]), torch.from_numpy(ev["labels"])
+    program = torch.export.load(paths.model_pt2)
+    rows: list[list[Any]] = []
+    for scheme in ("min_max", "sqnr"):
+        sim = QuantSim(program, (calib[:1],), param_bw=4, output_bw=8, per_channel=True, scheme=scheme)
+        sim.compute_encodings(calib.split(64))
+        nearest = _accuracy(sim.model, ex, ey)
+        t0 = time.perf_counter()
+        result = apply_adaround(sim, calib, AdaroundConfig(num_iterations=iterations))
+        seconds = time.perf_counter() - t0
+        sim.compute_encodings(calib.split(64))
+        methods = ",".join(sorted({r.method for r in result.layers}))
+        rows.append(
+            [scheme, _accuracy(sim.fp_model, ex, ey), nearest, _accuracy(sim.model, ex, ey), seconds, methods]
+        )
+    print_table(
+        f"AdaRound, 4-layer digits CNN, W4A8 per-channel, {iterations} it/layer, {torch.get_num_threads()} threads "
+        "(target ≤ 16 s; AIMET 2.42: 40 s min-max → 0.978, 32 s SQNR → 0.976)",
+        ["scheme", "FP32", "nearest", "AdaRound", "AdaRound seconds", "objective"],
+        rows,
+    )
+
+
+def _resnet_table(iterations: int) -> None:
+    from bench.models.resnet import resnet18
+    from core.graph import prepare_model
+    from core.ptq.adaround import AdaroundConfig, apply_adaround
+    from core.ptq.bn_fold import fold_all_batch_norms
+
+    size, samples = 112, 32
+    x = torch.randn(samples, 3, size, size, generator=torch.Generator().manual_seed(0))
+    gm = prepare_model(resnet18(), (x[:1],))
+    fold_all_batch_norms(gm)
+    sim = _sim(gm, x[:1], 4, per_channel=True, scheme="min_max")
+    result = apply_adaround(sim, x, AdaroundConfig(num_iterations=iterations, num_samples=samples))
+    n = len(result.layers)
+    collect = sum(r.collect_seconds for r in result.layers)
+    optimise = sum(r.seconds - r.collect_seconds for r in result.layers)
+    print_table(
+        f"AdaRound time, ResNet-18 shape ({n} layers), {samples} samples at {size}x{size}, "
+        f"{torch.get_num_threads()} threads, {iterations} it/layer measured",
+        ["total seconds", "collection s/layer", "optimisation s per 1000 it per layer", "objectives"],
+        [
+            [
+                result.seconds,
+                collect / n,
+                optimise / n * 1000 / iterations,
+                ",".join(sorted({r.method for r in result.layers})),
+            ]
+        ],
+    )
+
+
+def _autoquant_table(iterations: int) -> None:
+    from bench.models.mobilenet_digits import build_trained_mobilenet_digits
+    from core.autoquant import autoquant
+    from core.ptq.adaround import AdaroundConfig
+
+    bundle = build_trained_mobilenet_digits(seed=0)
+    ex, ey = bundle.eval
+    result = autoquant(
+        bundle.model,
+        bundle.calib,
+        lambda m: _accuracy(m, ex, ey),
+        0.01,
+        param_bw=4,
+        output_bw=8,
+        per_channel=False,
+        adaround=AdaroundConfig(num_iterations=iterations),
+    )
+    rows = [[s.name, "" if s.score is None else s.score, s.status, s.seconds, ""] for s in result.stages]
+    rows.append(["total", result.best_score, result.best_stage, result.seconds, result.message])
+    print_table(
+        "AutoQuant, MobileNet-style digits net, W4A8 per-tensor, allowed drop 0.01",
+        ["stage", "accuracy", "status", "seconds", "outcome"],
+        rows,
+    )
+
+
+@register("ptq", "CLE/AdaRound accuracy (MobileNet-style digits), AdaRound speed, AutoQuant W4A8")
+def run(args: list[str]) -> None:
+    threads = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--threads=")), 2)
+    torch.set_num_threads(threads)
+    quick = "--quick" in args
+    iterations = 500 if quick else 5000
+    _digits_cnn_table(iterations)
+    _mobilenet_table(iterations, "min_max")
+    _autoquant_table(iterations)
+    _resnet_table(5 if quick else 20)
