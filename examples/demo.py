@@ -59,7 +59,7 @@ def results_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_demo(server: BackgroundServer, out: Path) -> int:
+def run_demo(server: BackgroundServer, out: Path, keep_serving: bool = False) -> int:
     """Submit the example through the API of ``server``, follow it, download and report; exit code."""
     paths = build()
     print(f"example model: digits CNN, FP32 accuracy {paths.fp32_accuracy:.4f} on {paths.eval_data.name}")
@@ -95,7 +95,11 @@ def run_demo(server: BackgroundServer, out: Path) -> int:
         print(f"AutoQuant: {aq.get('message', '')}")
     print("\nresults on the held-out digits (accuracy):")
     print(results_table(metrics))
-    print(f"\ndashboard: {dashboard}  (sign in with the API key in {server.data_dir / 'api_key'})")
+    print(f"\ndashboard: {dashboard}")
+    if keep_serving:
+        print(f"  sign in with the API key in {server.data_dir / 'api_key'}")
+    else:
+        print("  (served while lowbit serve runs: `make demo ARGS=--keep-serving` keeps it up to browse)")
     return 0
 
 
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lowbit serve is up at {server.url} (pid {server.proc.pid}, logs in {data_dir}/logs)", flush=True)
     code = 1
     try:
-        code = run_demo(server, Path(args.out))
+        code = run_demo(server, Path(args.out), args.keep_serving)
     except ClientError as exc:
         print(f"demo: service error: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_serving and code == 0:
             print(f"lowbit serve keeps running at {server.url}; stop it with: kill {server.proc.pid}")
         else:
-            print("stopping lowbit serve ... (`make demo ARGS=--keep-serving` leaves it up)", flush=True)
+            print("stopping lowbit serve ...", flush=True)
             server.stop()
             if not args.data_dir:
                 shutil.rmtree(data_dir, ignore_errors=True)
