@@ -25,8 +25,10 @@ from worker.settings import WorkerSettings
 
 RUN_JOB = "lowbit.run_job"
 SCHEDULE_TICK = "lowbit.schedule_tick"
-RECONCILE = "lowbit.reconcile"
-QUEUES = ("cpu", "gpu", "ops")  # ops: maintenance ticks, so a busy job queue never delays them
+RECONCILE = "lowbit.reconcile"  # the reconciler as a task, for operators: `celery call lowbit.reconcile`
+# "ops" is declared for maintenance calls (`celery call lowbit.reconcile -Q ops`) and for workers
+# started with `-Q cpu,ops`; scheduled ticks go to "cpu", which every deployment's CPU workers consume.
+QUEUES = ("cpu", "gpu", "ops")
 
 
 def broker_transport_options(settings: Settings, wsettings: WorkerSettings) -> dict[str, Any]:
@@ -76,16 +78,12 @@ def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule={
-            # Expiring ticks: when no worker serves "ops" for a while, stale ticks are dropped, not piled up.
+            # An expiring tick on the cpu queue: while every cpu worker is busy, stale ticks are dropped
+            # rather than piled up (the next one covers them: a tick enqueues whatever is due).
             "schedule-tick": {
                 "task": SCHEDULE_TICK,
                 "schedule": wsettings.schedule_tick_s,
-                "options": {"queue": "ops", "expires": wsettings.schedule_tick_s},
-            },
-            "reconcile": {
-                "task": RECONCILE,
-                "schedule": wsettings.reconcile_interval_s,
-                "options": {"queue": "ops", "expires": wsettings.reconcile_interval_s},
+                "options": {"queue": "cpu", "expires": wsettings.schedule_tick_s},
             },
         },
     )
@@ -94,4 +92,37 @@ def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -
     from worker import tasks
 
     tasks.register(app)
+    _relay_in_beat(app)
     return app
+
+
+def _relay_in_beat(app: Celery) -> None:
+    """Beat also runs the outbox relay and the reconciler in a thread (worker/relay.py), so a deployment
+    of api + workers + beat needs no extra process; two beats relay safely (rows are locked SKIP LOCKED,
+    duplicates are absorbed by the claim). ``lowbit relay`` runs the same loop standalone."""
+    from celery.signals import beat_init
+
+    def start(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        import threading
+
+        from worker.relay import run_loop
+        from worker.tasks import resources
+
+        db, _store = resources(app.conf.lowbit_settings, app.conf.lowbit_worker_settings)
+        threading.Thread(target=run_loop, args=(db, app), name="lowbit-relay", daemon=True).start()
+
+    beat_init.connect(start, weak=False)
+
+
+_DEFAULT: list[Celery] = []
+
+
+def __getattr__(name: str) -> Celery:
+    """``celery -A worker.app worker|beat``: the app from the environment's settings, built on first use."""
+    if name not in ("app", "celery"):
+        raise AttributeError(name)
+    if not _DEFAULT:
+        _DEFAULT.append(create_celery(Settings(), WorkerSettings()))
+    return _DEFAULT[0]

@@ -1,7 +1,7 @@
 """`lowbit worker`, `lowbit beat` and `lowbit relay` (registered through the ``lowbit.commands``
 entry point group, like service/cli.py).
 
-    lowbit worker --queues cpu,ops --concurrency 2      # one GPU worker per GPU: CUDA_VISIBLE_DEVICES=0 lowbit worker --queues gpu
+    lowbit worker --queues cpu --concurrency 2          # one GPU worker per GPU: CUDA_VISIBLE_DEVICES=0 lowbit worker --queues gpu
     lowbit beat                                          # schedule tick each minute + reconciler
     lowbit relay                                         # outbox relay + reconciler loop
 """
@@ -65,7 +65,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the worker, beat and relay sub-commands."""
     p = subparsers.add_parser("worker", help="run a Celery worker for lowbit jobs")
-    p.add_argument("--queues", help="comma-separated queues (default LOWBIT_QUEUES or cpu,ops)")
+    p.add_argument("--queues", help="comma-separated queues (default LOWBIT_QUEUES or cpu)")
     p.add_argument("--concurrency", type=int, help="worker processes (default LOWBIT_CONCURRENCY or 1)")
     p.add_argument("--name", help="Celery node name")
     p.add_argument("--max-tasks-per-child", type=int, default=0)

@@ -44,7 +44,7 @@ class WorkerSettings(BaseSettings):
     webhook_attempts: int = Field(default=5, ge=1, le=20)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
 
-    queues: str = "cpu,ops"  # comma-separated queues this worker consumes (gpu workers: "gpu")
+    queues: str = "cpu"  # comma-separated queues this worker consumes (gpu workers: "gpu")
     concurrency: int = Field(default=1, ge=1)
 
     @property
