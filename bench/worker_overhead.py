@@ -15,9 +15,10 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Generator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench.registry import register
 from bench.table import print_table
@@ -53,7 +54,7 @@ def worker_bench(argv: list[str]) -> None:
 
     opts = _opts(argv)
     with tempfile.TemporaryDirectory(prefix="lowbit-bench-worker-") as tmp:
-        stacks = start_stack(Path(tmp), build())
+        stacks = cast(Generator[Any, None, None], start_stack(Path(tmp), build()))
         stack = next(stacks)
         try:
             env = stack.env(progress_every_s=1.0, heartbeat_s=2.0)

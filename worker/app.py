@@ -103,7 +103,7 @@ def _relay_in_beat(app: Celery) -> None:
     from celery.signals import beat_init
 
     def start(sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is not app:
+        if id(getattr(sender, "app", None)) != id(app):  # beat_init is global: only our app
             return
         import threading
 
