@@ -119,18 +119,27 @@ def _digits_cnn_table(iterations: int) -> None:
         sim = QuantSim(program, (calib[:1],), param_bw=4, output_bw=8, per_channel=True, scheme=scheme)
         sim.compute_encodings(calib.split(64))
         nearest = _accuracy(sim.model, ex, ey)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = apply_adaround(sim, calib, AdaroundConfig(num_iterations=iterations))
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         sim.compute_encodings(calib.split(64))
         methods = ",".join(sorted({r.method for r in result.layers}))
         rows.append(
-            [scheme, _accuracy(sim.fp_model, ex, ey), nearest, _accuracy(sim.model, ex, ey), seconds, methods]
+            [
+                scheme,
+                _accuracy(sim.fp_model, ex, ey),
+                nearest,
+                _accuracy(sim.model, ex, ey),
+                seconds,
+                cpu,
+                methods,
+            ]
         )
     print_table(
         f"AdaRound, 4-layer digits CNN, W4A8 per-channel, {iterations} it/layer, {torch.get_num_threads()} threads "
-        "(target ≤ 16 s; AIMET 2.42: 40 s min-max → 0.978, 32 s SQNR → 0.976)",
-        ["scheme", "FP32", "nearest", "AdaRound", "AdaRound seconds", "objective"],
+        "(target ≤ 16 s; AIMET 2.42: 40 s min-max → 0.978, 32 s SQNR → 0.976; CPU s = process time, "
+        "≈ wall time on an unloaded machine at 1 thread)",
+        ["scheme", "FP32", "nearest", "AdaRound", "AdaRound wall s", "AdaRound CPU s", "objective"],
         rows,
     )
 
@@ -191,10 +200,17 @@ def _autoquant_table(iterations: int) -> None:
     )
 
 
+def _load() -> str:
+    import os
+
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 @register("ptq", "CLE/AdaRound accuracy (MobileNet-style digits), AdaRound speed, AutoQuant W4A8")
 def run(args: list[str]) -> None:
     threads = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--threads=")), 2)
     torch.set_num_threads(threads)
+    print(f"torch threads: {torch.get_num_threads()}; load average: {_load()}")
     quick = "--quick" in args
     iterations = 500 if quick else 5000
     _digits_cnn_table(iterations)
