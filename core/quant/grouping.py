@@ -6,6 +6,8 @@ per-channel one row per slice along the channel axis, per-block one row per (cha
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from core.errors import ConfigError
@@ -42,7 +44,8 @@ def as_groups(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     if spec.granularity == "per_tensor":
         return x.reshape(1, -1)
     if spec.granularity == "per_channel":
-        return x.movedim(spec.axis, 0).reshape(x.shape[spec.axis], -1)  # type: ignore[arg-type]
+        axis = cast(int, spec.axis)
+        return x.movedim(axis, 0).reshape(x.shape[axis], -1)
     y = _block_layout(x, spec)
     channels, in_ch = y.shape[0], y.shape[1]
     bs = spec.block_size

@@ -31,6 +31,9 @@ from core.quant.range_setters import RangeSetter, make_range_setter
 class Quantizer(nn.Module):
     """Fake-quantizes one tensor (a weight, or an activation at one module input/output)."""
 
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
     def __init__(
         self, spec: QuantSpec, scheme: str = "min_max", scheme_options: dict[str, Any] | None = None
     ):

@@ -7,7 +7,7 @@ Swapping the class (instead of wrapping) keeps module and parameter names unchan
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,7 +57,8 @@ class QuantizationMixin(nn.Module):
 
     def _swap_in_quantized_params(self) -> dict[str, Any]:
         swapped: dict[str, Any] = {}
-        for name, q in self.param_quantizers.items():
+        for name, module in self.param_quantizers.items():
+            q = cast("Quantizer | None", module)
             if q is None or not q.enabled:
                 continue
             p = self._parameters[name]
@@ -86,15 +87,15 @@ class QuantizationMixin(nn.Module):
     def quantizers(self) -> dict[str, Quantizer]:
         """This module's quantizers by role: 'input.0', 'output.0', 'param.weight'."""
         found: dict[str, Quantizer] = {}
-        for i, q in enumerate(self.input_quantizers):
-            if q is not None:
-                found[f"input.{i}"] = q
-        for i, q in enumerate(self.output_quantizers):
-            if q is not None:
-                found[f"output.{i}"] = q
-        for name, q in self.param_quantizers.items():
-            if q is not None:
-                found[f"param.{name}"] = q
+        for i, m in enumerate(self.input_quantizers):
+            if m is not None:
+                found[f"input.{i}"] = cast(Quantizer, m)
+        for i, m in enumerate(self.output_quantizers):
+            if m is not None:
+                found[f"output.{i}"] = cast(Quantizer, m)
+        for name, m in self.param_quantizers.items():
+            if m is not None:
+                found[f"param.{name}"] = cast(Quantizer, m)
         return found
 
     def clear_param_cache(self) -> None:
@@ -120,9 +121,10 @@ def quantize_module_in_place(
     params: dict[str, Quantizer | None],
 ) -> QuantizationMixin:
     module.__class__ = quantized_class(type(module))
-    nn.Module.__setattr__(module, "input_quantizers", nn.ModuleList(inputs))
-    nn.Module.__setattr__(module, "output_quantizers", nn.ModuleList(outputs))
-    nn.Module.__setattr__(module, "param_quantizers", nn.ModuleDict(params))
+    # ModuleList/ModuleDict accept None entries ("no quantizer here"); their stubs do not say so.
+    nn.Module.__setattr__(module, "input_quantizers", nn.ModuleList(inputs))  # type: ignore[arg-type]
+    nn.Module.__setattr__(module, "output_quantizers", nn.ModuleList(outputs))  # type: ignore[arg-type]
+    nn.Module.__setattr__(module, "param_quantizers", nn.ModuleDict(params))  # type: ignore[arg-type]
     module.onnx_type = onnx_type  # type: ignore[assignment]
     return module  # type: ignore[return-value]
 

@@ -20,6 +20,7 @@ import fnmatch
 import itertools
 import operator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import fx, nn
@@ -291,7 +292,7 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
     return plans
 
 
-def _dtype(act_dtype: str, bw: int) -> str:
+def _dtype(act_dtype: str, bw: int) -> Literal["int", "float"]:
     return "float" if act_dtype == "float" or (act_dtype == "auto" and bw == 16) else "int"
 
 

@@ -18,7 +18,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -62,9 +62,10 @@ class QuantSim:
     ) -> None:
         if hasattr(model, "graph_source") and hasattr(model, "example_inputs"):
             # A core.io.LoadedModel: capture from its program (.pt2) or module, keep its I/O names.
-            example_inputs = example_inputs if example_inputs is not None else model.example_inputs
-            self.input_names, self.output_names = list(model.input_names), list(model.output_names)
-            model = model.graph_source
+            loaded: Any = model
+            example_inputs = example_inputs if example_inputs is not None else loaded.example_inputs
+            self.input_names, self.output_names = list(loaded.input_names), list(loaded.output_names)
+            model = loaded.graph_source
         if example_inputs is None:
             raise ConfigError("QuantSim needs example_inputs (a tuple with one tensor per model input)")
         self.example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
@@ -167,9 +168,11 @@ class QuantSim:
     def compute_param_encodings(self) -> None:
         """Weights' encodings from their current values (QAT calls this after each step)."""
         for module in self.quantized_modules().values():
-            for pname, q in module.param_quantizers.items():
-                if q is not None and q.enabled and not q.frozen:
-                    q.compute_encoding_from(module._parameters[pname].detach())  # type: ignore[union-attr]
+            for pname, m in module.param_quantizers.items():
+                q = cast("Quantizer | None", m)
+                param = module._parameters[pname]
+                if q is not None and param is not None and q.enabled and not q.frozen:
+                    q.compute_encoding_from(param.detach())
             module.clear_param_cache()
 
     def compute_encodings(
@@ -186,7 +189,7 @@ class QuantSim:
         ``.batches(batch_size)`` such as core.io.CalibrationData.
         """
         self.compute_param_encodings()
-        batches = data.batches(batch_size) if hasattr(data, "batches") else data
+        batches: Any = data.batches(batch_size) if hasattr(data, "batches") else data
         total = num_batches or (len(batches) if hasattr(batches, "__len__") else None)
         act = [q for q in self.activation_quantizers().values() if q.enabled and not q.frozen]
         device = _device_of(self.model)

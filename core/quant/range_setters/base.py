@@ -90,7 +90,7 @@ class RangeSetter:
             if groups.numel() == 0:
                 return
             lo, hi = torch.aminmax(groups, dim=1)
-        if self.min is None:
+        if self.min is None or self.max is None:
             self.min, self.max = lo, hi
             self.static = groups
         else:
