@@ -11,6 +11,7 @@ fall back to torch ops.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,10 @@ try:  # numba is an optional accelerator: the engine is correct without it.
     if os.environ.get("LOWBIT_DISABLE_NUMBA"):
         raise ImportError("disabled by LOWBIT_DISABLE_NUMBA")
     import numba
+
+    # numba's own thread pool, not OpenMP: torch uses OpenMP too, and numba's OpenMP layer changes
+    # torch's thread count. The workqueue layer cannot run two launches at once, hence _LOCK.
+    numba.config.THREADING_LAYER = "workqueue"
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _fq_per_tensor(
@@ -60,6 +65,16 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     AVAILABLE = False
 
 
+_LOCK = threading.Lock()
+
+
+def _launch(kernel: Any, *args: Any) -> Any:
+    """Run a parallel kernel on as many threads as torch is allowed to use."""
+    with _LOCK:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        return kernel(*args)
+
+
 def _usable(x: torch.Tensor) -> bool:
     return (
         AVAILABLE
@@ -76,7 +91,8 @@ def fake_quant_per_tensor(x: torch.Tensor, s: float, inv: float, lo: float, hi: 
     if not _usable(x):
         return None
     out = torch.empty_like(x)
-    _fq_per_tensor(
+    _launch(
+        _fq_per_tensor,
         x.detach().numpy().reshape(-1),
         out.numpy().reshape(-1),
         np.float32(s),
@@ -91,5 +107,5 @@ def histogram(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor 
     """Counts of x in `bins` equal bins over [lo, hi] (torch.histc semantics), or None if not applicable."""
     if not _usable(x):
         return None
-    counts = _histogram(x.detach().numpy().reshape(-1), np.float32(lo), np.float32(hi), bins)
+    counts = _launch(_histogram, x.detach().numpy().reshape(-1), np.float32(lo), np.float32(hi), bins)
     return torch.from_numpy(counts)

@@ -110,3 +110,18 @@ def test_inference_path_without_numba_is_bit_exact():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_kernels_leave_torch_thread_count_alone() -> None:
+    """numba must not change how many threads torch uses (its OpenMP layer would)."""
+    from core.quant import kernels
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        x = torch.randn(1 << 17)
+        kernels.histogram(x, -3.0, 3.0, 256)
+        kernels.fake_quant_per_tensor(x, 0.02, 50.0, -128.0, 127.0)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
