@@ -41,7 +41,7 @@ def test_pages_work_without_javascript_and_are_labelled(dash: Dash) -> None:
         sign_in(client, dash.a.key)
         pages = ["/dashboard/jobs", f"/dashboard/jobs/{job.id}", "/dashboard/models",
                  f"/dashboard/models/{dash.a.model_id}", "/dashboard/datasets",
-                 f"/dashboard/datasets/{dash.a.dataset_id}", "/dashboard/login"]  # fmt: skip
+                 f"/dashboard/datasets/{dash.a.dataset_id}", "/dashboard/schedules", "/dashboard/login"]  # fmt: skip
         for path in pages:
             resp = client.get(path)
             assert resp.status_code == 200, path

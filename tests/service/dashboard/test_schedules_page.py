@@ -1,0 +1,148 @@
+"""Schedules page: next run, last runs with their trend chart, regressions, enable/disable, job links."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from service.dashboard.schedule_view import trend_points
+from service.db.models import ModelVersion
+from service.db.repositories import jobs as jobs_repo
+from service.db.repositories import schedules as schedules_repo
+from service.db.schedule_tables import Schedule, ScheduleRun
+from service.db.session import session_scope
+from tests.service.dashboard.conftest import Dash, Tenant, csrf_of, make_job, parse, sign_in
+
+TEMPLATE = {"spec_version": 1, "technique": "ptq", "compute": "cpu", "priority": 5, "params": {}}
+
+
+def make_schedule(
+    dash: Dash, tenant: Tenant, name: str, metrics: list[tuple[float, bool | None]]
+) -> tuple[str, list[str]]:
+    """A schedule of ``tenant`` (daily 12:30 Paris time) with one finished run per metric, oldest first;
+    returns its id and its runs' job ids."""
+    with session_scope(dash.sessions) as session:
+        model_name = session.get(ModelVersion, tenant.model_version_id).model.name  # type: ignore[union-attr]
+        schedule = schedules_repo.create_schedule(
+            session,
+            tenant.project_id,
+            {"name": name, "model_name": model_name, "template": TEMPLATE, "cron": "30 12 * * *",
+             "timezone": "Europe/Paris", "enabled": True, "regression_threshold": 0.01},
+        )  # fmt: skip
+        job_ids = []
+        start = datetime(2026, 1, 1, 11, 30, tzinfo=UTC)
+        for i, (metric, regressed) in enumerate(metrics):
+            job = jobs_repo.create_job(
+                session, project_id=tenant.project_id, model_version_id=tenant.model_version_id,
+                calib_dataset_id=tenant.dataset_id, eval_dataset_id=None,
+                spec={**TEMPLATE, "model_id": tenant.model_id}, schedule_id=schedule.id,
+            )  # fmt: skip
+            session.add(
+                ScheduleRun(schedule_id=schedule.id, scheduled_for=start + timedelta(days=i), job_id=job.id,
+                            status="compared", message="", metric=metric, regressed=regressed, webhook_attempts=0)
+            )  # fmt: skip
+            job_ids.append(job.id)
+        return schedule.id, job_ids
+
+
+def next_paris_1230(now: datetime) -> str:
+    """The next 12:30 Europe/Paris after ``now``, formatted like the page (computed without croniter)."""
+    local = now.astimezone(ZoneInfo("Europe/Paris"))
+    fire = local.replace(hour=12, minute=30, second=0, microsecond=0)
+    if fire <= local:
+        fire = (local + timedelta(days=1)).replace(hour=12, minute=30, second=0, microsecond=0)
+    return fire.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def test_trend_points_map_highest_to_top_and_spread_runs_evenly() -> None:
+    points = trend_points([(0.90, False), (0.98, False), (0.80, True)], width=100, height=40)
+    assert [round(p.x, 3) for p in points] == [4.0, 50.0, 96.0]
+    assert points[1].y == 4.0 and points[2].y == 36.0  # best at the top, worst at the bottom
+    assert 4.0 < points[0].y < 36.0 and [p.regressed for p in points] == [False, False, True]
+    flat = trend_points([(0.5, False), (0.5, False)], width=100, height=40)
+    assert [p.y for p in flat] == [20.0, 20.0]
+    assert trend_points([]) == []
+    assert trend_points([(0.7, False)], width=100, height=40)[0].x == 50.0
+
+
+def test_schedules_page_shows_next_run_trend_regressions_and_links_to_jobs(dash: Dash) -> None:
+    sid, job_ids = make_schedule(dash, dash.a, "nightly-a", [(0.97, False), (0.975, False), (0.90, True)])
+    other_job = make_job(dash, dash.a)  # not scheduled: must not appear under the schedule filter
+    with dash.client() as client:
+        sign_in(client, dash.a.key)
+        before = next_paris_1230(datetime.now(UTC))
+        page = client.get("/dashboard/schedules")
+        after = next_paris_1230(datetime.now(UTC))
+        assert page.status_code == 200
+        text = page.text
+        row = re.search(rf'<tr id="schedule-{sid}"[^>]*>(.*?)</tr>', text, re.S)
+        assert row is not None and 'class="regressed"' in row.group(0)
+        assert (
+            "nightly-a" in row.group(1) and "30 12 * * *" in row.group(1) and "Europe/Paris" in row.group(1)
+        )
+        next_cell = re.search(r"<td data-next-run>([^<]*)</td>", row.group(1))
+        assert next_cell is not None and next_cell.group(1) in (before, after)
+        svg = re.search(r'<svg class="trend"[^>]*data-points="(\d+)"[^>]*>(.*?)</svg>', row.group(1), re.S)
+        assert svg is not None and svg.group(1) == "3"
+        circles = re.findall(r'<circle cx="([\d.]+)" cy="([\d.]+)"[^>]*?(data-regressed="1")?>', svg.group(2))
+        assert len(circles) == 3 and [bool(c[2]) for c in circles] == [False, False, True]
+        ys = [float(c[1]) for c in circles]
+        assert ys[1] < ys[0] < ys[2]  # 0.975 highest (top), 0.90 lowest (bottom)
+        # The regressed run is highlighted and every run links to its job.
+        doc = parse(text)
+        for jid in job_ids:
+            assert f"/dashboard/jobs/{jid}" in doc.links
+        runs = re.search(rf'<section aria-labelledby="runs-{sid}">(.*?)</section>', text, re.S)
+        assert runs is not None
+        regressed_run = re.search(r'<tr data-run="[^"]+" class="regressed">(.*?)</tr>', runs.group(1), re.S)
+        assert regressed_run is not None and job_ids[2] in regressed_run.group(1)
+        # The schedule filter link lists exactly the schedule's jobs.
+        link = f"/dashboard/jobs?schedule={sid}"
+        assert link in doc.links
+        jobs_page = parse(client.get(link).text)
+        assert sorted(jobs_page.job_rows) == sorted(job_ids) and other_job.id not in jobs_page.job_rows
+
+
+def test_enable_disable_needs_csrf_and_changes_the_schedule(dash: Dash) -> None:
+    sid, _ = make_schedule(dash, dash.a, "toggle-a", [])
+    with dash.client() as client:
+        sign_in(client, dash.a.key)
+        page = client.get("/dashboard/schedules").text
+        assert f'action="/dashboard/schedules/{sid}/disable"' in page
+        forged = client.post(
+            f"/dashboard/schedules/{sid}/disable", data={"csrf_token": "x"}, follow_redirects=False
+        )
+        assert forged.status_code == 403
+        with dash.sessions() as session:
+            assert session.get(Schedule, sid).enabled is True  # type: ignore[union-attr]
+        resp = client.post(
+            f"/dashboard/schedules/{sid}/disable", data={"csrf_token": csrf_of(page)}, follow_redirects=False
+        )
+        assert resp.status_code == 303 and resp.headers["location"].startswith(
+            "/dashboard/schedules?notice=disabled"
+        )
+        with dash.sessions() as session:
+            assert session.get(Schedule, sid).enabled is False  # type: ignore[union-attr]
+        page = client.get("/dashboard/schedules").text
+        row = re.search(rf'<tr id="schedule-{sid}"[^>]*>(.*?)</tr>', page, re.S)
+        assert (
+            row is not None and "<td>No</td>" in row.group(1) and "<td data-next-run>—</td>" in row.group(1)
+        )
+        resp = client.post(f"/dashboard/schedules/{sid}/enable", data={"csrf_token": csrf_of(page)})
+        assert resp.status_code == 200 and "Schedule enabled." in resp.text
+        with dash.sessions() as session:
+            assert session.get(Schedule, sid).enabled is True  # type: ignore[union-attr]
+
+
+def test_schedules_are_project_scoped(dash: Dash) -> None:
+    sid_a, jobs_a = make_schedule(dash, dash.a, "secret-a", [(0.9, False)])
+    with dash.client() as client:
+        sign_in(client, dash.b.key)
+        page = client.get("/dashboard/schedules").text
+        assert sid_a not in page and "secret-a" not in page and jobs_a[0] not in page
+        resp = client.post(f"/dashboard/schedules/{sid_a}/disable", data={"csrf_token": csrf_of(page)})
+        assert resp.status_code == 404
+        assert jobs_a[0] not in parse(client.get(f"/dashboard/jobs?schedule={sid_a}").text).job_rows
+    with dash.sessions() as session:
+        assert session.get(Schedule, sid_a).enabled is True  # type: ignore[union-attr]
