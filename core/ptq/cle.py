@@ -20,6 +20,10 @@ bias that ReLU never clips, ``c = max(0, β − 3|γ|)`` (all of β with no acti
 layer 1's bias into layer 2's: ``b1 −= c``, ``b2 += W2·c``. Exact away from layer 2's zero padding
 and whenever no pre-activation falls below c.
 
+``result.bn_fold.bn_stats`` is updated to describe the equalized layers (scaled by the CLE factors, mean
+lowered by any absorbed bias), so analytical bias correction after CLE — DFQ's full recipe: CLE,
+high-bias absorption, then bias correction — reads statistics that match the weights it corrects.
+
 >>> gm = torch.fx.symbolic_trace(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1)))
 >>> result = equalize_model(gm)
 >>> result.cls_sets
@@ -208,21 +212,21 @@ def _scale_triplet(
 
 
 def _absorb_high_bias(
-    first: Any, second: Any, stats: BnStats, out_scale: torch.Tensor, relu: bool, num_sigma: float
-) -> bool:
+    first: Any, second: Any, stats: BnStats, relu: bool, num_sigma: float
+) -> torch.Tensor | None:
+    """Move the never-clipped part of ``first``'s bias into ``second``; returns the amount moved per
+    channel, or None when nothing moved. ``stats`` already carries the equalization scaling."""
     if getattr(first, "bias", None) is None or isinstance(second, CONV_TRANSPOSE_TYPES):
-        return False
-    beta = stats.beta * out_scale
-    gamma = stats.gamma * out_scale
-    c = (beta - num_sigma * gamma.abs()).clamp_min(0.0) if relu else beta
+        return None
+    c = (stats.beta - num_sigma * stats.gamma.abs()).clamp_min(0.0) if relu else stats.beta
     if not bool(torch.any(c != 0)):
-        return False
+        return None
     with torch.no_grad():
         shift = in_channel_sum(second, c.to(second.weight.device))  # type: ignore[union-attr]
         ensure_bias(second)
         second.bias.add_(shift.to(second.bias.dtype))  # type: ignore[union-attr]
         first.bias.sub_(c.to(first.bias.device, first.bias.dtype))  # type: ignore[union-attr]
-    return True
+    return c
 
 
 def equalize_model(model: nn.Module, config: CleConfig | None = None, *, fold_bn: bool = True) -> CleResult:
@@ -264,17 +268,26 @@ def equalize_model(model: nn.Module, config: CleConfig | None = None, *, fold_bn
                 record(cls_set[0], f12)
                 record(cls_set[1], f23)
 
+    if bn_result is not None:
+        # Keep the folded-BN statistics true to the edited layers: scaling output channel c by s_c
+        # scales its N(β, γ²) to N(s·β, (s·γ)²). Analytical bias correction reads them afterwards.
+        for layer, factor in out_scale.items():
+            if layer in bn_result.bn_stats:
+                stats = bn_result.bn_stats[layer]
+                bn_result.bn_stats[layer] = BnStats(gamma=stats.gamma * factor, beta=stats.beta * factor)
     if config.high_bias_fold and bn_result is not None:
-        for layer, stats in bn_result.bn_stats.items():
+        for layer, stats in list(bn_result.bn_stats.items()):
             link = links.get(layer)
             if link is None:
                 continue
             act = gm.get_submodule(link.activation) if link.activation is not None else None
             if act is not None and not isinstance(act, _RELU_LIKE):
                 continue
-            scale = out_scale.get(layer, torch.ones_like(stats.beta))
             first, second = gm.get_submodule(layer), gm.get_submodule(link.next_layer)
-            if _absorb_high_bias(first, second, stats, scale, act is not None, config.num_sigma):
+            moved = _absorb_high_bias(first, second, stats, act is not None, config.num_sigma)
+            if moved is not None:
+                # The layer's pre-activation mean dropped by what moved; its spread is unchanged.
+                bn_result.bn_stats[layer] = BnStats(gamma=stats.gamma, beta=stats.beta - moved)
                 result.high_bias_absorbed.append((layer, link.next_layer))
     gm.recompile()
     return result

@@ -109,3 +109,47 @@ def test_high_bias_absorption_with_relu_keeps_output_close_when_nothing_is_clipp
     result, err = _equalize(model, x, CleConfig(num_sigma=6.0))
     assert result.high_bias_absorbed == [("0", "3")]
     assert err <= TOL
+
+
+def _true_bn_statistics(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Make every BN's running statistics exactly those of ``x`` (one cumulative train-mode pass)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model.train()(x)
+    return model.eval()
+
+
+def _output_moments(gm: fx.GraphModule, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    handle = gm.get_submodule(name).register_forward_hook(lambda _m, _i, out: seen.append(out.detach()))
+    with torch.no_grad():
+        gm(x)
+    handle.remove()
+    return seen[0].mean((0, 2, 3)), seen[0].std((0, 2, 3))
+
+
+@pytest.mark.parametrize("high_bias", [False, True])
+def test_bn_statistics_describe_the_equalized_layers(high_bias):
+    """Given BN statistics that are true for the data, When equalizing (and absorbing high biases), Then
+    ``bn_fold.bn_stats`` still give each layer's output mean and spread — not the pre-CLE ones, which
+    analytical bias correction after CLE would otherwise read."""
+    x = torch.randn(64, 4, 6, 6, generator=torch.Generator().manual_seed(5))
+    model = depthwise_triplet()
+    if high_bias:
+        model[1].bias.data[:4] += 20.0
+    _true_bn_statistics(model, x)
+    config = CleConfig() if high_bias else NO_HBA
+    result = equalize_model(fx.symbolic_trace(copy.deepcopy(model)), config)
+    assert result.bn_fold is not None
+    assert (result.high_bias_absorbed != []) == high_bias
+    layers = ["0"] if high_bias else ["0", "3"]  # absorption into the padded depthwise is inexact
+    for name in layers:
+        stats = result.bn_fold.bn_stats[name]
+        mean, std = _output_moments(result.model, name, x)
+        torch.testing.assert_close(stats.beta, mean, rtol=1e-2, atol=1e-3)
+        torch.testing.assert_close(stats.gamma.abs(), std, rtol=1e-2, atol=1e-3)
+        bn = model.get_submodule(str(int(name) + 1))
+        assert not torch.allclose(bn.weight.abs(), std, rtol=0.05)  # CLE really rescaled this layer
