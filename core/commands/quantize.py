@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_quant_options(p)
     p.add_argument(
         "--ptq",
-        help="PTQ techniques to apply, comma-separated: bn_fold, cle, adaround, bias_correction (e.g. cle,adaround)",
+        help="PTQ techniques to apply, comma-separated: bn_fold, cle, adaround, bias_correction (e.g. cle,adaround); "
+        "cle without adaround is DFQ: CLE then bias correction",
     )
     add_output_options(p)
     p.set_defaults(func=run)

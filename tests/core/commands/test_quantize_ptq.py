@@ -29,6 +29,9 @@ def test_quantize_with_cle_records_the_technique(digits_artifacts, tmp_path, cap
     metrics = json.loads(capsys.readouterr().out)
     assert code == 0
     assert metrics["technique"] == "ptq" and metrics["ptq"]["cle"]["cls_sets"] >= 2
+    # DFQ: CLE without AdaRound is followed by bias correction on every layer.
+    corrected = metrics["ptq"]["bias_correction"]
+    assert corrected["implied_by"] == "cle" and len(corrected["empirical"] + corrected["analytical"]) >= 3
     saved = json.loads((tmp_path / "q" / "metrics.json").read_text())
     assert saved["ptq"] == metrics["ptq"]
 
