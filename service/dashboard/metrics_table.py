@@ -70,9 +70,11 @@ def comparison(metrics: dict[str, Any] | None) -> Comparison:
     """The metrics table of a job (empty when the job has no metrics yet)."""
     if not isinstance(metrics, dict):
         return Comparison(metric="metric")
-    name = str(metrics.get("metric") or metrics.get("eval_metric") or "metric")
-    result = Comparison(metric=name)
     evaluation = metrics.get("evaluation")
+    # The worker names the metric inside ``evaluation``; older shapes name it at the top level.
+    nested = evaluation.get("metric") if isinstance(evaluation, dict) else None
+    name = str(metrics.get("metric") or metrics.get("eval_metric") or nested or "metric")
+    result = Comparison(metric=name)
     source = evaluation if isinstance(evaluation, dict) else metrics
     values = _targets(source)
     if any(v is not None for v in values):

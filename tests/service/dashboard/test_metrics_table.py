@@ -30,6 +30,12 @@ def test_nested_evaluation_and_autoquant_stages() -> None:
     ]
 
 
+def test_worker_shape_names_its_metric_inside_evaluation() -> None:
+    table = comparison({"evaluation": {"metric": "accuracy", "fp32": 0.99, "sim": 0.98, "onnxruntime": 0.97}})
+    assert table.metric == "accuracy" and table.rows[0].label == "accuracy"
+    assert table.rows[0].values == (0.99, 0.98, 0.97)
+
+
 @pytest.mark.parametrize(
     "odd", [None, [], {"fp32": "high"}, {"stages": "x"}, {"stages": [1, None]}, {"x": True}]
 )
