@@ -1,0 +1,106 @@
+"""The ``ptq`` technique through the pipeline's own stages (prepare → technique → evaluate) on the
+digits example, in process: each step the job spec names is applied to the sim the job exports."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+
+from core.errors import ConfigError
+from worker.pipeline.context import JobContext
+from worker.pipeline.evaluate import evaluate
+from worker.pipeline.prepare import prepare_inputs
+from worker.settings import WorkerSettings
+from worker.techniques.ptq import run_ptq
+
+
+class _Progress:
+    """The slice of JobMonitor the engine-side stages call (no job row: nothing here is persisted)."""
+
+    def __init__(self) -> None:
+        self.fractions: list[float] = []
+        self.lines: list[str] = []
+
+    def progress(self, fraction: float) -> None:
+        self.fractions.append(fraction)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.lines.append(message)
+
+    def cancelled(self) -> bool:
+        return False
+
+
+@pytest.fixture(scope="module")
+def prepared(digits_artifacts: Any, tmp_path_factory: pytest.TempPathFactory) -> JobContext:
+    """The digits job after the prepare stage (loaded, validated, prepared once for the module)."""
+    ctx = JobContext("ptq-test", {}, tmp_path_factory.mktemp("ptq"), None, _Progress(), WorkerSettings())  # type: ignore[arg-type]
+    ctx.model_path, ctx.calib_path, ctx.eval_path = (
+        digits_artifacts.model_pt2,
+        digits_artifacts.calib_data,
+        digits_artifacts.eval_data,
+    )
+    prepare_inputs(ctx)
+    return ctx
+
+
+def _context(prepared: JobContext, **spec: Any) -> JobContext:
+    # run_ptq works on a copy of ctx.prepared, so one prepared model serves every spec.
+    return dataclasses.replace(prepared, spec={"technique": "ptq", **spec}, monitor=_Progress())
+
+
+def _output_mse(ctx: JobContext, sim: Any) -> float:
+    x = torch.as_tensor(next(iter(ctx.evaluation.inputs.values()))[:256])
+    with torch.no_grad():
+        return float(((sim.model(x) - ctx.prepared(x)) ** 2).mean())
+
+
+def test_bias_correction_reduces_quantization_error(prepared: JobContext) -> None:
+    """Given W4 PTQ after BN folding, When the spec adds bias_correction, Then every layer's bias is
+    corrected and the sim's output error against FP32 is lower than without it."""
+    plain = _context(prepared, param_bw=4, params={"steps": ["bn_fold"]})
+    corrected = _context(
+        prepared, param_bw=4, params={"steps": ["bn_fold", "bias_correction"], "bias_correction_samples": 128}
+    )
+    base = run_ptq(plain)
+    result = run_ptq(corrected)
+    notes = result.metrics["ptq"]["bias_correction"]
+    assert len(notes["empirical"]) == 4 and notes["analytical"] == []
+    assert _output_mse(corrected, result.sim) < _output_mse(plain, base.sim)
+    metrics = evaluate(result.sim, corrected.prepared, corrected.evaluation, None, "cpu", None)
+    assert metrics["drop"] < 0.05, metrics
+
+
+def test_bn_reestimation_recomputes_statistics_on_the_quantized_model(prepared: JobContext) -> None:
+    """Given W4 PTQ without folding, When the spec asks for bn_reestimation, Then each BatchNorm of the
+    exported sim holds new statistics (different from the FP32 model's) and accuracy holds."""
+    ctx = _context(prepared, param_bw=4, params={"steps": ["bn_reestimation"], "bn_reestimation_batches": 8})
+    result = run_ptq(ctx)
+    layers = result.metrics["ptq"]["bn_reestimation"]["layers"]
+    assert len(layers) == 3
+    fp_modules = dict(ctx.prepared.named_modules())
+    sim_modules = dict(result.sim.model.named_modules())
+    for name in layers:
+        assert not torch.allclose(sim_modules[name].running_mean, fp_modules[name].running_mean)
+    metrics = evaluate(result.sim, ctx.prepared, ctx.evaluation, None, "cpu", None)
+    assert metrics["drop"] < 0.05, metrics
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"steps": ["cle", "bn_reestimation"]}, "bn_reestimation"),
+        (
+            {"steps": ["bias_correction"], "bias_correction_method": "exact"},
+            "accepted: empirical, analytical",
+        ),
+        ({"steps": ["magic"]}, "available:"),
+    ],
+)
+def test_invalid_ptq_spec_is_a_config_error(prepared: JobContext, params: dict, needle: str) -> None:
+    ctx = _context(prepared, params=params)
+    with pytest.raises(ConfigError, match=needle):
+        run_ptq(ctx)
