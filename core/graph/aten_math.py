@@ -113,6 +113,14 @@ def _reduction(cls: type[ops.Mean] | type[ops.Sum], name: str) -> None:
     register_aten(name)(convert)
 
 
+@register_aten("linalg_vector_norm")
+def _vector_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    if arg(node, "dtype", 4) is not None:
+        return None
+    module = ops.VectorNorm(arg(node, "ord", 1, 2.0), arg(node, "dim", 2), arg(node, "keepdim", 3, False))
+    return Conversion(module, (node.args[0],), "vector_norm")
+
+
 _reduction(ops.Mean, "mean")
 _reduction(ops.Sum, "sum")
 

@@ -174,6 +174,25 @@ class Sum(nn.Module):
         return x.sum(self.dims, keepdim=self.keepdim)
 
 
+def _vector_norm_type(module: nn.Module) -> str:
+    order = module.ord  # type: ignore[attr-defined]
+    return {1: "ReduceL1", 2: "ReduceL2"}.get(order, "ReduceL2" if order == 2.0 else "ReduceMax")
+
+
+@register_op_type(_vector_norm_type)
+class VectorNorm(nn.Module):
+    """``torch.linalg.vector_norm(x, ord, dims, keepdim)`` (F.normalize's denominator)."""
+
+    def __init__(
+        self, ord: float = 2.0, dims: int | Sequence[int] | None = None, keepdim: bool = False
+    ) -> None:
+        super().__init__()
+        self.ord, self.dims, self.keepdim = ord, _dims(dims), keepdim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(x, self.ord, self.dims, keepdim=self.keepdim)
+
+
 @register_op_type("Resize")
 class Interpolate(nn.Module):
     """``F.interpolate`` with fixed settings (``size`` or ``scale_factor``, ``mode``, ``align_corners``)."""

@@ -61,7 +61,7 @@ def prepare_model(model: nn.Module | ExportedProgram, example_inputs: tuple[Any,
             f"example_inputs must be a tuple of model inputs, got {type(example_inputs).__name__}"
         )
     if isinstance(model, ExportedProgram):
-        return rebuild(model)
+        return _without_dead_code(rebuild(model))
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"model must be an nn.Module or torch.export.ExportedProgram, got {type(model).__name__}"
@@ -74,7 +74,7 @@ def prepare_model(model: nn.Module | ExportedProgram, example_inputs: tuple[Any,
     failures: list[str] = []
     for name, route in routes:
         try:
-            return route(model, example_inputs)
+            return _without_dead_code(route(model, example_inputs))
         except LowbitError as error:
             failures.append(f"{name}: {error}")
         except Exception as error:  # tracers raise many unrelated types; all mean "this route failed"
@@ -84,6 +84,17 @@ def prepare_model(model: nn.Module | ExportedProgram, example_inputs: tuple[Any,
         "Run core.graph.validate_model for per-node advice (data-dependent control flow: rewrite with "
         "torch.cond or move it into a leaf module)."
     )
+
+
+def _without_dead_code(gm: PreparedModel) -> PreparedModel:
+    """Drop computations whose results are never used (e.g. BERT's pooler under a mean-pooling head).
+
+    They would get quantizers that calibrate on nothing and have no tensor in the exported ONNX.
+    """
+    if gm.graph.eliminate_dead_code():
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return gm
 
 
 def _has_aten_ops(gm: fx.GraphModule) -> bool:
