@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Dataset, Job, JobEvent, JobLog, Model, ModelVersion
 from service.db.pagination import paginate
+from service.db.schedule_tables import Schedule
 
 
 @dataclass(frozen=True)
@@ -88,16 +89,20 @@ def project_models(session: Session, project_id: str) -> Sequence[Model]:
     return session.scalars(select(Model).where(Model.project_id == project_id).order_by(Model.name)).all()
 
 
-def project_schedule_ids(session: Session, project_id: str) -> list[str]:
-    """Schedule ids that produced jobs in the project (the jobs filter's choices)."""
-    return list(
-        session.scalars(
-            select(Job.schedule_id)
-            .where(Job.project_id == project_id, Job.schedule_id.is_not(None))
-            .distinct()
-            .order_by(Job.schedule_id)
+def project_schedule_choices(session: Session, project_id: str) -> list[tuple[str, str]]:
+    """(id, label) of the project's schedules and of schedule ids its jobs carry (the jobs filter's
+    choices): a schedule's name, or its bare id once the schedule is deleted."""
+    names: dict[str, str] = {
+        sid: name
+        for sid, name in session.execute(
+            select(Schedule.id, Schedule.name).where(Schedule.project_id == project_id)
         )
+    }
+    used = session.scalars(
+        select(Job.schedule_id).where(Job.project_id == project_id, Job.schedule_id.is_not(None)).distinct()
     )
+    ids = set(names) | {sid for sid in used if sid}
+    return sorted(((sid, names.get(sid, sid)) for sid in ids), key=lambda c: (c[1], c[0]))
 
 
 def job_events(session: Session, job_id: str) -> Sequence[JobEvent]:

@@ -64,7 +64,7 @@ def jobs_list(
         rows=rows,
         filters=filters,
         models=queries.project_models(session, viewer.project_id),
-        schedules=queries.project_schedule_ids(session, viewer.project_id),
+        schedules=queries.project_schedule_choices(session, viewer.project_id),
         statuses=state.STATUSES,
         techniques=TECHNIQUES,
         next_url=f"{PREFIX}/jobs?{urlencode({**query, 'cursor': nxt})}" if nxt else None,

@@ -100,7 +100,9 @@ def test_schedules_page_shows_next_run_trend_regressions_and_links_to_jobs(dash:
         # The schedule filter link lists exactly the schedule's jobs.
         link = f"/dashboard/jobs?schedule={sid}"
         assert link in doc.links
-        jobs_page = parse(client.get(link).text)
+        jobs_html = client.get(link).text
+        assert f'<option value="{sid}" selected>nightly-a</option>' in jobs_html  # the filter names it
+        jobs_page = parse(jobs_html)
         assert sorted(jobs_page.job_rows) == sorted(job_ids) and other_job.id not in jobs_page.job_rows
 
 
