@@ -9,7 +9,9 @@ cube roots: ``s12 = r0 / c``, ``s23 = c / r2`` with ``c = cbrt(r0·r1·r2)``.
 
 Chains: Conv/ConvTranspose → Conv/ConvTranspose and, unlike AIMET, Linear → Linear (transformer MLP
 blocks) where the joining activation is homogeneous (GELU/SiLU are not, so those pairs are skipped).
-A tensor read by anything else (a residual branch) ends the chain.
+A tensor read by anything else (a residual branch) ends the chain; such tensors are equalized instead
+as residual streams (core/ptq/cle_streams.py: every layer writing a sum scaled against every layer
+reading it), unless ``CleConfig(residual_streams=False)``.
 
 ReLU6 is not homogeneous (its bound 6 would have to become 6/s per channel). ``relu6="replace"``
 (the default, as DFQ and AIMET < 2.4) swaps it for ReLU with a warning — the model then differs
@@ -41,6 +43,7 @@ from torch import fx, nn
 
 from core.errors import ConfigError
 from core.ptq.bn_fold import BnFoldResult, BnStats, fold_all_batch_norms
+from core.ptq.cle_streams import ResidualStream, find_residual_streams, scale_stream
 from core.ptq.graph_walk import (
     CONV_TRANSPOSE_TYPES,
     CONV_TYPES,
@@ -73,12 +76,14 @@ class CleConfig:
     high_bias_fold: absorb high biases where a folded BN gives the statistics.
     num_sigma: how many standard deviations below the mean ReLU is assumed never to clip.
     passes: rounds of scaling over all sets (chains longer than a pair converge over rounds).
+    residual_streams: also equalize across residual additions (core/ptq/cle_streams.py; not in AIMET).
     """
 
     relu6: Literal["replace", "skip"] = "replace"
     high_bias_fold: bool = True
     num_sigma: float = 3.0
     passes: int = 4
+    residual_streams: bool = True
 
     def __post_init__(self) -> None:
         if self.relu6 not in ("replace", "skip"):
@@ -96,6 +101,7 @@ class CleResult:
     cls_sets: list[tuple[str, ...]] = field(default_factory=list)
     relu6_replaced: list[str] = field(default_factory=list)
     high_bias_absorbed: list[tuple[str, str]] = field(default_factory=list)
+    residual_streams: list[ResidualStream] = field(default_factory=list)
 
 
 @dataclass
@@ -241,6 +247,10 @@ def equalize_model(model: nn.Module, config: CleConfig | None = None, *, fold_bn
     bn_result = fold_all_batch_norms(gm) if fold_bn else None
     links, relu6_nodes = _find_links(gm, config.relu6)
     result = CleResult(model=gm, bn_fold=bn_result)
+    if config.residual_streams:
+        relu6_ok = _is_relu6 if config.relu6 == "replace" else (lambda _m: False)
+        result.residual_streams = find_residual_streams(gm, _family, _HOMOGENEOUS, relu6_ok)
+        relu6_nodes += [n for s in result.residual_streams for n in s.relu6 if n not in relu6_nodes]
     for name in relu6_nodes:
         parent_name, _, attr = name.rpartition(".")
         parent = gm.get_submodule(parent_name) if parent_name else gm
@@ -267,6 +277,10 @@ def equalize_model(model: nn.Module, config: CleConfig | None = None, *, fold_bn
                 f12, f23 = _scale_triplet(mods[0], mods[1], mods[2])
                 record(cls_set[0], f12)
                 record(cls_set[1], f23)
+        for stream in result.residual_streams:
+            factor = scale_stream(gm, stream)
+            for producer in stream.producers:
+                record(producer, factor)
 
     if bn_result is not None:
         # Keep the folded-BN statistics true to the edited layers: scaling output channel c by s_c

@@ -153,3 +153,45 @@ def test_bn_statistics_describe_the_equalized_layers(high_bias):
         torch.testing.assert_close(stats.gamma.abs(), std, rtol=1e-2, atol=1e-3)
         bn = model.get_submodule(str(int(name) + 1))
         assert not torch.allclose(bn.weight.abs(), std, rtol=0.05)  # CLE really rescaled this layer
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+def test_residual_stream_is_equalized_across_the_addition(prepared):
+    """Given stem → (conv1 → conv2) + skip → head, When equalizing, Then the stream written by stem and
+    conv2 and read by conv1 and head is scaled as one (widest producer range = widest consumer range per
+    channel) and the output is unchanged — for a traced ``+`` and for the prepared graph's Add module."""
+    from core.graph import prepare_model
+    from core.ptq.cle_streams import ResidualStream
+
+    model, x = residual_block(), torch.randn(2, 3, 6, 6)
+    reference = model(x)
+    gm = prepare_model(copy.deepcopy(model), (x,)) if prepared else fx.symbolic_trace(copy.deepcopy(model))
+    result = equalize_model(gm, NO_HBA)
+    assert relative_error(result.model(x), reference) <= TOL
+    assert result.residual_streams == [ResidualStream(("conv2", "stem"), ("conv1", "head"), ())]
+    m = {n: result.model.get_submodule(n) for n in ("stem", "conv1", "conv2", "head")}
+    widest_out = torch.maximum(out_channel_absmax(m["stem"]), out_channel_absmax(m["conv2"]))
+    widest_in = torch.maximum(in_channel_absmax(m["conv1"]), in_channel_absmax(m["head"]))
+    torch.testing.assert_close(widest_out, widest_in, rtol=1e-4, atol=1e-6)
+    off = equalize_model(fx.symbolic_trace(copy.deepcopy(model)), CleConfig(residual_streams=False))
+    assert off.residual_streams == []
+
+
+@pytest.mark.parametrize("with_head", [False, True])
+def test_residual_stream_reaching_the_model_output_is_left_alone(with_head):
+    """A stream the model returns cannot be rescaled without changing the output; read by a head conv,
+    the same stream is equalized."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.relu, self.b = nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 4, 1)
+            self.head = nn.Conv2d(4, 2, 1) if with_head else nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.relu(self.a(x))
+            return self.head(y + self.b(y))
+
+    result = equalize_model(fx.symbolic_trace(Block()), NO_HBA)
+    expected = [("a", "b")] if with_head else []
+    assert [s.producers for s in result.residual_streams] == expected
