@@ -41,6 +41,8 @@ class QatResult:
     seconds: float = 0.0
     seconds_per_step: float = 0.0
     world_size: int = 1
+    bn_reestimated: list[str] = field(default_factory=list)
+    bn_folded: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _make_optimizer(
@@ -89,6 +91,7 @@ def qat(
     seed: int = 0,
     eval_fn: Callable[[Any], float] | None = None,
     bn_reestimation_batches: int = 0,
+    fold_bn: bool = False,
     finish: bool = True,
 ) -> QatResult:
     """Fine-tune ``sim.model`` with fake quantization in the loop and return a QatResult.
@@ -103,10 +106,18 @@ def qat(
       uninterrupted run (same seed, same world size).
     * ``progress(epoch, step, loss, metric)`` after each step (metric = ``eval_fn(sim)`` at an
       epoch's last step, else None); ``cancel()`` is checked before each step → CancelledError.
-    * After training: BN statistics re-estimated over ``bn_reestimation_batches`` batches (0 = off),
-      then with ``finish`` the learned ranges are baked into plain encodings (finish_qat).
+    * After training: BN statistics re-estimated over the first ``bn_reestimation_batches`` batches of
+      ``batch_size`` samples (0 = off; ``result.bn_reestimated`` names the BNs); with ``fold_bn`` each
+      BN that follows a Conv/Linear is folded into its weights *and* its weight quantizer's scale
+      (core.ptq.bn_fold.fold_bn_into_quantizer_scale; needs per-channel symmetric weight quantizers,
+      checked before training → ConfigError; ``result.bn_folded`` lists the pairs); then with
+      ``finish`` the learned ranges are baked into plain encodings (finish_qat).
     """
     _check_args(epochs, lr, batch_size, checkpoint_every)
+    if not isinstance(bn_reestimation_batches, int) or bn_reestimation_batches < 0:
+        raise ConfigError(f"bn_reestimation_batches must be an integer >= 0, got {bn_reestimation_batches!r}")
+    if fold_bn:
+        check_bn_foldable(sim)
     data = as_train_data(train_data, labels)
     setup = current_setup(sim)
     if mode is not None:
@@ -205,15 +216,38 @@ def qat(
     result.seconds_per_step = result.seconds / ran if ran else 0.0
     model.eval()
     if bn_reestimation_batches > 0:
-        _reestimate_bn(sim, data, batch_size, bn_reestimation_batches, device)
+        result.bn_reestimated = _reestimate_bn(sim, data, batch_size, bn_reestimation_batches, device)
+    if fold_bn:
+        from core.ptq.bn_fold import fold_bn_into_quantizer_scale
+
+        result.bn_folded = fold_bn_into_quantizer_scale(sim)
     if finish:
         finish_qat(sim)
     return result
 
 
-def _reestimate_bn(sim: Any, data: Any, batch_size: int, num_batches: int, device: torch.device) -> None:
-    from core.ptq.bn_reestimation import reestimate_bn_stats  # the PTQ engineer's module
+def _reestimate_bn(sim: Any, data: Any, batch_size: int, num_batches: int, device: torch.device) -> list[str]:
+    from core.ptq.bn_reestimation import reestimate_bn_stats
 
-    n = data.num_samples
+    n = min(data.num_samples, num_batches * batch_size)
     batches = [data.take(torch.arange(i, min(i + batch_size, n)), device)[0] for i in range(0, n, batch_size)]
-    reestimate_bn_stats(sim.model, batches[:num_batches])
+    handle = reestimate_bn_stats(sim.model, batches, num_batches=num_batches, batch_size=batch_size)
+    return handle.layers
+
+
+def check_bn_foldable(sim: Any) -> None:
+    """Raise ConfigError unless BN can be folded into ``sim``'s weight quantizer scales after QAT:
+    ``sim.model`` is a torch.fx GraphModule and every enabled weight quantizer is per-channel symmetric."""
+    if not isinstance(sim.model, torch.fx.GraphModule):
+        raise ConfigError("fold_bn needs sim.model to be a torch.fx GraphModule (a QuantSim-prepared model)")
+    for name, module in sim.model.named_modules():
+        quantizer = dict(getattr(module, "param_quantizers", None) or {}).get("weight")
+        if quantizer is None or not quantizer.enabled:
+            continue
+        spec = quantizer.spec
+        if spec.granularity != "per_channel" or not spec.symmetric:
+            raise ConfigError(
+                f"fold_bn: the weight quantizer of {name!r} is {spec.granularity}, "
+                f"{'symmetric' if spec.symmetric else 'asymmetric'}; folding BN into the quantizer scale needs "
+                "per-channel symmetric weights (QuantSim(per_channel=True)), or pass fold_bn=False"
+            )

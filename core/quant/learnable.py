@@ -89,12 +89,21 @@ def learnable_fake_quantize(
     return _reference(x, spec, s, zero_point, grad_factor).to(x.dtype)
 
 
-class _LsqPerTensor(torch.autograd.Function):
-    """Per-tensor LSQ/LSQ+ with the fused fake-quant kernel in the forward.
+_FQ_ENABLED = torch.ones(1, dtype=torch.long)
 
-    PyTorch's learnable per-tensor kernel recomputes the grid in a slow backward; here the forward
-    saves the in-range mask and ``r = (x̂ − x·in_range)/s`` (which is exactly ∂x̂/∂s), so the
-    backward is three reductions and one multiply.
+
+class _LsqPerTensor(torch.autograd.Function):
+    """Per-tensor LSQ/LSQ+: torch's fused fake-quant kernel forward, one fused re-quantization backward.
+
+    PyTorch's learnable per-tensor kernel is slow in its backward, and materialising the in-grid mask
+    and ∂x̂/∂s in the forward costs five extra passes over x plus their memory. Here the forward saves
+    only x (autograd keeps it alive for neighbouring ops anyway; the output is *not* saved, so an
+    in-place op on it such as ReLU(inplace=True) stays legal). The backward re-runs the fused kernel
+    that returns x̂ and the mask in one pass; with ∂x̂/∂s = (x̂ − x·mask)/s
+
+        grad_x = grad·mask,  grad_s = g·(⟨grad, x̂⟩ − ⟨grad_x, x⟩)/s,  grad_z = g·s·(Σgrad_x − Σgrad)
+
+    which is one multiply and dot products, no further temporaries.
     """
 
     @staticmethod
@@ -103,22 +112,24 @@ class _LsqPerTensor(torch.autograd.Function):
     ) -> torch.Tensor:
         z_int = zero_point.detach().round().clamp(0, qmax).to(torch.int32)
         s = scale.detach()
-        y = torch.fake_quantize_per_tensor_affine(x, s, z_int, 0, qmax)
-        z = z_int.to(x.dtype)
-        lo, hi = (-0.5 - z) * s, (qmax + 0.5 - z) * s
-        mask = (x >= lo) & (x < hi)
-        r = torch.where(mask, y - x, y).div_(s)
-        ctx.save_for_backward(mask, r, s)
-        ctx.g = g
+        ctx.save_for_backward(x, s, z_int)
+        ctx.g, ctx.qmax = g, qmax
         ctx.needs = (ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-        return y
+        return torch.fake_quantize_per_tensor_affine(x, s, z_int, 0, qmax)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        mask, r, s = ctx.saved_tensors
+        x, s, z_int = ctx.saved_tensors
+        y, mask = torch._fake_quantize_per_tensor_affine_cachemask_tensor_qparams(
+            x, s, z_int, _FQ_ENABLED, 0, ctx.qmax
+        )
+        grad = grad.contiguous()
         grad_x = grad * mask
-        grad_s = (grad * r).sum().mul(ctx.g).reshape(1) if ctx.needs[0] else None
-        grad_z = None
+        grad_s = grad_z = None
+        if ctx.needs[0]:
+            flat_g, flat_gx = grad.reshape(-1), grad_x.reshape(-1)
+            dot = torch.dot(flat_g, y.reshape(-1)) - torch.dot(flat_gx, x.reshape(-1))
+            grad_s = (dot * ctx.g / s.reshape(())).reshape(1)
         if ctx.needs[1]:
             grad_z = ((grad_x.sum() - grad.sum()) * s.reshape(()) * ctx.g).reshape(1)
         return grad_x, grad_s, grad_z, None, None

@@ -3,6 +3,7 @@ checkpoint → SIGKILL → resume, and DDP over 2 gloo processes."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -232,3 +233,60 @@ def test_ddp_two_gloo_processes_match_one_process_with_the_doubled_batch(tmp_pat
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-3000:]
     _assert_same_weights(tmp_path / "single.safetensors", tmp_path / "ddp0.safetensors", rtol=1e-4, atol=1e-5)
+
+
+def _bn_sim(per_channel: bool) -> tuple[QuantSim, torch.Tensor, torch.Tensor]:
+    sim, x, labels = build_sim()
+    model = (
+        sim.fp_model
+        if isinstance(sim.fp_model, torch.fx.GraphModule)
+        else torch.fx.symbolic_trace(sim.fp_model)
+    )
+    sim = QuantSim(model, (x[:2],), prepared=True, param_bw=4, output_bw=8, per_channel=per_channel)
+    sim.compute_encodings([x[:32]])
+    return sim, x, labels
+
+
+def test_bn_reestimation_after_qat_averages_the_first_batches_statistics():
+    sim, x, labels = build_sim()
+    result = qat(sim, x, epochs=1, lr=1e-2, labels=labels, batch_size=16, bn_reestimation_batches=3)
+    assert result.bn_reestimated == ["1"]
+    bn = sim.model.get_submodule("1")
+    # Oracle: the BN's input on each of the first 3 batches (it does not depend on the BN's own stats).
+    means, variances = [], []
+
+    def record(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        means.append(args[0].mean(dim=(0, 2, 3)))
+        variances.append(args[0].var(dim=(0, 2, 3)))
+
+    handle = bn.register_forward_hook(record)
+    with torch.no_grad():
+        for i in range(3):
+            sim.model(x[16 * i : 16 * (i + 1)])
+    handle.remove()
+    torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(bn.running_var, torch.stack(variances).mean(0), rtol=1e-4, atol=1e-5)
+    assert not bn.training
+
+
+@pytest.mark.parametrize("mode", ["regular", "range_learning"])
+def test_fold_bn_after_qat_keeps_the_trained_quantized_outputs(mode):
+    sim, x, labels = _bn_sim(per_channel=True)
+    twin = copy.deepcopy(sim)
+    kept = qat(twin, x, epochs=1, lr=1e-2, labels=labels, batch_size=16, mode=mode)
+    folded = qat(sim, x, epochs=1, lr=1e-2, labels=labels, batch_size=16, mode=mode, fold_bn=True)
+    assert kept.bn_folded == [] and folded.bn_folded == [("0", "1")]
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in sim.model.modules())
+    with torch.no_grad():
+        reference, test = twin.model(x), sim.model(x)
+    assert _sqnr(reference, test) > 35.0
+    assert float((reference.argmax(1) == test.argmax(1)).float().mean()) > 0.95
+
+
+def test_fold_bn_refuses_per_tensor_weights_before_training():
+    sim, x, labels = _bn_sim(per_channel=False)
+    before = {k: v.clone() for k, v in sim.model.state_dict().items()}
+    with pytest.raises(ConfigError, match="per-channel symmetric"):
+        qat(sim, x, epochs=1, lr=1e-2, labels=labels, batch_size=16, fold_bn=True)
+    after = sim.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
