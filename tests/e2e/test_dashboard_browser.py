@@ -130,6 +130,22 @@ def test_watch_real_jobs_to_done_download_and_cancel_one(stack: Stack, browser: 
             expect(page.get_by_label("Auto-refresh")).to_have_count(0)
             _shot(page, "job-detail-cancelled")
 
+            # The schedules page: a schedule made through the API, disabled from the UI (CSRF form).
+            template = {"technique": "quantsim", "calib_dataset_id": stack.inputs["calib"]}
+            resp = api.post("/v1/schedules", json={"name": "nightly-digits", "model_name": "digits",
+                                                   "template": template, "cron": "0 2 * * *",
+                                                   "timezone": "Europe/Paris"})  # fmt: skip
+            assert resp.status_code == 201, resp.text
+            schedule_id = resp.json()["id"]
+            page.get_by_role("link", name="Schedules").click()
+            schedule_row = page.locator(f"#schedule-{schedule_id}")
+            expect(schedule_row).to_contain_text("0 2 * * *")
+            schedule_row.get_by_role("button", name="Disable nightly-digits").click()
+            expect(page.get_by_role("status")).to_have_text("Schedule disabled.")
+            expect(schedule_row.get_by_role("button", name="Enable nightly-digits")).to_be_visible()
+            assert api.get(f"/v1/schedules/{schedule_id}").json()["enabled"] is False
+            _shot(page, "schedules")
+
             page.goto(f"{stack.api_url}/dashboard/jobs")
             for job_id, label in ((done["id"], "Succeeded"), (analyzed["id"], "Succeeded"),
                                   (long_job["id"], "Cancelled")):  # fmt: skip
