@@ -6,10 +6,10 @@ The order of application is fixed (fold → CLE → AdaRound → bias correction
 
 ``cle`` means DFQ (Nagel et al. 2019), whose recipe is CLE + high-bias absorption + bias correction: when
 AdaRound is not also requested, bias correction follows CLE (``cle_bias_correction=False`` turns that
-off). Equalization alone only moves the quantization error around; the per-channel mean shift that
-per-tensor low-bit weights leave behind is what bias correction removes (MobileNet-style digits net,
-W4A8 per-tensor: nearest 0.829, CLE 0.896, CLE + bias correction 0.991, FP32 0.996). AdaRound targets
-the same error and more, so ``cle,adaround`` does not add it.
+off). Equalization shrinks the per-tensor rounding error but leaves a per-channel mean shift in the
+outputs, which bias correction removes (MobileNet-style digits net, W4A8 per-tensor weights, bench/ptq.py:
+nearest 0.829, CLE 0.944, CLE + bias correction 0.989, FP32 0.996). AdaRound targets the same error and
+more, so ``cle,adaround`` does not add it.
 """
 
 from __future__ import annotations
