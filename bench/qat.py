@@ -1,9 +1,9 @@
 """QAT at W4A4 per-tensor on the digits task: PTQ vs QAT regular vs QAT range learning, and step time.
 
-Model: the MobileNet-style digits net (bench/models/mobilenet_digits.py) when present, else the
-digits CNN of examples/digits. PTQ baseline: AutoQuant's best result when core.autoquant exists,
-else the best range-setting scheme (min_max, sqnr, mse, percentile), i.e. AutoQuant's first stage.
-Both QAT modes start from the baseline's scheme and train with labels for a short schedule.
+Model: the MobileNet-style digits net (bench/models/mobilenet_digits.py, 32x32 inputs). PTQ baseline:
+the best of AutoQuant (core.autoquant: range-setting schemes, BN fold, CLE, AdaRound; mixed precision
+off, since it would leave W4A4) and of the plain range-setting schemes. Both QAT modes start from the
+best plain scheme's QuantSim and train with labels for a short schedule.
 Step time: one training step (forward, backward, Adam step; for regular QAT including the weight
 grid recomputation) on a batch of 64, QAT over FP32, interleaved medians. Target ≤ 1.5 on CPU.
 """
@@ -22,16 +22,16 @@ from bench.table import print_table
 from bench.timing import interleaved_medians
 
 SCHEMES = ("min_max", "sqnr", "mse", "percentile")
+ADAROUND_ITERATIONS = 500
+EPOCHS = 4
 
 
-def _model() -> tuple[nn.Module, str]:
-    try:
-        from bench.models.mobilenet_digits import build_trained_mobilenet_digits
-    except ImportError:
-        from examples.digits.train import load_split, train
+def _data() -> tuple[Any, torch.Tensor, torch.Tensor]:
+    from bench.models.mobilenet_digits import build_trained_mobilenet_digits, digits_32
 
-        return train(load_split()), "digits CNN (examples/digits; mobilenet_digits not available)"
-    return build_trained_mobilenet_digits(seed=0), "MobileNet-style digits net"
+    bundle = build_trained_mobilenet_digits(seed=0)
+    train_x, train_y, _, _ = digits_32(0)
+    return bundle, train_x, train_y
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -48,14 +48,28 @@ def _sim(model: nn.Module, x: torch.Tensor, scheme: str) -> Any:
     return sim
 
 
-def _ptq(
-    model: nn.Module, train_x: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor
-) -> tuple[str, float]:
-    results = {}
-    for scheme in SCHEMES:
-        results[scheme] = _accuracy(_sim(model, train_x, scheme).model, eval_x, eval_y)
-    best = max(results, key=lambda s: results[s])
-    return best, results[best]
+def _schemes(
+    model: nn.Module, calib: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor
+) -> dict[str, float]:
+    return {scheme: _accuracy(_sim(model, calib, scheme).model, eval_x, eval_y) for scheme in SCHEMES}
+
+
+def _autoquant(model: nn.Module, calib: torch.Tensor, eval_x: torch.Tensor, eval_y: torch.Tensor) -> Any:
+    from core.autoquant import autoquant
+    from core.ptq.adaround import AdaroundConfig
+
+    return autoquant(
+        copy.deepcopy(model),
+        calib,
+        lambda m: _accuracy(m, eval_x, eval_y),
+        0.01,
+        param_bw=4,
+        output_bw=4,
+        per_channel=False,
+        adaround=AdaroundConfig(num_iterations=ADAROUND_ITERATIONS),
+        mixed_precision=False,
+        export=False,
+    )
 
 
 def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
@@ -74,39 +88,45 @@ def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Any:
 @register("qat", "W4A4 digits: PTQ vs QAT regular vs range learning; QAT/FP32 training step time")
 def run(args: list[str]) -> None:
     from core.qat import finish_qat, prepare_qat, qat
-    from examples.digits.train import load_split
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    split = load_split()
-    train_x, train_y = torch.from_numpy(split.train_x), torch.from_numpy(split.train_y)
-    eval_x, eval_y = torch.from_numpy(split.eval_x), torch.from_numpy(split.eval_y)
-    model, model_name = _model()
+    bundle, train_x, train_y = _data()
+    model, calib = bundle.model, bundle.calib
+    eval_x, eval_y = bundle.eval
     fp32 = _accuracy(model, eval_x, eval_y)
     t0 = time.perf_counter()
-    scheme, ptq_acc = _ptq(model, train_x, eval_x, eval_y)
-    ptq_s = time.perf_counter() - t0
-
-    epochs = 4
-    rows = [["FP32", fp32, "–", "–"], [f"PTQ best scheme ({scheme})", ptq_acc, "–", f"{ptq_s:.1f}"]]
+    schemes = _schemes(model, calib, eval_x, eval_y)
+    scheme = max(schemes, key=lambda s: schemes[s])
+    schemes_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    auto = _autoquant(model, calib, eval_x, eval_y)
+    auto_s = time.perf_counter() - t0
+    rows: list[list[Any]] = [
+        ["FP32", fp32, "–", "–"],
+        [f"PTQ best plain scheme ({scheme})", schemes[scheme], "–", f"{schemes_s:.1f}"],
+        [f"PTQ AutoQuant best ({auto.best_stage})", auto.best_score, "–", f"{auto_s:.1f}"],
+    ]
     for mode, lr in (("regular", 1e-3), ("range_learning", 1e-3)):
-        sim = _sim(model, train_x, scheme)
-        result = qat(sim, train_x, labels=train_y, epochs=epochs, lr=lr, batch_size=64, mode=mode)
+        sim = _sim(model, calib, scheme)
+        result = qat(sim, train_x, labels=train_y, epochs=EPOCHS, lr=lr, batch_size=64, mode=mode)
         rows.append(
             [
-                f"QAT {mode} ({epochs} epochs, lr {lr:g})",
+                f"QAT {mode} ({EPOCHS} epochs, lr {lr:g})",
                 _accuracy(sim.model, eval_x, eval_y),
                 f"{result.seconds_per_step * 1000:.1f} ms",
                 f"{result.seconds:.1f}",
             ]
         )
     print_table(
-        f"QAT at W4A4 per-tensor — {model_name}", ["configuration", "eval accuracy", "step", "seconds"], rows
+        "QAT at W4A4 per-tensor — MobileNet-style digits net (32x32)",
+        ["configuration", "eval accuracy", "step", "seconds"],
+        rows,
     )
 
     x, y = train_x[:64], train_y[:64]
     fp_model = copy.deepcopy(model)
-    sim_regular, sim_range = _sim(model, train_x, scheme), _sim(model, train_x, scheme)
+    sim_regular, sim_range = _sim(model, calib, scheme), _sim(model, calib, scheme)
     prepare_qat(sim_regular, "regular")
     prepare_qat(sim_range, "range_learning")
     times = interleaved_medians(
