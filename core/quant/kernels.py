@@ -60,6 +60,26 @@ try:  # numba is an optional accelerator: the engine is correct without it.
                     partial[c, b] += 1
         return partial.sum(axis=0)
 
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def _min_max(x: Any) -> Any:  # pragma: no cover - jitted
+        n = x.size
+        nchunks = (n + _CHUNK - 1) // _CHUNK
+        lows = np.empty(nchunks, dtype=np.float32)
+        highs = np.empty(nchunks, dtype=np.float32)
+        for c in numba.prange(nchunks):
+            start = c * _CHUNK
+            end = min(n, start + _CHUNK)
+            lo = x[start]
+            hi = x[start]
+            for i in range(start + 1, end):
+                v = x[i]
+                # NaN never compares, so it cannot become the min or max; callers check for NaN separately
+                lo = min(lo, v)
+                hi = max(hi, v)
+            lows[c] = lo
+            highs[c] = hi
+        return lows.min(), highs.max()
+
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     AVAILABLE = False
@@ -101,6 +121,14 @@ def fake_quant_per_tensor(x: torch.Tensor, s: float, inv: float, lo: float, hi: 
         np.float32(hi),
     )
     return out
+
+
+def min_max(x: torch.Tensor) -> tuple[float, float] | None:
+    """(min, max) of x in one pass, or None when the kernel does not apply."""
+    if not _usable(x):
+        return None
+    lo, hi = _launch(_min_max, x.detach().numpy().reshape(-1))
+    return float(lo), float(hi)
 
 
 def histogram(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor | None:

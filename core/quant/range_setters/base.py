@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from core.errors import ConfigError
+from core.quant import kernels
 from core.quant.encoding import Encoding, QuantSpec
 from core.quant.grouping import as_groups
 
@@ -84,7 +85,7 @@ class RangeSetter:
             return
         x = x.float()
         groups = as_groups(x, self.spec)
-        lo, hi = torch.aminmax(groups, dim=1)
+        lo, hi = _group_min_max(groups)
         if not (bool((lo > -SENTINEL).all()) and bool((hi < SENTINEL).all())):
             groups = self._drop_sentinels(groups, lo, hi)
             if groups.numel() == 0:
@@ -98,10 +99,10 @@ class RangeSetter:
             self.max = torch.maximum(self.max, hi)
             self.static = None
         self.count += 1
-        self.accumulate(groups)
+        self.accumulate(groups, lo, hi)
 
-    def accumulate(self, groups: torch.Tensor) -> None:
-        """Hook for schemes that keep more statistics than min/max (histograms)."""
+    def accumulate(self, groups: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Hook for schemes that keep more statistics than min/max (histograms); lo/hi: this batch's."""
 
     def _drop_sentinels(self, groups: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Masking sentinels (−inf, finfo.min, NaN) carry no range information: keep them out.
@@ -136,6 +137,15 @@ class RangeSetter:
     def search_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Choose the encoding range per group; the base class keeps the observed min/max."""
         return lo, hi
+
+
+def _group_min_max(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group min and max; one-pass kernel for a large single group (per-tensor activations)."""
+    if groups.shape[0] == 1:
+        fast = kernels.min_max(groups)
+        if fast is not None:
+            return torch.tensor([fast[0]]), torch.tensor([fast[1]])
+    return torch.aminmax(groups, dim=1)
 
 
 def candidate_fractions(n: int, smallest: float = 0.05) -> torch.Tensor:

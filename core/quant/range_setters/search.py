@@ -11,7 +11,7 @@ import torch
 
 from core.quant.encoding import Encoding, QuantSpec
 
-MAX_SAMPLES_PER_GROUP = 1024
+MAX_SAMPLES_PER_GROUP = 512
 
 
 def histogram_search(

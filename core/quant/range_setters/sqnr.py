@@ -27,12 +27,9 @@ class HistogramSearchRangeSetter(RangeSetter):
         super().reset()
         self.hist = RunningHistogram()
 
-    def accumulate(self, groups: torch.Tensor) -> None:
+    def accumulate(self, groups: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> None:
         if self.spec.granularity == "per_tensor":
-            flat = groups.reshape(-1)
-            # histc needs the batch's own range; the running min/max already holds it for count == 1.
-            lo, hi = torch.aminmax(flat) if self.count > 1 else (self.min[0], self.max[0])  # type: ignore[index]
-            self.hist.add(flat, float(lo), float(hi))
+            self.hist.add(groups.reshape(-1), float(lo[0]), float(hi[0]))
 
     def search_range(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Exact search on a static tensor unless it is one large per-tensor group: the search
