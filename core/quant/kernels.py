@@ -108,11 +108,13 @@ def _usable(x: torch.Tensor) -> bool:
     )
 
 
-def fake_quant_per_tensor(x: torch.Tensor, s: float, inv: float, lo: float, hi: float) -> torch.Tensor | None:
-    """Quantize-dequantize x into a new tensor in one pass, or None when the kernel does not apply."""
+def fake_quant_per_tensor(
+    x: torch.Tensor, s: float, inv: float, lo: float, hi: float, inplace: bool = False
+) -> torch.Tensor | None:
+    """Quantize-dequantize x in one pass (into x itself when ``inplace``), or None if not applicable."""
     if not _usable(x):
         return None
-    out = torch.empty_like(x)
+    out = x if inplace else torch.empty_like(x)
     _launch(
         _fq_per_tensor,
         x.detach().numpy().reshape(-1),

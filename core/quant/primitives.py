@@ -65,6 +65,7 @@ def fake_quantize_inference(
     inv_scale: torch.Tensor | float,
     lo: torch.Tensor | float,
     hi: torch.Tensor | float,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Quantize-dequantize without autograd, about 3x faster than the fused kernel on CPU.
 
@@ -74,10 +75,10 @@ def fake_quantize_inference(
     ``scale``/``inv_scale``/``lo``/``hi`` are already shaped to broadcast against x.
     """
     if isinstance(scale, float):
-        fast = kernels.fake_quant_per_tensor(x, scale, inv_scale, lo, hi)  # type: ignore[arg-type]
+        fast = kernels.fake_quant_per_tensor(x, scale, inv_scale, lo, hi, inplace)  # type: ignore[arg-type]
         if fast is not None:
             return fast
-    y = torch.mul(x, inv_scale)
+    y = x.mul_(inv_scale) if inplace else torch.mul(x, inv_scale)
     y.round_()
     y.clamp_(lo, hi)  # type: ignore[arg-type]
     return y.mul_(scale)

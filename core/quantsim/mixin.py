@@ -46,8 +46,9 @@ class QuantizationMixin(nn.Module):
         oq = self.output_quantizers
         if len(oq):
             if isinstance(out, torch.Tensor):
-                q = oq[0]
-                out = q(out) if q is not None else out
+                q = cast("Quantizer | None", oq[0])
+                if q is not None:
+                    out = q.quantize_fresh_output(out) if _is_fresh(out, args) else q(out)
             elif isinstance(out, tuple):
                 out = tuple(
                     q(o) if q is not None and isinstance(o, torch.Tensor) else o
@@ -100,6 +101,14 @@ class QuantizationMixin(nn.Module):
 
     def clear_param_cache(self) -> None:
         self.__dict__.pop("_lowbit_qparam_cache", None)
+
+
+def _is_fresh(out: torch.Tensor, args: tuple[Any, ...]) -> bool:
+    """Whether ``out`` is a new tensor of its own (not a view, not one of the inputs): safe to overwrite."""
+    if out._base is not None or out.requires_grad:
+        return False
+    ptr = out.data_ptr()
+    return not any(isinstance(a, torch.Tensor) and a.data_ptr() == ptr for a in args)
 
 
 def quantized_class(cls: type[nn.Module]) -> type[nn.Module]:
