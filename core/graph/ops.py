@@ -175,8 +175,10 @@ class Sum(nn.Module):
 
 
 def _vector_norm_type(module: nn.Module) -> str:
-    order = module.ord  # type: ignore[attr-defined]
-    return {1: "ReduceL1", 2: "ReduceL2"}.get(order, "ReduceL2" if order == 2.0 else "ReduceMax")
+    order = float(module.ord)  # type: ignore[arg-type]
+    if order == 1.0:
+        return "ReduceL1"
+    return "ReduceL2" if order == 2.0 else "ReduceMax"
 
 
 @register_op_type(_vector_norm_type)

@@ -28,7 +28,7 @@ try:  # numba is an optional accelerator: the engine is correct without it.
 
     # numba's own thread pool, not OpenMP: torch uses OpenMP too, and numba's OpenMP layer changes
     # torch's thread count. The workqueue layer cannot run two launches at once, hence _LOCK.
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
 
     @numba.njit(parallel=True, cache=True, nogil=True)
     def _fq_per_tensor(
@@ -93,7 +93,7 @@ _LOCK = threading.Lock()
 def _launch(kernel: Any, *args: Any) -> Any:
     """Run a parallel kernel on as many threads as torch is allowed to use."""
     with _LOCK:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         return kernel(*args)
 
 

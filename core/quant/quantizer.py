@@ -156,7 +156,8 @@ class Quantizer(nn.Module):
             and not (torch.is_grad_enabled() and x.requires_grad)
             and x.is_floating_point()
         ):
-            return fake_quantize_inference(x, *self._inference_params(x), inplace=True)
+            scale, inv, lo, hi = self._inference_params(x)
+            return fake_quantize_inference(x, scale, inv, lo, hi, inplace=True)
         return self(x)
 
     def _inference_params(self, x: torch.Tensor) -> tuple:  # type: ignore[type-arg]
