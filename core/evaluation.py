@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from core.analysis.metrics import cosine, flat_outputs, sqnr_db
+from core.export.runtime import OnnxRunner
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def evaluate(
     seen = 0
     first_width: int | None = None
     total = data.num_samples if max_samples is None else min(max_samples, data.num_samples)
-    session = _ort_session(qdq_path) if qdq_path is not None else None
+    runner = OnnxRunner(qdq_path, threads=max(1, torch.get_num_threads())) if qdq_path is not None else None
     with torch.no_grad():
         for inputs in data.batches(batch_size):
             if seen >= total:
@@ -86,9 +87,8 @@ def evaluate(
             fp_raw = sim.fp_model(*inputs)
             fp_out.append(flat_outputs(fp_raw))
             sim_out.append(flat_outputs(sim.model(*inputs)))
-            if session is not None:
-                feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=True)}
-                outs = session.run(None, feed)
+            if runner is not None:
+                outs = runner.run(inputs)
                 ort_out.append(
                     torch.from_numpy(np.concatenate([o.reshape(o.shape[0], -1) for o in outs], axis=1))
                 )
@@ -139,11 +139,3 @@ def _first_width(outputs: Any) -> int:
         else flat_outputs(outputs[0] if isinstance(outputs, tuple | list) else outputs)
     )
     return int(first.reshape(first.shape[0], -1).shape[1])
-
-
-def _ort_session(path: str | Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

