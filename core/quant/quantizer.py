@@ -160,6 +160,24 @@ class Quantizer(nn.Module):
             return fake_quantize_inference(x, scale, inv, lo, hi, inplace=True)
         return self(x)
 
+    def quantize_relu_input(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``self(relu(x))`` in one pass when this grid starts at ≥ 0 (see ReluQuantizationMixin), else None."""
+        if not (
+            type(self) is Quantizer
+            and self.enabled
+            and not self._observing
+            and self.spec.dtype == "int"
+            and self.spec.granularity == "per_tensor"
+            and self.scale.numel() > 0
+            and x.is_floating_point()
+            and not (torch.is_grad_enabled() and x.requires_grad)
+        ):
+            return None
+        scale, inv, lo, hi = self._inference_params(x)
+        if lo < 0:  # a signed grid represents negative values: ReLU's clipping is needed
+            return None
+        return fake_quantize_inference(x, scale, inv, lo, hi)
+
     def _inference_params(self, x: torch.Tensor) -> tuple:  # type: ignore[type-arg]
         """(scale, 1/scale, lo, hi) shaped for x, cached until the encoding changes."""
         key = (

@@ -103,6 +103,32 @@ class QuantizationMixin(nn.Module):
         self.__dict__.pop("_lowbit_qparam_cache", None)
 
 
+class ReluQuantizationMixin(QuantizationMixin):
+    """A ReLU and its output quantizer in one pass over the activation (inference only).
+
+    When the output grid's lowest level is ≥ 0 — the asymmetric grid calibrated on ReLU outputs has
+    offset 0 — clamping to that level already maps every negative input where ReLU would (to the grid's
+    lowest level), so quantizing the ReLU's *input* gives the same values as ReLU then quantize (a −0.0
+    may stand for +0.0) without the ReLU's own pass and buffer. Target hardware fuses ReLU into the
+    requantization the same way. Anything else (training, observing, a signed grid, input quantizers)
+    takes the ordinary path.
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if (
+            len(args) == 1
+            and not kwargs
+            and not getattr(self, "inplace", False)
+            and len(self.output_quantizers) == 1
+        ):
+            q = cast("Quantizer | None", self.output_quantizers[0])
+            if q is not None and not any(m is not None and m.enabled for m in self.input_quantizers):
+                fused = q.quantize_relu_input(args[0])
+                if fused is not None:
+                    return fused
+        return super().forward(*args, **kwargs)
+
+
 def _is_fresh(out: torch.Tensor, args: tuple[Any, ...]) -> bool:
     """Whether ``out`` is a new tensor of its own (not a view, not one of the inputs): safe to overwrite."""
     if out._base is not None or out.requires_grad:
@@ -116,9 +142,8 @@ def quantized_class(cls: type[nn.Module]) -> type[nn.Module]:
     if issubclass(cls, QuantizationMixin):
         return cls
     if cls not in _CLASS_CACHE:
-        _CLASS_CACHE[cls] = type(
-            f"Quantized{cls.__name__}", (QuantizationMixin, cls), {"_lowbit_original": cls}
-        )
+        base = ReluQuantizationMixin if issubclass(cls, nn.ReLU) else QuantizationMixin
+        _CLASS_CACHE[cls] = type(f"Quantized{cls.__name__}", (base, cls), {"_lowbit_original": cls})
     return _CLASS_CACHE[cls]
 
 

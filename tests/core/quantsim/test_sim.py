@@ -144,3 +144,35 @@ def test_compute_encodings_needs_data_and_can_cancel(digits):
     seen: list[float] = []
     sim.compute_encodings(calib.split(64), num_batches=2, progress=seen.append)
     assert seen == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_relu_fused_with_its_output_quantizer_gives_the_unfused_values(monkeypatch, symmetric):
+    """Inference quantizes the ReLU's input in one pass when the grid starts at 0; values are unchanged."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU()).eval()
+    data = [torch.randn(4, 3, 40, 40) for _ in range(2)]
+    sim = QuantSim(model, (data[0],))
+    sim.compute_encodings(data)
+    q = sim.quantizers()["2.output.0"]
+    if symmetric:
+        q.set_spec(symmetric=True)
+        sim.compute_encodings(data)
+    assert q.encoding is not None
+    relu_calls = []
+    original = torch.nn.ReLU.forward
+    monkeypatch.setattr(torch.nn.ReLU, "forward", lambda self, x: relu_calls.append(1) or original(self, x))
+    x = torch.randn(4, 3, 40, 40) * 3
+    with torch.no_grad():
+        pre = sim.model.get_submodule("1")(sim.model.get_submodule("0")(x))
+        expected = q(torch.relu(pre))
+        got = sim.model(x)
+    assert torch.equal(got, expected)
+    assert bool((got >= 0).all())  # no negative value survives, fused or not
+    # The fused path skips ReLU's own pass; a signed grid (which can hold negatives) must not.
+    assert len(relu_calls) == (1 if symmetric else 0)
+    assert relu_calls or q.quantize_relu_input(pre) is not None
+    # Training (autograd through the quantizer) takes the ordinary path.
+    relu_calls.clear()
+    sim.model(x.requires_grad_())
+    assert len(relu_calls) == 1
