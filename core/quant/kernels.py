@@ -1,100 +1,84 @@
-"""Single-pass CPU kernels (numba) for the two hot loops of simulation and calibration.
+"""The histogram kernel of calibration (numba), for the SQNR/MSE/percentile range setters.
 
-PyTorch runs quantize-dequantize as four element-wise passes (mul, round, clamp, mul) or as
-its fused fake-quant kernel, which is not vectorised on CPU; either costs 3–4× a ReLU. These
-kernels do one read and one write per element, which is what brings QuantSim's forward close
-to FP32 speed. They are bit-exact with torch's fused kernel (float32 ``rint(x · (1/s))``,
-clamp, multiply). Without numba, or for non-contiguous/non-float32/non-CPU tensors, callers
-fall back to torch ops.
+``torch.histc`` is a scalar loop; this kernel is a serial ``nogil`` numba loop, cut into
+contiguous ranges on a few Python threads (as many as torch may use) for large tensors. A
+numba-parallel version needs per-chunk partial counts whose allocation and reduction cost more
+than the split saves. Without numba, or for non-contiguous/non-float32/non-CPU tensors, callers
+fall back to ``torch.histc``.
+
+The other hot loops need no kernel of their own: min/max is ``torch.aminmax``, and inference
+fake-quant is four in-place torch passes (see core/quant/primitives.py for why that beats a
+single-pass kernel inside a real forward).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-# Below this size the numba call overhead (~µs) beats any gain.
+# Below this size the call overhead (~µs) beats any gain.
 MIN_ELEMENTS = 1 << 15
-_CHUNK = 1 << 15
+# From this size a histogram is split across threads (a thread handoff costs tens of µs).
+SPLIT_ELEMENTS = 1 << 21
 
 try:  # numba is an optional accelerator: the engine is correct without it.
     if os.environ.get("LOWBIT_DISABLE_NUMBA"):
         raise ImportError("disabled by LOWBIT_DISABLE_NUMBA")
     import numba
 
-    # numba's own thread pool, not OpenMP: torch uses OpenMP too, and numba's OpenMP layer changes
-    # torch's thread count. The workqueue layer cannot run two launches at once, hence _LOCK.
-    numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _fq_per_tensor(
-        x: Any, out: Any, s: Any, inv: Any, lo: Any, hi: Any
-    ) -> None:  # pragma: no cover - jitted
-        n = x.size
-        for c in numba.prange((n + _CHUNK - 1) // _CHUNK):
-            start = c * _CHUNK
-            end = min(n, start + _CHUNK)
-            for i in range(start, end):
-                v = np.rint(x[i] * inv)
-                out[i] = min(max(v, lo), hi) * s
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def _histogram(x: Any, lo: Any, hi: Any, bins: Any) -> Any:  # pragma: no cover - jitted
-        n = x.size
-        nchunks = (n + _CHUNK - 1) // _CHUNK
-        partial = np.zeros((nchunks, bins), dtype=np.int64)
+    @numba.njit(cache=True, nogil=True)
+    def _histogram_range(
+        x: Any, lo: Any, hi: Any, bins: int, start: int, end: int
+    ) -> Any:  # pragma: no cover
+        counts = np.zeros(bins, dtype=np.int64)
         scale = bins / (hi - lo)
-        for c in numba.prange(nchunks):
-            start = c * _CHUNK
-            end = min(n, start + _CHUNK)
-            for i in range(start, end):
-                v = x[i]
-                if v >= lo and v <= hi:  # same inclusion rule as torch.histc; NaN falls out
-                    b = int((v - lo) * scale)
-                    if b >= bins:
-                        b = bins - 1
-                    partial[c, b] += 1
-        return partial.sum(axis=0)
-
-    # fastmath lets LLVM vectorise the min/max reduction; NaN inputs are then unspecified here,
-    # which is harmless: the histogram never counts NaN and the sentinel check runs on the result.
-    @numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
-    def _min_max(x: Any) -> Any:  # pragma: no cover - jitted
-        n = x.size
-        nchunks = (n + _CHUNK - 1) // _CHUNK
-        lows = np.empty(nchunks, dtype=np.float32)
-        highs = np.empty(nchunks, dtype=np.float32)
-        for c in numba.prange(nchunks):
-            start = c * _CHUNK
-            end = min(n, start + _CHUNK)
-            lo = x[start]
-            hi = x[start]
-            for i in range(start + 1, end):
-                v = x[i]
-                # NaN never compares, so it cannot become the min or max; callers check for NaN separately
-                lo = min(lo, v)
-                hi = max(hi, v)
-            lows[c] = lo
-            highs[c] = hi
-        return lows.min(), highs.max()
+        for i in range(start, end):
+            v = x[i]
+            if v >= lo and v <= hi:  # same inclusion rule as torch.histc; NaN falls out
+                b = int((v - lo) * scale)
+                if b >= bins:
+                    b = bins - 1
+                counts[b] += 1
+        return counts
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     AVAILABLE = False
 
 
-_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
-def _launch(kernel: Any, *args: Any) -> Any:
-    """Run a parallel kernel on as many threads as torch is allowed to use."""
-    with _LOCK:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-        return kernel(*args)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lowbit-kernel")
+        return _POOL
+
+
+def _ranges(n: int) -> list[tuple[int, int]]:
+    parts = max(1, torch.get_num_threads()) if n >= SPLIT_ELEMENTS else 1
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return list(itertools.pairwise(bounds))
+
+
+def _run(kernel: Any, n: int, *args: Any) -> list[Any]:
+    """``kernel(*args, start, end)`` over [0, n), split across threads when n is large; results in order."""
+    ranges = _ranges(n)
+    if len(ranges) == 1:
+        return [kernel(*args, 0, n)]
+    futures = [_pool(len(ranges) - 1).submit(partial(kernel, *args, a, b)) for a, b in ranges[1:]]
+    first = kernel(*args, *ranges[0])
+    return [first] + [f.result() for f in futures]
 
 
 def _usable(x: torch.Tensor) -> bool:
@@ -108,36 +92,10 @@ def _usable(x: torch.Tensor) -> bool:
     )
 
 
-def fake_quant_per_tensor(
-    x: torch.Tensor, s: float, inv: float, lo: float, hi: float, inplace: bool = False
-) -> torch.Tensor | None:
-    """Quantize-dequantize x in one pass (into x itself when ``inplace``), or None if not applicable."""
-    if not _usable(x):
-        return None
-    out = x if inplace else torch.empty_like(x)
-    _launch(
-        _fq_per_tensor,
-        x.detach().numpy().reshape(-1),
-        out.numpy().reshape(-1),
-        np.float32(s),
-        np.float32(inv),
-        np.float32(lo),
-        np.float32(hi),
-    )
-    return out
-
-
-def min_max(x: torch.Tensor) -> tuple[float, float] | None:
-    """(min, max) of x in one pass, or None when the kernel does not apply."""
-    if not _usable(x):
-        return None
-    lo, hi = _launch(_min_max, x.detach().numpy().reshape(-1))
-    return float(lo), float(hi)
-
-
 def histogram(x: torch.Tensor, lo: float, hi: float, bins: int) -> torch.Tensor | None:
     """Counts of x in `bins` equal bins over [lo, hi] (torch.histc semantics), or None if not applicable."""
     if not _usable(x):
         return None
-    counts = _launch(_histogram, x.detach().numpy().reshape(-1), np.float32(lo), np.float32(hi), bins)
-    return torch.from_numpy(counts)
+    flat = x.detach().numpy().reshape(-1)
+    parts = _run(_histogram_range, flat.size, flat, np.float32(lo), np.float32(hi), bins)
+    return torch.from_numpy(np.sum(parts, axis=0) if len(parts) > 1 else parts[0])

