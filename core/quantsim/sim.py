@@ -182,11 +182,14 @@ class QuantSim:
         batch_size: int = 32,
         progress: ProgressFn | None = None,
         cancel: CancelFn | None = None,
+        quantized_input_passes: int = 0,
     ) -> None:
         """Calibrate: weights first, then activations observed with quantized weights and float activations.
 
         ``data`` is an iterable of batches (a tensor or a tuple of tensors per batch) or an object with
-        ``.batches(batch_size)`` such as core.io.CalibrationData.
+        ``.batches(batch_size)`` such as core.io.CalibrationData. ``quantized_input_passes`` > 0 then
+        re-observes the activation ranges that many times with upstream quantization active (see
+        core/quantsim/refine.py); ``data`` must be re-iterable for that.
         """
         self.compute_param_encodings()
         batches: Any = data.batches(batch_size) if hasattr(data, "batches") else data
@@ -214,6 +217,10 @@ class QuantSim:
             raise ConfigError(
                 "compute_encodings got no calibration batches; pass at least one batch of inputs"
             )
+        if quantized_input_passes:
+            from core.quantsim.refine import refine_encodings
+
+            refine_encodings(self, data, quantized_input_passes, num_batches, batch_size)
 
     # -- enabling and freezing ---------------------------------------------------------------------
     def set_enabled(self, enabled: bool, *, kind: str = "all", pattern: str = "*") -> int:
