@@ -94,6 +94,12 @@ class StorageError(ServiceError):
     code = "storage_unavailable"
 
 
+class DatabaseUnavailableError(ServiceError):
+    """The database failed or is unreachable (raised where SQLAlchemy's DBAPIError handler does not apply)."""
+
+    code = "database_unavailable"
+
+
 # The one mapping from exception class to HTTP status. Subclasses are looked up through the MRO,
 # so InvalidTransitionError answers 409 via ConflictError unless listed itself.
 HTTP_STATUS: dict[type[ServiceError], int] = {
@@ -107,6 +113,7 @@ HTTP_STATUS: dict[type[ServiceError], int] = {
     UploadRejectedError: 422,
     RateLimitedError: 429,
     StorageError: 503,
+    DatabaseUnavailableError: 503,
     ServiceError: 500,
 }
 

@@ -19,9 +19,13 @@ from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.api.ratelimit import TokenBuckets
 from service.api.routes import datasets, health, jobs, models, objects, schedules, uploads
 from service.dashboard import make_router as dashboard_router
+from service.db.async_pg import AsyncPgPool
 from service.db.session import make_engine, make_sessionmaker
 from service.settings import Settings, get_settings
 from service.storage import make_store
+
+# Event-loop connections for the job-status poll (PostgreSQL), besides the SQLAlchemy pool's.
+_ASYNC_READ_CONNECTIONS = 10
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,10 +34,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings)
     registry = CollectorRegistry()
 
+    pg_reads = None if settings.is_sqlite else AsyncPgPool.for_engine(engine, size=_ASYNC_READ_CONNECTIONS)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.dispose()
+        if pg_reads is not None:
+            pg_reads.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -48,10 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=make_store(settings),
         limiter=TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst),
         registry=registry,
+        pg_reads=pg_reads,
         write_lock=threading.Lock() if settings.is_sqlite else nullcontext(),
     )
     errors.install(app)
-    for module in (health, models, datasets, uploads, jobs, objects, schedules):
+    # Routes are matched in order, each router's paths scanned in turn: the jobs routes (job-status
+    # polling is the busiest request) come first. No two routers share a path prefix.
+    for module in (jobs, health, models, datasets, uploads, objects, schedules):
         app.include_router(module.router)
     app.include_router(dashboard_router())
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_spec_bytes)

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from anyio import CapacityLimiter
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
@@ -15,12 +16,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.ratelimit import TokenBuckets
+from service.db.async_pg import AsyncPgPool
 from service.db.repositories import projects
+from service.db.session import POOL_SIZE
 from service.errors import AuthError, InvalidInputError
 from service.settings import Settings
 from service.storage import ArtifactStore
 
 _AUTH_CACHE_TTL_S = 10.0  # a revoked key stops working within this many seconds
+_AUTH_CACHE_SIZE = 10_000  # keys verified per process; the oldest verification makes room
 
 
 @dataclass
@@ -31,7 +35,12 @@ class AppContext:
     store: ArtifactStore
     limiter: TokenBuckets
     registry: CollectorRegistry
-    auth_cache: dict[str, tuple[float, str, str]] = field(default_factory=dict)
+    # PostgreSQL only: async connections for the job-status poll (see service.db.async_pg).
+    pg_reads: AsyncPgPool | None = None
+    auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)  # sha256 -> (expiry, caller)
+    # Threads that run creates at once: no more than the pool keeps open (see POOL_SIZE), so bursts
+    # queue here on the event loop instead of reconnecting or contending for the GIL in threads.
+    writers: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(POOL_SIZE))
     # SQLite allows one writer; queueing creates on a lock here beats SQLite's sleeping busy handler
     # (p99 of concurrent creates dropped several-fold). PostgreSQL needs no lock.
     write_lock: AbstractContextManager[Any] = field(default_factory=nullcontext)
@@ -60,10 +69,13 @@ def db_session(ctx: AppContext = Depends(app_context)) -> Iterator[Session]:
         session.close()
 
 
-async def principal(request: Request, ctx: AppContext = Depends(app_context)) -> Principal:
+async def principal(request: Request) -> Principal:
     """Authenticate ``Authorization: Bearer <key>`` and apply the per-key rate limit.
 
-    Keys are cached for a few seconds, so the hot path touches no database and no thread."""
+    Verified keys are cached in process for a few seconds, keyed by the key's sha256 (the plaintext is
+    not kept), so the hot path touches no database and no thread."""
+    # The context comes from the app, not from a sub-dependency: every authenticated request runs this.
+    ctx: AppContext = request.app.state.ctx
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -71,21 +83,23 @@ async def principal(request: Request, ctx: AppContext = Depends(app_context)) ->
         raise AuthError(
             "missing API key; send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
         )
-    cached = ctx.auth_cache.get(token)
+    digest = projects.hash_key(token)
+    cached = ctx.auth_cache.get(digest)
     if cached is None or cached[0] < time.monotonic():
         cached = await run_in_threadpool(_authenticate, ctx, token)
-        if len(ctx.auth_cache) > 10_000:
-            ctx.auth_cache.clear()
-        ctx.auth_cache[token] = cached
-    who = Principal(project_id=cached[1], key_id=cached[2])
+        ctx.auth_cache.pop(digest, None)
+        if len(ctx.auth_cache) >= _AUTH_CACHE_SIZE:
+            del ctx.auth_cache[next(iter(ctx.auth_cache))]  # the oldest verification
+        ctx.auth_cache[digest] = cached
+    who = cached[1]
     ctx.limiter.take(who.key_id)
     return who
 
 
-def _authenticate(ctx: AppContext, token: str) -> tuple[float, str, str]:
+def _authenticate(ctx: AppContext, token: str) -> tuple[float, Principal]:
     with ctx.sessions() as session:
         key = projects.authenticate(session, token)
-        return time.monotonic() + _AUTH_CACHE_TTL_S, key.project_id, key.id
+        return time.monotonic() + _AUTH_CACHE_TTL_S, Principal(project_id=key.project_id, key_id=key.id)
 
 
 def page_limit(ctx: AppContext, limit: int | None) -> int:

@@ -14,9 +14,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,31 +60,43 @@ class Idempotent:
     sessions: sessionmaker[Session]
     who: Principal
     write_lock: AbstractContextManager[Any]
+    writers: CapacityLimiter
     session: Session = field(init=False)
 
-    async def run(self, create: Callable[[], Any], status_code: int = 201) -> JSONResponse:
+    async def run(
+        self, create: Callable[[], Any], status_code: int = 201, *, one_write: bool = False
+    ) -> Response:
         """Replay the stored response, or call ``create()`` (which adds rows to ``self.session`` and
-        returns a JSON-able body) and commit the body with those rows. All DB work runs in one
-        worker thread."""
-        return await run_in_threadpool(self._run, create, status_code)
+        returns a JSON-able body or a pydantic model) and commit the body with those rows. All DB
+        work runs in one worker thread.
 
-    def _run(self, create: Callable[[], Any], status_code: int) -> JSONResponse:
+        ``one_write``: ``create()`` only reads before a single write statement, atomic on its own;
+        without an Idempotency-Key it then runs in autocommit mode, which saves the BEGIN and COMMIT
+        round trips. (With a key, the stored response must commit with the rows: one transaction.)"""
+        return await to_thread.run_sync(self._run, create, status_code, one_write, limiter=self.writers)
+
+    def _run(self, create: Callable[[], Any], status_code: int, one_write: bool) -> Response:
         with self.write_lock, self.sessions() as session:
             self.session = session
-            return self._in_session(session, create, status_code)
+            return self._in_session(session, create, status_code, one_write)
 
-    def _in_session(self, session: Session, create: Callable[[], Any], status_code: int) -> JSONResponse:
+    def _in_session(
+        self, session: Session, create: Callable[[], Any], status_code: int, one_write: bool
+    ) -> Response:
         if self.ctx.key is None:
+            if one_write:
+                session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             body = create()
             session.commit()
-            return JSONResponse(body, status_code=status_code)
+            return _response(body, status_code)
         args = (self.who.project_id, self.ctx.key, self.ctx.scope, self.ctx.fingerprint)
         stored = idempotency.lookup(session, *args)
         if stored is not None:
             return _replay(stored.response, stored.status_code)
         body = create()
         try:
-            idempotency.save(session, *args, status_code, body)
+            saved = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+            idempotency.save(session, *args, status_code, saved)
             session.commit()
         except IntegrityError:
             # A concurrent first use committed first: drop ours and answer with theirs.
@@ -92,16 +105,24 @@ class Idempotent:
             if stored is None:
                 raise
             return _replay(stored.response, stored.status_code)
-        return JSONResponse(body, status_code=status_code)
+        return _response(body, status_code)
+
+
+def _response(body: Any, status_code: int) -> Response:
+    # A model is serialized once, straight to JSON bytes (no dict round trip through json.dumps).
+    if isinstance(body, BaseModel):
+        return Response(body.model_dump_json(), status_code=status_code, media_type="application/json")
+    return JSONResponse(body, status_code=status_code)
 
 
 def _replay(body: Any, status_code: int | None) -> JSONResponse:
     return JSONResponse(body, status_code=status_code or 200, headers={"Idempotent-Replayed": "true"})
 
 
-def idempotent(
+async def idempotent(
     ctx: IdempotencyContext = Depends(idempotency_context),
     app: AppContext = Depends(app_context),
     who: Principal = Depends(principal),
 ) -> Idempotent:
-    return Idempotent(ctx, app.sessions, who, app.write_lock)
+    # async: FastAPI runs a plain def dependency in the threadpool (a second thread hop per create).
+    return Idempotent(ctx, app.sessions, who, app.write_lock, app.writers)

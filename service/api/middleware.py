@@ -75,6 +75,9 @@ class MetricsMiddleware:
         self.latency = Histogram(
             "lowbit_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry
         )
+        # labels() checks and locks on every call: the children are looked up once per label set.
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,5 +96,12 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.requests.labels(scope["method"], route, str(status)).inc()
-            self.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+            method = scope["method"]
+            count = self._counts.get((method, route, status))
+            if count is None:
+                count = self._counts[method, route, status] = self.requests.labels(method, route, str(status))
+            timer = self._timers.get((method, route))
+            if timer is None:
+                timer = self._timers[method, route] = self.latency.labels(method, route)
+            count.inc()
+            timer.observe(time.perf_counter() - start)

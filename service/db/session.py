@@ -12,6 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.settings import Settings
 
+# Connections kept open. Under load a QueuePool closes every connection beyond this on its return, so
+# a pool smaller than the requests in flight reconnects constantly (a PostgreSQL backend start, TLS
+# negotiation): sized for the API's concurrent writers, which the API caps at this number.
+POOL_SIZE = 20
+
 
 def make_engine(settings: Settings) -> Engine:
     """An Engine for ``settings.database_url``; SQLite gets WAL, foreign keys and a busy timeout."""
@@ -19,11 +24,12 @@ def make_engine(settings: Settings) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": False}
     if settings.is_sqlite:
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        if path and path != ":memory:":  # a file: QueuePool (":memory:" gets a pool of its own kind)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=10)
     else:
-        kwargs.update(pool_size=10, max_overflow=20)
+        kwargs.update(pool_size=POOL_SIZE, max_overflow=10)
     engine = create_engine(url, **kwargs)
     if settings.is_sqlite:
 

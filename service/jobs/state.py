@@ -13,6 +13,7 @@ old status (so two processes racing on one job cannot both win) and records a ``
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import update
@@ -110,7 +111,20 @@ def transition(session: Session, job: Job, new_status: str, *, message: str = ""
 
 def record_created(session: Session, job: Job) -> None:
     """Write the creation event of a new (queued) job; its status was set at construction."""
-    session.add(JobEvent(job_id=job.id, from_status=None, to_status=job.status, stage=None, progress=0.0))
+    session.add(JobEvent(**creation_event(job.id, utcnow())))
+
+
+def creation_event(job_id: str, at: datetime) -> dict[str, Any]:
+    """The job_events row (column values) that records the creation of a queued job."""
+    return {
+        "job_id": job_id,
+        "from_status": None,
+        "to_status": QUEUED,
+        "stage": None,
+        "progress": 0.0,
+        "message": "",
+        "created_at": at,
+    }
 
 
 def request_cancel(session: Session, job: Job) -> Job:

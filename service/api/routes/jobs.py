@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +19,7 @@ from service.api.idempotency import Idempotent, idempotent
 from service.db.models import ModelVersion
 from service.db.repositories import jobs as jobs_repo
 from service.db.repositories import resources
-from service.errors import InvalidInputError, NotFoundError
+from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.jobs import state
 from service.schemas.common import MAX_INT32, Page
 from service.schemas.jobs import ArtifactRead, JobCreate, JobLogRead, JobRead, JobStatus, Technique
@@ -27,49 +27,54 @@ from service.schemas.jobs import ArtifactRead, JobCreate, JobLogRead, JobRead, J
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> tuple[str, str, str | None]:
-    """(model version id, calibration dataset id, evaluation dataset id), each checked ready and in the
-    caller's project; two queries on the common path."""
-    version = resources.find_version(session, project_id, body.model_id, body.model_version)
-    if version is None:
+def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> str:
+    """The model version id, with the version and the datasets checked ready and in the caller's
+    project; one query on the common path."""
+    found = resources.find_job_inputs(
+        session.connection(), project_id, body.model_id, body.model_version,
+        body.calib_dataset_id, body.eval_dataset_id,
+    )  # fmt: skip
+    if found is None:
         resources.get_model(session, project_id, body.model_id)  # 404 for a missing or foreign model
-        version = resources.get_version(session, project_id, body.model_id, body.model_version)  # says why
-    if version.status != "ready":
-        raise InvalidInputError(
-            f"model version {version.version} is {version.status}", code="model_not_ready"
-        )
-    wanted = {"calibration": body.calib_dataset_id, "evaluation": body.eval_dataset_id}
-    found = {d.id: d for d in resources.get_datasets(session, project_id, [i for i in wanted.values() if i])}
-    for role, dataset_id in wanted.items():
+        resources.get_version(session, project_id, body.model_id, body.model_version)  # says why
+        raise ConflictError("the model's versions changed during the request; retry", code="version_race")
+    if found.status != "ready":
+        raise InvalidInputError(f"model version {found.version} is {found.status}", code="model_not_ready")
+    datasets = (
+        ("calibration", body.calib_dataset_id, found.calib_status),
+        ("evaluation", body.eval_dataset_id, found.eval_status),
+    )
+    for role, dataset_id, status in datasets:
         if dataset_id is None:
             continue
-        dataset = found.get(dataset_id)
-        if dataset is None:
+        if status is None:
             raise NotFoundError(f"dataset {dataset_id} not found")
-        if dataset.status != "ready":
+        if status != "ready":
             raise InvalidInputError(
-                f"{role} dataset {dataset_id} is {dataset.status}; upload it first", code="dataset_not_ready"
+                f"{role} dataset {dataset_id} is {status}; upload it first", code="dataset_not_ready"
             )
-    return version.id, body.calib_dataset_id, body.eval_dataset_id
+    return found.id
 
 
 @router.post("", status_code=201, response_model=JobRead)
-async def create_job(body: JobCreate, idem: Idempotent = Depends(idempotent)) -> object:
+async def create_job(
+    body: JobCreate, idem: Idempotent = Depends(idempotent), ctx: AppContext = Depends(app_context)
+) -> object:
     """Queue a job. The job row and its outbox message commit together, so a broker outage loses nothing."""
 
-    def create() -> object:
-        version_id, calib, evald = _resolve_inputs(idem.session, idem.who.project_id, body)
-        job = jobs_repo.create_job(
-            idem.session,
-            project_id=idem.who.project_id,
-            model_version_id=version_id,
-            calib_dataset_id=calib,
-            eval_dataset_id=evald,
+    def create() -> JobRead:
+        project_id = idem.who.project_id
+        job = jobs_repo.insert_job(
+            idem.session.connection(),
+            project_id=project_id,
+            model_version_id=_resolve_inputs(idem.session, project_id, body),
+            calib_dataset_id=body.calib_dataset_id,
+            eval_dataset_id=body.eval_dataset_id,
             spec=body.model_dump(mode="json"),
         )
-        return JobRead.model_validate(job).model_dump(mode="json")
+        return JobRead.model_validate(job)
 
-    return await idem.run(create)
+    return await idem.run(create, one_write=jobs_repo.inserts_in_one_statement(ctx.engine.dialect.name))
 
 
 @router.get("", response_model=Page[JobRead])
@@ -115,16 +120,19 @@ async def get_job(
     job_id: str, who: Principal = Depends(principal), ctx: AppContext = Depends(app_context)
 ) -> Response:
     """Status, stage, progress, metrics, error, attempts and timestamps of one job."""
+    # The hot path of clients that poll: one query, serialized once (no response_model re-validation).
+    if ctx.pg_reads is not None:  # PostgreSQL: awaited on the event loop, no thread hop
+        row: Mapping[str, Any] = await jobs_repo.get_job_row_async(ctx.pg_reads, who.project_id, job_id)
+    else:
+        row = await run_in_threadpool(_read_job_row, ctx, who.project_id, job_id)
+    return Response(JobRead.model_validate(row).model_dump_json(), media_type="application/json")
 
-    def read() -> bytes:
-        # Autocommit: a single SELECT needs no transaction, so returning the connection to the pool
-        # sends no ROLLBACK (one database round trip per poll instead of two on PostgreSQL).
-        with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            row = jobs_repo.get_job_row(conn, who.project_id, job_id)
-        return JobRead.model_validate(dict(row)).model_dump_json().encode()
 
-    # The hot path of clients that poll: one thread hop, serialized once (no response_model re-validation).
-    return Response(await run_in_threadpool(read), media_type="application/json")
+def _read_job_row(ctx: AppContext, project_id: str, job_id: str) -> Mapping[str, Any]:
+    # Autocommit: a single SELECT needs no transaction, so returning the connection to the pool
+    # ends nothing (no ROLLBACK).
+    with ctx.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        return dict(jobs_repo.get_job_row(conn, project_id, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
@@ -143,10 +151,10 @@ def cancel_job(
 async def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> object:
     """A new job with the same spec and the same input versions as ``job_id``."""
 
-    def create() -> object:
+    def create() -> JobRead:
         old = jobs_repo.get_job(idem.session, idem.who.project_id, job_id)
-        job = jobs_repo.create_job(
-            idem.session,
+        job = jobs_repo.insert_job(
+            idem.session.connection(),
             project_id=old.project_id,
             model_version_id=old.model_version_id,
             calib_dataset_id=old.calib_dataset_id,
@@ -154,7 +162,7 @@ async def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> obje
             spec=old.spec,
             rerun_of=old.id,
         )
-        return JobRead.model_validate(job).model_dump(mode="json")
+        return JobRead.model_validate(job)
 
     return await idem.run(create)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, ScalarSelect, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -98,23 +99,52 @@ def get_version(session: Session, project_id: str, model_id: str, number: int | 
     return found
 
 
-def find_version(session: Session, project_id: str, model_id: str, number: int | None) -> ModelVersion | None:
-    """Like :func:`get_version` but None instead of an error (the hot path of job creation)."""
-    stmt = select(ModelVersion).where(
-        ModelVersion.model_id == model_id, ModelVersion.project_id == project_id
+class JobInputs(NamedTuple):
+    """A model version with the statuses of a job's datasets (None: missing or another project's)."""
+
+    id: str
+    version: int
+    status: str
+    calib_status: str | None
+    eval_status: str | None
+
+
+def find_job_inputs(
+    conn: Connection,
+    project_id: str,
+    model_id: str,
+    number: int | None,
+    calib_dataset_id: str,
+    eval_dataset_id: str | None,
+) -> JobInputs | None:
+    """Version ``number`` of the model (or its latest ready version when None) and the statuses of the
+    two datasets, all scoped to the project, in one query (the hot path of job creation); None when
+    the project has no such version (:func:`get_version` says why)."""
+    stmt = _INPUTS_LATEST if number is None else _INPUTS_NUMBERED
+    params = {"project_id": project_id, "model_id": model_id, "number": number,
+              "calib_id": calib_dataset_id, "eval_id": eval_dataset_id}  # fmt: skip
+    row = conn.execute(stmt, params).first()
+    return None if row is None else JobInputs(*row)
+
+
+def _dataset_status(param: str) -> ScalarSelect[str]:
+    return (
+        select(Dataset.status)
+        .where(Dataset.id == bindparam(param), Dataset.project_id == bindparam("project_id"))
+        .scalar_subquery()
     )
-    if number is None:
-        stmt = stmt.where(ModelVersion.status == "ready").order_by(ModelVersion.version.desc()).limit(1)
-    else:
-        stmt = stmt.where(ModelVersion.version == number)
-    return session.scalar(stmt)
 
 
-def get_datasets(session: Session, project_id: str, dataset_ids: Sequence[str]) -> Sequence[Dataset]:
-    """The project's datasets among ``dataset_ids`` (missing or foreign ids are simply absent)."""
-    return session.scalars(
-        select(Dataset).where(Dataset.id.in_(dataset_ids), Dataset.project_id == project_id)
-    ).all()
+# Built once (statement caching keys on the object): see find_job_inputs.
+_INPUTS = select(
+    ModelVersion.id,
+    ModelVersion.version,
+    ModelVersion.status,
+    _dataset_status("calib_id"),
+    _dataset_status("eval_id"),
+).where(ModelVersion.model_id == bindparam("model_id"), ModelVersion.project_id == bindparam("project_id"))
+_INPUTS_NUMBERED = _INPUTS.where(ModelVersion.version == bindparam("number"))
+_INPUTS_LATEST = _INPUTS.where(ModelVersion.status == "ready").order_by(ModelVersion.version.desc()).limit(1)
 
 
 def get_version_by_id(session: Session, project_id: str, version_id: str) -> ModelVersion:

@@ -9,7 +9,7 @@ import threading
 import httpx
 from sqlalchemy import select
 
-from service.db.models import Job, OutboxMessage
+from service.db.models import Job, JobEvent, OutboxMessage
 from service.db.repositories import jobs as jobs_repo
 from service.db.session import make_engine, make_sessionmaker, session_scope
 from service.jobs import state
@@ -29,12 +29,49 @@ def test_create_writes_job_and_outbox_together(api: Api, client: httpx.Client, r
     assert resp.status_code == 201, resp.text
     job = resp.json()
     assert job["status"] == "queued" and job["spec"]["params"]["steps"] == ["bn_fold", "cle"]
-    assert client.get(f"/v1/jobs/{job['id']}").json()["id"] == job["id"]
+    assert client.get(f"/v1/jobs/{job['id']}").json() == job  # the status read shows what create returned
     engine, sessions = _db(api)
     with sessions() as session:
         msgs = session.scalars(select(OutboxMessage)).all()
         assert {"job_id": job["id"], "queue": "gpu", "priority": 7} in [m.payload for m in msgs]
+        row = session.get(Job, job["id"])
+        assert row is not None and row.spec == job["spec"] and row.priority == 7 and row.compute == "gpu"
+        assert row.created_at.isoformat().replace("+00:00", "Z") == job["created_at"]
+        events = session.scalars(select(JobEvent).where(JobEvent.job_id == job["id"])).all()
+        assert [(e.from_status, e.to_status, e.progress) for e in events] == [(None, "queued", 0.0)]
     engine.dispose()
+
+
+def test_job_inputs_are_checked_and_scoped(api: Api, client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    """Given a model with a ready v1 and a pending v2, a pending dataset, and another project's model and
+    dataset, when jobs reference them, then only ready inputs of the caller's project are accepted."""
+    model, dataset = ready_inputs
+    v1 = client.get(f"/v1/models/{model['id']}/versions/1").json()
+    assert client.post(f"/v1/models/{model['id']}/versions", json={"format": "onnx"}).status_code == 201
+    pending = client.post("/v1/datasets", json={"name": "pending", "format": "npz"}).json()
+    bare_model = client.post("/v1/models", json={"name": f"no-versions-{os.urandom(4).hex()}"}).json()
+    with api.client(api.other_key) as other:
+        theirs = make_ready_model(other, f"theirs-{os.urandom(4).hex()}"), make_ready_dataset(other, "theirs")
+
+    created = client.post("/v1/jobs", json=job_body(model, dataset, eval_dataset_id=dataset["id"]))
+    assert created.status_code == 201, created.text
+    assert created.json()["model_version_id"] == v1["id"]  # latest *ready* version, not the pending v2
+    cases = [
+        (job_body(model, dataset, model_version=2), 422, "model_not_ready"),
+        (job_body(model, dataset, model_version=3), 404, "not_found"),
+        (job_body(bare_model, dataset), 422, "model_not_ready"),
+        (job_body(theirs[0], dataset), 404, "not_found"),
+        ({**job_body(model, dataset), "model_id": "0" * 26}, 404, "not_found"),
+        (job_body(model, pending), 422, "dataset_not_ready"),
+        (job_body(model, dataset, eval_dataset_id=pending["id"]), 422, "dataset_not_ready"),
+        (job_body(model, theirs[1]), 404, "not_found"),
+        (job_body(model, dataset, eval_dataset_id=theirs[1]["id"]), 404, "not_found"),
+        (job_body(model, dataset, eval_dataset_id="0" * 26), 404, "not_found"),
+    ]
+    for body, status, code in cases:
+        resp = client.post("/v1/jobs", json=body)
+        assert (resp.status_code, resp.json()["error"]["code"]) == (status, code), (body, resp.text)
+    assert "evaluation dataset" in client.post("/v1/jobs", json=cases[6][0]).json()["error"]["message"]
 
 
 def test_invalid_specs_are_4xx_with_codes(client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
