@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.base import utcnow
-from service.db.models import Job, OutboxMessage
+from service.db.models import Job, JobEvent, OutboxMessage
 from service.db.repositories.jobs import JOB_TOPIC
 from service.errors import ConflictError
 from service.jobs import state
@@ -31,14 +31,66 @@ def _is_stale(job: Job, stale_after_s: float) -> bool:
     return job.heartbeat_at is None or job.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s)
 
 
+def _attempt_seconds(session: Session, job: Job) -> float | None:
+    """How long the current attempt heartbeated: from its claim (last move to running) to the last beat."""
+    started = session.scalar(
+        select(JobEvent.created_at)
+        .where(JobEvent.job_id == job.id, JobEvent.to_status == state.RUNNING)
+        .order_by(JobEvent.id.desc())
+        .limit(1)
+    )
+    if started is None or job.heartbeat_at is None:
+        return None
+    return (job.heartbeat_at - started).total_seconds()
+
+
+def fail_if_timed_out(
+    session: Session, job: Job, hard_time_limit_s: float | None, heartbeat_s: float
+) -> bool:
+    """Fail a lost job whose attempt kept beating until the hard time limit (Celery killed it for
+    time); True when it did. The caller commits.
+
+    A hard limit kills the pool process without any signal or failure callback reaching our code, so
+    the job looks like any lost worker; requeueing it would only hit the limit again, attempt after
+    attempt, and end as "attempts exhausted" with the wrong reason.
+    """
+    if hard_time_limit_s is None or job.status != state.RUNNING:
+        return False
+    ran = _attempt_seconds(session, job)
+    # A beat every heartbeat_s: the last one came at most that long (plus slack) before the kill.
+    if ran is None or ran < hard_time_limit_s - (2 * heartbeat_s + 1.0):
+        return False
+    state.transition(
+        session,
+        job,
+        state.FAILED,
+        error={
+            "type": "TimeLimitExceeded",
+            "message": f"the job ran into the worker's hard time limit of {hard_time_limit_s:g} s and was "
+            "stopped (LOWBIT_HARD_TIME_LIMIT_S); it is not retried, since it would stop there again: "
+            "raise the limit or give the job less work (fewer calibration samples, iterations or epochs)",
+        },
+        message="hard time limit exceeded",
+    )
+    return True
+
+
 def claim_job(
-    session: Session, job_id: str, worker: str, *, max_attempts: int, stale_after_s: float
+    session: Session,
+    job_id: str,
+    worker: str,
+    *,
+    max_attempts: int,
+    stale_after_s: float,
+    hard_time_limit_s: float | None = None,
+    heartbeat_s: float = 2.0,
 ) -> Claim:
     """Move job ``job_id`` to running for ``worker`` (attempts + 1), or say why not.
 
     A queued job is claimed; a running job whose heartbeat is stale (its worker died) is first put
-    back to queued, then claimed; a job at ``max_attempts`` is failed instead. Anything else (running
-    elsewhere, terminal, unknown) is not claimed. The caller commits.
+    back to queued, then claimed — unless its attempt beat until ``hard_time_limit_s``: then it
+    failed for time and is failed with that reason. A job at ``max_attempts`` is failed instead.
+    Anything else (running elsewhere, terminal, unknown) is not claimed. The caller commits.
     """
     job = session.get(Job, job_id)
     if job is None:
@@ -48,6 +100,8 @@ def claim_job(
             if job.status == state.CANCELLING:
                 state.transition(session, job, state.CANCELLED, message="worker lost while cancelling")
                 return Claim(None, "cancelled")
+            if fail_if_timed_out(session, job, hard_time_limit_s, heartbeat_s):
+                return Claim(None, "hard time limit exceeded")
             state.transition(
                 session, job, state.QUEUED, message=f"heartbeat stale; worker {job.claimed_by} lost"
             )

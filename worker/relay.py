@@ -30,7 +30,7 @@ from service.db.models import Job, OutboxMessage
 from service.db.repositories.jobs import JOB_TOPIC
 from service.jobs import state
 from worker.app import RUN_JOB
-from worker.claim import requeue_job, running_jobs_stale
+from worker.claim import fail_if_timed_out, requeue_job, running_jobs_stale
 from worker.db import WorkerDb
 
 log = logging.getLogger("lowbit.relay")
@@ -74,7 +74,7 @@ def publish_pending(db: WorkerDb, app: Celery, limit: int = 100) -> int:
 def reconcile(db: WorkerDb, app: Celery) -> dict[str, int]:
     """One reconciler pass; returns counts of requeued, cancelled, terminated and re-announced jobs."""
     ws = db.wsettings
-    counts = {"requeued": 0, "cancelled": 0, "terminated": 0, "reannounced": 0, "webhooks": 0}
+    counts = {"requeued": 0, "timed_out": 0, "cancelled": 0, "terminated": 0, "reannounced": 0, "webhooks": 0}
 
     def stale(session: Session) -> None:
         for job in running_jobs_stale(session, ws.stale_after_s):
@@ -82,6 +82,8 @@ def reconcile(db: WorkerDb, app: Celery) -> dict[str, int]:
                 if job.status == state.CANCELLING:
                     state.transition(session, job, state.CANCELLED, message="worker lost while cancelling")
                     counts["cancelled"] += 1
+                elif fail_if_timed_out(session, job, ws.hard_time_limit_s, ws.heartbeat_s):
+                    counts["timed_out"] += 1
                 else:
                     requeue_job(session, job, f"heartbeat stale; worker {job.claimed_by} presumed lost")
                     counts["requeued"] += 1

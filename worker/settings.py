@@ -4,13 +4,13 @@ Time limits and the Redis visibility timeout are tied: a task that outlives the 
 delivered again while it still runs (shared/NOTES.md), so the visibility timeout is always derived as
 the hard limit plus a margin and cannot be set below it.
 
->>> WorkerSettings(hard_time_limit_s=100).visibility_timeout_s
+>>> WorkerSettings(soft_time_limit_s=60, hard_time_limit_s=100).visibility_timeout_s
 160
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,19 @@ class WorkerSettings(BaseSettings):
 
     queues: str = "cpu"  # comma-separated queues this worker consumes (gpu workers: "gpu")
     concurrency: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _hard_limit_after_soft(self) -> WorkerSettings:
+        # Celery arms the hard limit only once the soft one has fired: a soft limit at or above the
+        # hard one would make the hard limit the soft one's (measured: a 4 s hard limit with a 600 s
+        # soft limit never killed the task).
+        if self.hard_time_limit_s <= self.soft_time_limit_s:
+            raise ValueError(
+                f"LOWBIT_HARD_TIME_LIMIT_S ({self.hard_time_limit_s}) must be greater than "
+                f"LOWBIT_SOFT_TIME_LIMIT_S ({self.soft_time_limit_s}): the soft limit lets a job fail "
+                "cleanly, the hard one kills what ignored it"
+            )
+        return self
 
     @property
     def visibility_timeout_s(self) -> int:

@@ -69,6 +69,8 @@ def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> s
             worker,
             max_attempts=wsettings.max_attempts,
             stale_after_s=wsettings.stale_after_s,
+            hard_time_limit_s=wsettings.hard_time_limit_s,
+            heartbeat_s=wsettings.heartbeat_s,
         )
         if found.job is None:
             return found.reason

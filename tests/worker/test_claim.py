@@ -68,3 +68,55 @@ def test_stale_claim_taken_over_and_attempts_bounded(stack: Stack, db: WorkerDb)
     assert _claim(db, job_id, "third") == "attempts exhausted"
     job = db.write(lambda s: s.get(Job, job_id), "read")
     assert job.status == "failed" and job.attempts == 2 and job.error["type"] == "AttemptsExhausted"
+
+
+@pytest.mark.parametrize(("beat_for_s", "expected"), [(95.0, "hard time limit exceeded"), (20.0, "claimed")])
+def test_lost_attempt_that_beat_until_the_hard_limit_fails_for_time(
+    stack: Stack, db: WorkerDb, beat_for_s: float, expected: str
+) -> None:
+    """A stale job whose attempt kept beating until the hard time limit (100 s here) was killed for
+    time: the next claim fails it with that reason instead of running it again. One that died
+    earlier (killed for memory, a lost machine) is taken over as before."""
+    with stack.client() as client:
+        job_id = stack.submit(client)["id"]
+    assert _claim(db, job_id, "first") == "claimed"
+
+    def beat_then_die(session: object) -> None:
+        # The attempt started 200 s ago, beat for beat_for_s, then went silent (stale).
+        from service.db.models import JobEvent
+
+        began = utcnow() - timedelta(seconds=200)
+        session.execute(  # type: ignore[attr-defined]
+            update(JobEvent)
+            .where(JobEvent.job_id == job_id, JobEvent.to_status == state.RUNNING)
+            .values(created_at=began)
+        )
+        session.execute(  # type: ignore[attr-defined]
+            update(Job).where(Job.id == job_id).values(heartbeat_at=began + timedelta(seconds=beat_for_s))
+        )
+
+    db.write(beat_then_die, "age attempt")
+    reason = db.write(
+        lambda s: (
+            claim_job(
+                s, job_id, "second", max_attempts=2, stale_after_s=5, hard_time_limit_s=100, heartbeat_s=2
+            ).reason
+        ),
+        "claim",
+    )
+    assert reason == expected
+    job = db.write(lambda s: s.get(Job, job_id), "read")
+    if expected == "claimed":
+        assert job.status == "running" and job.claimed_by == "second" and job.attempts == 2
+    else:
+        assert job.status == "failed" and job.attempts == 1
+        assert job.error["type"] == "TimeLimitExceeded" and "100 s" in job.error["message"]
+
+
+def test_hard_time_limit_must_come_after_the_soft_one() -> None:
+    """Celery arms the hard limit only after the soft one fired: a soft limit at or above it is refused."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="LOWBIT_HARD_TIME_LIMIT_S \\(4\\) must be greater"):
+        WorkerSettings(soft_time_limit_s=600, hard_time_limit_s=4)
+    assert WorkerSettings(soft_time_limit_s=60, hard_time_limit_s=100).visibility_timeout_s == 160
