@@ -34,8 +34,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="PTQ techniques to apply, comma-separated: bn_fold, cle, adaround, bias_correction (e.g. cle,adaround); "
         "cle without adaround is DFQ: CLE then bias correction",
     )
+    p.add_argument(
+        "--quantized-input-passes",
+        type=_passes,
+        default=0,
+        metavar="N",
+        help="after calibrating, re-observe activation ranges N times with every quantizer active, so each "
+        "range sees the quantized inputs it will get on target (0-8; default 0; 2 helps transformers)",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
+
+
+def _passes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 8, got {text!r}")
+    return value
 
 
 def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
@@ -75,9 +93,12 @@ def run(args: argparse.Namespace) -> int:
         num_batches=max(1, -(-args.num_calib // args.batch_size)),
         batch_size=args.batch_size,
         progress=update,
+        quantized_input_passes=args.quantized_input_passes,
     )
     close()
     extra: dict[str, Any] = {"technique": "ptq" if techniques else "quantsim"}
+    if args.quantized_input_passes:
+        extra["quantized_input_passes"] = args.quantized_input_passes
     if techniques:
         extra["ptq"] = ptq_details
     return finish(args, sim, evald, extra, t0)

@@ -40,3 +40,27 @@ def test_quantize_rejects_an_unknown_technique(digits_artifacts, tmp_path, capsy
     code = main(_args(digits_artifacts, tmp_path / "q", "--ptq", "cle,magic"))
     assert code == 3
     assert "magic" in capsys.readouterr().err
+
+
+def test_quantized_input_passes_are_applied_and_recorded(digits_artifacts, tmp_path, capsys):
+    code = main(
+        _args(digits_artifacts, tmp_path / "q", "--quantized-input-passes", "2", "--scheme", "min_max")
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert code == 0 and metrics["quantized_input_passes"] == 2
+    plain = main(_args(digits_artifacts, tmp_path / "p", "--scheme", "min_max"))
+    assert plain == 0
+    # The re-observed ranges differ from the float-input ones, and the exported encodings say so.
+    refined = json.loads((tmp_path / "q" / "model.encodings").read_text())
+    baseline = json.loads((tmp_path / "p" / "model.encodings").read_text())
+    assert refined["activation_encodings"] != baseline["activation_encodings"]
+    assert refined["param_encodings"] == baseline["param_encodings"]  # weights are not re-observed
+
+
+def test_quantized_input_passes_out_of_range_is_a_usage_error(digits_artifacts, tmp_path, capsys):
+    try:
+        code = main(_args(digits_artifacts, tmp_path / "q", "--quantized-input-passes", "-1"))
+    except SystemExit as exc:  # argparse reports usage errors by exiting
+        code = exc.code
+    assert code == 2
+    assert "0 to 8" in capsys.readouterr().err
