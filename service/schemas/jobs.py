@@ -14,7 +14,13 @@ PtqStep = Literal["bn_fold", "cle", "adaround", "bn_reestimation", "bias_correct
 
 
 class QuantsimParams(Strict):
-    pass
+    quantized_input_passes: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="after calibration, re-observe activation ranges this many times with every quantizer "
+        "active (ranges see the quantized inputs they get on target; 2 helps transformers)",
+    )
 
 
 class PtqParams(Strict):

@@ -17,16 +17,20 @@ def build_sim(ctx: JobContext, module: object | None = None) -> object:
     return sim.to(ctx.device)
 
 
-def calibrate(ctx: JobContext, sim: object) -> None:
+def calibrate(ctx: JobContext, sim: object, quantized_input_passes: int = 0) -> None:
     """compute_encodings over the calibration data with the job's progress and cancel hooks."""
     sim.compute_encodings(  # type: ignore[attr-defined]
-        ctx.calib, batch_size=CALIB_BATCH, progress=ctx.monitor.progress, cancel=ctx.cancel_check
+        ctx.calib,
+        batch_size=CALIB_BATCH,
+        progress=ctx.monitor.progress,
+        cancel=ctx.cancel_check,
+        quantized_input_passes=quantized_input_passes,
     )
 
 
 @register_technique("quantsim")
 def run_quantsim(ctx: JobContext) -> TechniqueResult:
-    """Calibrated QuantSim, nothing else."""
+    """Calibrated QuantSim (optionally with quantized-input passes), nothing else."""
     sim = build_sim(ctx)
-    calibrate(ctx, sim)
+    calibrate(ctx, sim, int(ctx.params.get("quantized_input_passes", 0)))
     return TechniqueResult(sim=sim, metrics={"quantizers": len(sim.quantizers())})  # type: ignore[attr-defined]

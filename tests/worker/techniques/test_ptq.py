@@ -10,46 +10,15 @@ import pytest
 import torch
 
 from core.errors import ConfigError
+from tests.worker.techniques.conftest import Progress
 from worker.pipeline.context import JobContext
 from worker.pipeline.evaluate import evaluate
-from worker.pipeline.prepare import prepare_inputs
-from worker.settings import WorkerSettings
 from worker.techniques.ptq import run_ptq
-
-
-class _Progress:
-    """The slice of JobMonitor the engine-side stages call (no job row: nothing here is persisted)."""
-
-    def __init__(self) -> None:
-        self.fractions: list[float] = []
-        self.lines: list[str] = []
-
-    def progress(self, fraction: float) -> None:
-        self.fractions.append(fraction)
-
-    def log(self, message: str, level: str = "info") -> None:
-        self.lines.append(message)
-
-    def cancelled(self) -> bool:
-        return False
-
-
-@pytest.fixture(scope="module")
-def prepared(digits_artifacts: Any, tmp_path_factory: pytest.TempPathFactory) -> JobContext:
-    """The digits job after the prepare stage (loaded, validated, prepared once for the module)."""
-    ctx = JobContext("ptq-test", {}, tmp_path_factory.mktemp("ptq"), None, _Progress(), WorkerSettings())  # type: ignore[arg-type]
-    ctx.model_path, ctx.calib_path, ctx.eval_path = (
-        digits_artifacts.model_pt2,
-        digits_artifacts.calib_data,
-        digits_artifacts.eval_data,
-    )
-    prepare_inputs(ctx)
-    return ctx
 
 
 def _context(prepared: JobContext, **spec: Any) -> JobContext:
     # run_ptq works on a copy of ctx.prepared, so one prepared model serves every spec.
-    return dataclasses.replace(prepared, spec={"technique": "ptq", **spec}, monitor=_Progress())
+    return dataclasses.replace(prepared, spec={"technique": "ptq", **spec}, monitor=Progress())
 
 
 def _output_mse(ctx: JobContext, sim: Any) -> float:
