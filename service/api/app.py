@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -20,12 +21,13 @@ from service.api.ratelimit import TokenBuckets
 from service.api.routes import datasets, health, jobs, models, objects, schedules, uploads
 from service.dashboard import make_router as dashboard_router
 from service.db.async_pg import AsyncPgPool
+from service.db.loop_sqlite import LoopSqlite
 from service.db.session import make_engine, make_sessionmaker
 from service.settings import Settings, get_settings
 from service.storage import make_store
 
-# Event-loop connections for the job-status poll (PostgreSQL), besides the SQLAlchemy pool's.
-_ASYNC_READ_CONNECTIONS = 10
+# Event-loop connections for the job-status read and job create (PostgreSQL), besides the SQLAlchemy pool's.
+_ASYNC_CONNECTIONS = 10
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,14 +36,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings)
     registry = CollectorRegistry()
 
-    pg_reads = None if settings.is_sqlite else AsyncPgPool.for_engine(engine, size=_ASYNC_READ_CONNECTIONS)
+    write_lock: AbstractContextManager[Any] = threading.Lock() if settings.is_sqlite else nullcontext()
+    pg_loop = None if settings.is_sqlite else AsyncPgPool.for_engine(engine, size=_ASYNC_CONNECTIONS)
+    sqlite_file = engine.url.database if settings.is_sqlite else None
+    # ":memory:" is a new database per connection: only a file can be shared with the loop's connection.
+    sqlite_loop = LoopSqlite(sqlite_file, write_lock) if sqlite_file and sqlite_file != ":memory:" else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.dispose()
-        if pg_reads is not None:
-            pg_reads.close()
+        if pg_loop is not None:
+            pg_loop.close()
+        if sqlite_loop is not None:
+            sqlite_loop.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -56,8 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store=make_store(settings),
         limiter=TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst),
         registry=registry,
-        pg_reads=pg_reads,
-        write_lock=threading.Lock() if settings.is_sqlite else nullcontext(),
+        pg_loop=pg_loop,
+        sqlite_loop=sqlite_loop,
+        write_lock=write_lock,
     )
     errors.install(app)
     # Routes are matched in order, each router's paths scanned in turn: the jobs routes (job-status

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.api.ratelimit import TokenBuckets
 from service.db.async_pg import AsyncPgPool
+from service.db.loop_sqlite import LoopSqlite
 from service.db.repositories import projects
 from service.db.session import POOL_SIZE
 from service.errors import AuthError, InvalidInputError
@@ -35,8 +36,11 @@ class AppContext:
     store: ArtifactStore
     limiter: TokenBuckets
     registry: CollectorRegistry
-    # PostgreSQL only: async connections for the job-status poll (see service.db.async_pg).
-    pg_reads: AsyncPgPool | None = None
+    # The job-status read and the job create run on the event loop, without a thread hop: on
+    # PostgreSQL on async connections (service.db.async_pg), on SQLite on the loop's own connection
+    # (service.db.loop_sqlite). One of the two is set.
+    pg_loop: AsyncPgPool | None = None
+    sqlite_loop: LoopSqlite | None = None
     auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)  # sha256 -> (expiry, caller)
     # Threads that run creates at once: no more than the pool keeps open (see POOL_SIZE), so bursts
     # queue here on the event loop instead of reconnecting or contending for the GIL in threads.

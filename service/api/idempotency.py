@@ -92,7 +92,7 @@ class Idempotent:
         args = (self.who.project_id, self.ctx.key, self.ctx.scope, self.ctx.fingerprint)
         stored = idempotency.lookup(session, *args)
         if stored is not None:
-            return _replay(stored.response, stored.status_code)
+            return replay(stored.response, stored.status_code)
         body = create()
         try:
             saved = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
@@ -104,7 +104,7 @@ class Idempotent:
             stored = idempotency.lookup(session, *args)
             if stored is None:
                 raise
-            return _replay(stored.response, stored.status_code)
+            return replay(stored.response, stored.status_code)
         return _response(body, status_code)
 
 
@@ -115,7 +115,8 @@ def _response(body: Any, status_code: int) -> Response:
     return JSONResponse(body, status_code=status_code)
 
 
-def _replay(body: Any, status_code: int | None) -> JSONResponse:
+def replay(body: Any, status_code: int | None) -> JSONResponse:
+    """The response stored for a key, answered again."""
     return JSONResponse(body, status_code=status_code or 200, headers={"Idempotent-Replayed": "true"})
 
 

@@ -1,4 +1,5 @@
-"""A small pool of asyncio psycopg connections (PostgreSQL only) for reads on the API's hottest path.
+"""A small pool of asyncio psycopg connections (PostgreSQL only) for the API's hottest statements
+(the job-status read and the job create, see service.db.repositories.jobs_loop).
 
 Why it exists: a synchronous SQLAlchemy read from an async endpoint needs a threadpool hop (a queue
 put, a thread wake-up, a self-pipe write to wake the event loop, a GIL hand-off). On the loaded 2-core
@@ -24,9 +25,10 @@ import psycopg
 from psycopg.rows import dict_row
 from sqlalchemy import Engine
 
-from service.errors import DatabaseUnavailableError
+from service.errors import DatabaseUnavailableError, InvalidInputError
 
 _Conn = psycopg.AsyncConnection[dict[str, Any]]
+_DATA_ERROR = "a value is out of range or holds characters that cannot be stored"
 
 
 class AsyncPgPool:
@@ -56,6 +58,8 @@ class AsyncPgPool:
                 row = await cur.fetchone()
             except BaseException as exc:
                 conn.pgconn.finish()  # mid-query state unknown (error or cancellation): never reuse
+                if isinstance(exc, psycopg.DataError):  # the caller's value, as for SQLAlchemy's DataError
+                    raise InvalidInputError(_DATA_ERROR) from exc
                 if isinstance(exc, psycopg.Error):
                     raise DatabaseUnavailableError("the database failed; retry later") from exc
                 raise

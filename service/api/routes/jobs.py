@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,10 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
-from service.api.idempotency import Idempotent, idempotent
+from service.api.idempotency import Idempotent, idempotent, replay
+from service.db.loop_sqlite import Busy
 from service.db.models import ModelVersion
+from service.db.repositories import idempotency as idempotency_repo
 from service.db.repositories import jobs as jobs_repo
-from service.db.repositories import resources
+from service.db.repositories import jobs_loop, resources
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.jobs import state
 from service.schemas.common import MAX_INT32, Page
@@ -38,6 +41,12 @@ def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> str:
         resources.get_model(session, project_id, body.model_id)  # 404 for a missing or foreign model
         resources.get_version(session, project_id, body.model_id, body.model_version)  # says why
         raise ConflictError("the model's versions changed during the request; retry", code="version_race")
+    _check_inputs(found, body)
+    return found.id
+
+
+def _check_inputs(found: resources.JobInputs, body: JobCreate) -> None:
+    """Raise the error that says which input is not usable (none: the inputs are usable)."""
     if found.status != "ready":
         raise InvalidInputError(f"model version {found.version} is {found.status}", code="model_not_ready")
     datasets = (
@@ -53,7 +62,6 @@ def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> str:
             raise InvalidInputError(
                 f"{role} dataset {dataset_id} is {status}; upload it first", code="dataset_not_ready"
             )
-    return found.id
 
 
 @router.post("", status_code=201, response_model=JobRead)
@@ -61,6 +69,9 @@ async def create_job(
     body: JobCreate, idem: Idempotent = Depends(idempotent), ctx: AppContext = Depends(app_context)
 ) -> object:
     """Queue a job. The job row and its outbox message commit together, so a broker outage loses nothing."""
+    done = await _create_on_loop(ctx, idem, body)
+    if done is not None:
+        return done
 
     def create() -> JobRead:
         project_id = idem.who.project_id
@@ -75,6 +86,53 @@ async def create_job(
         return JobRead.model_validate(job)
 
     return await idem.run(create, one_write=jobs_repo.inserts_in_one_statement(ctx.engine.dialect.name))
+
+
+async def _create_on_loop(ctx: AppContext, idem: Idempotent, body: JobCreate) -> Response | None:
+    """The create without a thread hop (see service.db.repositories.jobs_loop), with or without an
+    Idempotency-Key. None: take the thread path (no such version, so its slow path says why; SQLite's
+    write lock is taken right now; or, PostgreSQL with a key, the key or inputs changed meanwhile)."""
+    read: list[JobRead] = []
+
+    def stored_body(job: dict[str, Any]) -> dict[str, Any]:
+        read.append(JobRead.model_validate(job))
+        return read[0].model_dump(mode="json")
+
+    keyed = None
+    if idem.ctx.key is not None:
+        keyed = jobs_loop.Keyed(idem.ctx.key, idem.ctx.scope, idem.ctx.fingerprint, 201, stored_body)
+    args: dict[str, Any] = {"project_id": idem.who.project_id, "model_id": body.model_id,
+            "number": body.model_version, "calib_dataset_id": body.calib_dataset_id,
+            "eval_dataset_id": body.eval_dataset_id, "spec": body.model_dump(mode="json"), "keyed": keyed}  # fmt: skip
+    if ctx.pg_loop is not None:
+        outcome = await jobs_loop.create_job_pg(ctx.pg_loop, **args)
+    elif ctx.sqlite_loop is not None:
+        try:
+            outcome = jobs_loop.create_job_sqlite(ctx.sqlite_loop, **args)
+        except Busy:
+            return None
+        if ctx.sqlite_loop.checkpoint_due():
+            await run_in_threadpool(_checkpoint, ctx)
+    else:
+        return None
+    if outcome.stored is not None:
+        idempotency_repo.check_stored(
+            outcome.stored.request_hash, outcome.stored.status_code, idem.ctx.fingerprint
+        )
+        return replay(outcome.stored.response, outcome.stored.status_code)
+    if outcome.inputs is None:
+        return None
+    if outcome.job is None:
+        _check_inputs(outcome.inputs, body)
+        raise AssertionError("inputs refused by the statement but accepted by _check_inputs")
+    job = read[0] if read else JobRead.model_validate(outcome.job)
+    return Response(job.model_dump_json(), status_code=201, media_type="application/json")
+
+
+def _checkpoint(ctx: AppContext) -> None:
+    # The loop's SQLite connection never checkpoints (fsyncs would stall the loop): a thread does.
+    with ctx.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 @router.get("", response_model=Page[JobRead])
@@ -120,10 +178,15 @@ async def get_job(
     job_id: str, who: Principal = Depends(principal), ctx: AppContext = Depends(app_context)
 ) -> Response:
     """Status, stage, progress, metrics, error, attempts and timestamps of one job."""
-    # The hot path of clients that poll: one query, serialized once (no response_model re-validation).
-    if ctx.pg_reads is not None:  # PostgreSQL: awaited on the event loop, no thread hop
-        row: Mapping[str, Any] = await jobs_repo.get_job_row_async(ctx.pg_reads, who.project_id, job_id)
-    else:
+    # The hot path of clients that poll: one query, serialized once (no response_model re-validation),
+    # awaited or run on the event loop (no thread hop) unless SQLite would have to wait for a lock.
+    row: Mapping[str, Any] | None = None
+    if ctx.pg_loop is not None:
+        row = await jobs_repo.get_job_row_async(ctx.pg_loop, who.project_id, job_id)
+    elif ctx.sqlite_loop is not None:
+        with suppress(Busy):  # left as None: read in a thread, with the engine's busy timeout
+            row = jobs_loop.read_job_sqlite(ctx.sqlite_loop, who.project_id, job_id)
+    if row is None:
         row = await run_in_threadpool(_read_job_row, ctx, who.project_id, job_id)
     return Response(JobRead.model_validate(row).model_dump_json(), media_type="application/json")
 

@@ -27,15 +27,20 @@ def lookup(
     )
     if row is None:
         return None
-    if row.request_hash != request_hash:
+    check_stored(row.request_hash, row.status_code, request_hash)
+    return row
+
+
+def check_stored(stored_hash: str, status_code: int | None, request_hash: str) -> None:
+    """Raise unless a stored response may be replayed for a request fingerprinted ``request_hash``."""
+    if stored_hash != request_hash:
         raise IdempotencyKeyReusedError(
             "this Idempotency-Key was already used with a different request body; use a new key"
         )
-    if row.status_code is None:
+    if status_code is None:
         raise IdempotencyInFlightError(
             "a request with this Idempotency-Key is still in progress; retry later"
         )
-    return row
 
 
 def save(
@@ -58,4 +63,4 @@ def save(
     session.flush()
 
 
-__all__ = ["IntegrityError", "lookup", "save"]
+__all__ = ["IntegrityError", "check_stored", "lookup", "save"]

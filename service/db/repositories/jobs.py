@@ -71,6 +71,36 @@ def insert_job(
     Core statements built once (job creation is a hot path; the ORM's unit of work cost more than
     the SQL). PostgreSQL gets the three rows in one statement (data-modifying CTEs): one round trip.
     """
+    job, event, message = new_job_rows(
+        project_id=project_id,
+        model_version_id=model_version_id,
+        calib_dataset_id=calib_dataset_id,
+        eval_dataset_id=eval_dataset_id,
+        spec=spec,
+        schedule_id=schedule_id,
+        rerun_of=rerun_of,
+    )
+    if inserts_in_one_statement(conn.dialect.name):
+        rows = {"job_": job, "event_": event, "outbox_": message}
+        conn.execute(_insert_job_pg(), {p + k: v for p, row in rows.items() for k, v in row.items()})
+    else:
+        conn.execute(_INSERT_JOB, job)
+        conn.execute(_INSERT_EVENT, event)
+        conn.execute(_INSERT_OUTBOX, message)
+    return job
+
+
+def new_job_rows(
+    *,
+    project_id: str,
+    model_version_id: str,
+    calib_dataset_id: str,
+    eval_dataset_id: str | None,
+    spec: dict[str, Any],
+    schedule_id: str | None = None,
+    rerun_of: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The column values of a new queued job, of its creation event and of its outbox message."""
     now = utcnow()
     job: dict[str, Any] = {
         "id": new_id(),
@@ -109,14 +139,7 @@ def insert_job(
         "created_at": now,
         "published_at": None,
     }
-    if inserts_in_one_statement(conn.dialect.name):
-        rows = {"job_": job, "event_": event, "outbox_": message}
-        conn.execute(_insert_job_pg(), {p + k: v for p, row in rows.items() for k, v in row.items()})
-    else:
-        conn.execute(_INSERT_JOB, job)
-        conn.execute(_INSERT_EVENT, event)
-        conn.execute(_INSERT_OUTBOX, message)
-    return job
+    return job, event, message
 
 
 def inserts_in_one_statement(dialect_name: str) -> bool:

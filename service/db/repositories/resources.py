@@ -140,8 +140,8 @@ _INPUTS = select(
     ModelVersion.id,
     ModelVersion.version,
     ModelVersion.status,
-    _dataset_status("calib_id"),
-    _dataset_status("eval_id"),
+    _dataset_status("calib_id").label("calib_status"),
+    _dataset_status("eval_id").label("eval_status"),
 ).where(ModelVersion.model_id == bindparam("model_id"), ModelVersion.project_id == bindparam("project_id"))
 _INPUTS_NUMBERED = _INPUTS.where(ModelVersion.version == bindparam("number"))
 _INPUTS_LATEST = _INPUTS.where(ModelVersion.status == "ready").order_by(ModelVersion.version.desc()).limit(1)

@@ -61,3 +61,25 @@ def test_concurrent_job_creates_with_one_key_make_one_job(client: httpx.Client, 
     assert len({r.json()["id"] for r in ok}) == 1
     jobs = client.get("/v1/jobs", params={"model_id": model["id"]}).json()["items"]
     assert len(jobs) == 1
+
+
+def test_job_create_with_a_key_replays_refuses_another_body_and_stores_no_error(
+    client: httpx.Client,
+    ready_inputs,  # type: ignore[no-untyped-def]
+) -> None:
+    """Given a job create refused for a pending dataset, the key is not spent: the corrected body with the
+    same key creates the job; a retry replays it (same job, header set); another body is 422."""
+    model, dataset = ready_inputs
+    pending = client.post("/v1/datasets", json={"name": "pending", "format": "npz"}).json()
+    key = {"Idempotency-Key": os.urandom(8).hex()}
+    refused = client.post("/v1/jobs", json=job_body(model, pending), headers=key)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "dataset_not_ready"
+    first = client.post("/v1/jobs", json=job_body(model, dataset), headers=key)
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    again = client.post("/v1/jobs", json=job_body(model, dataset), headers=key)
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json() == first.json() == client.get(f"/v1/jobs/{first.json()['id']}").json()
+    other = client.post("/v1/jobs", json=job_body(model, dataset, priority=1), headers=key)
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+    jobs = client.get("/v1/jobs", params={"model_id": model["id"]}).json()["items"]
+    assert [j["id"] for j in jobs] == [first.json()["id"]]

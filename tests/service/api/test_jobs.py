@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from service.db.models import Job, JobEvent, OutboxMessage
 from service.db.repositories import jobs as jobs_repo
@@ -39,6 +41,49 @@ def test_create_writes_job_and_outbox_together(api: Api, client: httpx.Client, r
         assert row.created_at.isoformat().replace("+00:00", "Z") == job["created_at"]
         events = session.scalars(select(JobEvent).where(JobEvent.job_id == job["id"])).all()
         assert [(e.from_status, e.to_status, e.progress) for e in events] == [(None, "queued", 0.0)]
+    engine.dispose()
+
+
+def test_concurrent_creates_and_reads_beside_a_competing_writer(api: Api, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    """Given another connection that keeps taking the database's write lock (on SQLite the event loop's
+    writes cannot go ahead then and must take the thread path), when 64 creates and 64 status reads
+    run 16 at a time, then all succeed (no "database is locked" 500) and each job is stored once."""
+    model, dataset = ready_inputs
+    engine, sessions = _db(api)
+    with api.client() as c:
+        polled = c.post("/v1/jobs", json=job_body(model, dataset)).json()
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with engine.begin() as conn:  # an UPDATE takes SQLite's write lock even when it matches nothing
+                conn.execute(update(Job).where(Job.id == "none").values(priority=0))
+                stop.wait(0.005)
+            stop.wait(0.001)
+
+    def one(i: int) -> tuple[int, str]:
+        with api.client() as c:
+            if i % 2:
+                resp = c.get(f"/v1/jobs/{polled['id']}")
+                return resp.status_code, resp.json()["id"]
+            resp = c.post("/v1/jobs", json=job_body(model, dataset, priority=i % 10))
+            return resp.status_code, resp.json().get("id", resp.text)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(one, range(128)))
+    finally:
+        stop.set()
+        thread.join()
+    assert [s for s, _ in results] == [200 if i % 2 else 201 for i in range(128)], results
+    created = {job_id for i, (_, job_id) in enumerate(results) if i % 2 == 0}
+    with sessions() as session:
+        stored = session.scalars(select(Job.id).where(Job.id.in_(created))).all()
+        outbox = [m.payload["job_id"] for m in session.scalars(select(OutboxMessage))]
+    assert len(created) == 64 and sorted(stored) == sorted(created)
+    assert sorted(j for j in outbox if j in created) == sorted(created)
     engine.dispose()
 
 
@@ -105,7 +150,11 @@ def test_pagination_is_stable_under_inserts(client: httpx.Client) -> None:
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"limit": 3, "model_id": model["id"], **({"cursor": cursor} if cursor else {})}
+        params: dict[str, Any] = {
+            "limit": 3,
+            "model_id": model["id"],
+            **({"cursor": cursor} if cursor else {}),
+        }
         page = client.get("/v1/jobs", params=params).json()
         seen += [j["id"] for j in page["items"]]
         client.post("/v1/jobs", json=job_body(model, dataset))  # newer than everything already listed

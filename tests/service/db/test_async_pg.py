@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from service.db.async_pg import AsyncPgPool
-from service.errors import DatabaseUnavailableError
+from service.errors import DatabaseUnavailableError, InvalidInputError
 from tests.fixtures.postgres import fresh_database
 
 APP = "lowbit-async-pool-test"
@@ -74,3 +74,16 @@ def test_unreachable_database_is_503() -> None:
     pool = AsyncPgPool({"host": "127.0.0.1", "port": 1, "dbname": "x", "connect_timeout": 2}, size=1)
     with pytest.raises(DatabaseUnavailableError):
         asyncio.run(pool.fetch_one("SELECT 1", {}))
+
+
+def test_values_the_database_refuses_are_the_callers_422(pg_url: str) -> None:
+    """A NUL character in text (PostgreSQL refuses it) is invalid input, as on the SQLAlchemy path."""
+    pool = make_pool(pg_url, size=1)
+
+    async def main() -> None:
+        with pytest.raises(InvalidInputError):
+            await pool.fetch_one("SELECT %(x)s::text AS x", {"x": "a\x00b"})
+        assert await pool.fetch_one("SELECT 1 AS one", {}) == {"one": 1}
+
+    asyncio.run(main())
+    pool.close()
