@@ -18,9 +18,9 @@ A collapsed range (s == 0, or a step that drives s negative) would divide by zer
 uses ``max(s, MIN_LEARNED_SCALE)`` through a straight-through clamp, so the output stays finite
 and the gradient still reaches ``s`` and can move it back up.
 
-Per-tensor (activations, mostly) runs the fused fake-quant kernel forward and a small custom
-backward (gradients equal to ``torch._fake_quantize_learnable_per_tensor_affine``'s, which is
-slower); per-channel uses ``torch._fake_quantize_learnable_per_channel_affine``; per-block encodings
+Per-tensor (activations, mostly) runs a small custom autograd function (gradients equal to
+``torch._fake_quantize_learnable_per_tensor_affine``'s, which is slower): on CPU from vectorised
+element-wise passes, elsewhere the fused fake-quant kernel forward; per-channel uses ``torch._fake_quantize_learnable_per_channel_affine``; per-block encodings
 and non-float32 inputs use the same math written with differentiable tensor ops.
 
 >>> s = torch.tensor([0.1], requires_grad=True); z = torch.tensor([0.0])
@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,10 +43,19 @@ from core.quant.encoding import Encoding, QuantSpec
 from core.quant.grouping import block_fake_quant_layout
 from core.quant.primitives import fake_quantize_raw
 from core.quant.quantizer import Quantizer
+from core.quant.ste import (
+    NO_ACTIVATION,
+    cpu_float32,
+    fake_quantize_forward,
+    fused_levels,
+    fuses_activations,
+    lsq_backward,
+)
 
 # Below this a step size is treated as collapsed (the encodings' own floor is 1e-10; a learned
 # scale gets a little more headroom so 1/s stays far from float32 overflow).
 MIN_LEARNED_SCALE = 1e-8
+_MIN_SCALE32 = np.float32(MIN_LEARNED_SCALE)
 
 
 def positive_levels(spec: QuantSpec) -> int:
@@ -79,8 +89,11 @@ def learnable_fake_quantize(
     groups = scale.numel()
     if grad_factor is None:
         grad_factor = lsq_grad_factor(x, spec, groups)
-    s = safe_scale(scale)
     qmax = spec.num_steps
+    if spec.granularity == "per_tensor" and cpu_float32(x):
+        # The collapsed-scale floor is applied inside (straight-through, like safe_scale).
+        return _LsqPerTensorCpu.apply(x, scale, zero_point, qmax, grad_factor, NO_ACTIVATION)
+    s = safe_scale(scale)
     if x.dtype == torch.float32 and spec.granularity in ("per_tensor", "per_channel"):
         if spec.granularity == "per_tensor":
             return _LsqPerTensor.apply(x, s, zero_point, qmax, grad_factor)
@@ -133,6 +146,62 @@ class _LsqPerTensor(torch.autograd.Function):
         if ctx.needs[1]:
             grad_z = ((grad_x.sum() - grad.sum()) * s.reshape(()) * ctx.g).reshape(1)
         return grad_x, grad_s, grad_z, None, None
+
+
+class _LsqPerTensorCpu(torch.autograd.Function):
+    """Per-tensor LSQ/LSQ+ on CPU through core/quant/ste.py (the fused kernels are scalar loops there).
+
+    Forward: x̂ = clamp(nearbyint(x·(1/s)), lo, hi)·s with lo = −z, hi = Q − z (bit-exact with the fused
+    kernel); only x is saved, not the output, so in-place ops after it stay legal. Backward, with
+    c = clamp(nearbyint(x/s), lo, hi), the in-grid mask and ∂x̂/∂s = c − mask·x/s:
+
+        grad_x = grad·mask,  grad_s = g·(⟨grad, c⟩ − ⟨grad_x, x⟩/s),  grad_z = −g·s·Σ grad·(1 − mask)
+
+    (one fused pass with numba). Scale and zero point are read as Python floats (no device sync on
+    CPU); a collapsed scale is floored at MIN_LEARNED_SCALE in the forward while its gradient passes
+    straight through, as safe_scale does.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        scale: torch.Tensor,
+        zero_point: torch.Tensor,
+        qmax: int,
+        g: float,
+        activation: tuple[float, float],
+    ) -> torch.Tensor:
+        # Python/numpy scalars in float32 arithmetic: the values torch would compute, without its per-op cost.
+        s32 = max(np.float32(scale.detach().item()), _MIN_SCALE32)
+        s, inv = float(s32), float(np.float32(1.0) / s32)  # the float32 reciprocal, as the fused kernel uses
+        z = min(max(round(zero_point.detach().item()), 0), qmax)  # half to even, as torch.round
+        lo, hi = float(-z), float(qmax - z)
+        ctx.save_for_backward(x)
+        ctx.consts = (s, inv, lo, hi, g, scale.shape, activation)
+        lo_x, hi_x = fused_levels(inv, lo, hi, *activation)
+        return fake_quantize_forward(x, s, inv, lo_x, hi_x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        s, inv, lo, hi, g, shape, activation = ctx.consts
+        grad_x, dot_c, dot_u, off_grid = lsq_backward(grad, x, inv, lo, hi, activation)
+        grad_s = torch.full(shape, g * (dot_c - dot_u / s)) if ctx.needs_input_grad[1] else None
+        grad_z = torch.full(shape, -g * s * off_grid) if ctx.needs_input_grad[2] else None
+        return grad_x if ctx.needs_input_grad[0] else None, grad_s, grad_z, None, None, None
+
+
+def lsq_fake_quantize_clipped(
+    x: torch.Tensor, quantizer: LearnableQuantizer, activation: tuple[float, float]
+) -> torch.Tensor | None:
+    """``quantizer(hardtanh(x, *activation))`` in one pass with LSQ gradients, or None where not fused
+    (not per-tensor float32 on CPU, or numba missing: see core/quant/ste.py)."""
+    spec = quantizer.spec
+    if spec.granularity != "per_tensor" or not cpu_float32(x) or not fuses_activations(lsq=True):
+        return None
+    g = lsq_grad_factor(x, spec, 1)
+    return _LsqPerTensorCpu.apply(x, quantizer.scale, quantizer.zero_point, spec.num_steps, g, activation)
 
 
 def _reference(

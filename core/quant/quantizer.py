@@ -26,6 +26,7 @@ from core.errors import LowbitError
 from core.quant.encoding import Encoding, QuantSpec
 from core.quant.primitives import broadcast_encoding, fake_quantize_inference, fake_quantize_raw
 from core.quant.range_setters import RangeSetter, make_range_setter
+from core.quant.ste import fake_quantize_ste, use_ste_kernel
 
 
 class Quantizer(nn.Module):
@@ -139,6 +140,13 @@ class Quantizer(nn.Module):
             torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad)
         ):
             return fake_quantize_inference(x, *self._inference_params(x))
+        if (
+            self.spec.dtype == "int"
+            and self.spec.granularity == "per_tensor"
+            and not self.scale.requires_grad
+            and use_ste_kernel(x)
+        ):
+            return fake_quantize_ste(x, *self._inference_params(x))  # training on CPU (see core/quant/ste.py)
         return fake_quantize_raw(x, self.spec, self.scale, self.zero_point)
 
     def quantize_fresh_output(self, x: torch.Tensor) -> torch.Tensor:
