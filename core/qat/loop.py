@@ -93,6 +93,7 @@ def qat(
     bn_reestimation_batches: int = 0,
     fold_bn: bool = False,
     finish: bool = True,
+    weight_search: str = "once",
 ) -> QatResult:
     """Fine-tune ``sim.model`` with fake quantization in the loop and return a QatResult.
 
@@ -100,6 +101,7 @@ def qat(
       distillation from ``sim.fp_model`` (no labels; KL on the first output's logits, MSE for
       single-value outputs). ``loss`` picks one by name or is a callable(outputs, targets).
     * ``mode``: 'regular' or 'range_learning'; None keeps a previous prepare_qat's mode, else regular.
+      ``weight_search`` ('once' or 'every_step') is passed to prepare_qat when it runs here.
     * ``batch_size`` is per process; with DDP the global batch is batch_size × world size.
     * Checkpoints every ``checkpoint_every`` steps into ``checkpoint_dir`` (rank 0 writes); with
       ``resume`` the newest one is loaded and training continues at its step, reproducing the
@@ -123,7 +125,7 @@ def qat(
     if mode is not None:
         check_mode(mode)
     if setup is None or (mode is not None and setup.mode != mode):
-        setup = prepare_qat(sim, mode or "regular")
+        setup = prepare_qat(sim, mode or "regular", weight_search=weight_search)
     ctx = resolve_context(distributed)
     schedule = Schedule(data.num_samples, batch_size, ctx.world_size, seed)
     total_steps = epochs * schedule.steps_per_epoch

@@ -6,11 +6,17 @@ weight encodings follow the weights. They are recomputed after *every optimizer 
 so the user's own training loop needs no extra call (AIMET v2 requires an explicit
 ``compute_param_encodings`` there and silently trains against stale grids otherwise). Recomputing
 after the step rather than in every forward costs one pass over the weights per step, not one per
-forward (gradient accumulation, evaluation), and the forward keeps the fused fake-quant kernel.
+forward (gradient accumulation, evaluation). With ``weight_search="once"`` (default) the weight
+scheme's full range search runs at prepare time and each step follows the weights' min/max with the
+clip ratios it chose (core/qat/weight_ranges.py; exact for min-max); ``"every_step"`` re-runs the
+full search after every step.
 
 **range_learning** — every enabled, calibrated, non-frozen integer quantizer (weights and
 activations) becomes a LearnableQuantizer: scale (and asymmetric zero point) are nn.Parameters with
 LSQ gradients (core/quant/learnable.py); no recomputation happens, the grid is learned.
+
+In both modes quantized ReLU/ReLU6/Hardtanh modules run fused with their output quantizer while
+training on CPU (core/qat/fused_activations.py: same values and gradients, one pass fewer each way).
 
 >>> setup = prepare_qat(sim, mode="regular")       # doctest: +SKIP
 >>> opt = torch.optim.SGD(sim.model.parameters(), lr=1e-3)   # doctest: +SKIP
@@ -21,6 +27,7 @@ LSQ gradients (core/quant/learnable.py); no recomputation happens, the grid is l
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +37,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.hooks import RemovableHandle
 
 from core.errors import ConfigError, LowbitError
+from core.qat.fused_activations import fuse_activations, unfuse_activations
+from core.qat.weight_ranges import WEIGHT_SEARCH, WeightRangeFollower
 from core.quant.learnable import LearnableQuantizer
 
 QatMode = Literal["regular", "range_learning"]
@@ -39,10 +48,13 @@ _SETUP_ATTR = "_lowbit_qat_setup"
 
 @dataclass
 class QatSetup:
-    """What prepare_qat changed; ``learned`` lists the quantizers whose range is trained."""
+    """What prepare_qat changed: ``learned`` lists the quantizers whose range is trained, ``fused`` the
+    activations that run fused with their output quantizer while training (core/qat/fused_activations.py)."""
 
     mode: str
     learned: list[str] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)
+    weights: WeightRangeFollower | None = None
     _hook: RemovableHandle | None = None
 
     def remove_hook(self) -> None:
@@ -62,19 +74,26 @@ def current_setup(sim: Any) -> QatSetup | None:
     return getattr(sim, _SETUP_ATTR, None)
 
 
-def prepare_qat(sim: Any, mode: str = "regular") -> QatSetup:
+def prepare_qat(sim: Any, mode: str = "regular", weight_search: str = "once") -> QatSetup:
     """Make ``sim.model`` trainable in ``mode`` ('regular' or 'range_learning') and return the setup.
 
     Calling it again switches mode (range-learned encodings are baked first). Raises LowbitError
-    when range learning meets an enabled quantizer that has no encoding yet.
+    when range learning meets an enabled quantizer that has no encoding yet. ``weight_search``
+    (regular mode): 'once' runs the weight scheme's search now and then follows min/max with its clip
+    ratios after each step; 'every_step' runs the full search after each step.
     """
     check_mode(mode)
+    if weight_search not in WEIGHT_SEARCH:
+        raise ConfigError(
+            f"unknown weight_search {weight_search!r}; choose one of {', '.join(WEIGHT_SEARCH)}"
+        )
     finish_qat(sim)
     setup = QatSetup(mode=mode)
     if mode == "regular":
         # The grid of each weight must match its current values before the first step, too.
-        sim.compute_param_encodings()
-        setup._hook = _register_weight_encoding_hook(sim)
+        setup.weights = WeightRangeFollower(sim)
+        follow = setup.weights.follow if weight_search == "once" else sim.compute_param_encodings
+        setup._hook = _register_weight_encoding_hook(sim, follow)
     else:
         for name, quantizer in sim.quantizers().items():
             if (
@@ -90,6 +109,7 @@ def prepare_qat(sim: Any, mode: str = "regular") -> QatSetup:
                 )
             quantizer.enable_range_learning()
             setup.learned.append(name)
+    setup.fused = fuse_activations(sim.model)
     setattr(sim, _SETUP_ATTR, setup)
     return setup
 
@@ -99,6 +119,7 @@ def finish_qat(sim: Any) -> None:
     setup = current_setup(sim)
     if setup is not None:
         setup.remove_hook()
+    unfuse_activations(sim.model)
     for quantizer in sim.quantizers().values():
         if isinstance(quantizer, LearnableQuantizer):
             quantizer.disable_range_learning()
@@ -106,17 +127,32 @@ def finish_qat(sim: Any) -> None:
         delattr(sim, _SETUP_ATTR)
 
 
-def _register_weight_encoding_hook(sim: Any) -> RemovableHandle:
+def _register_weight_encoding_hook(sim: Any, follow: Callable[[], None]) -> RemovableHandle:
     sim_ref = weakref.ref(sim)
     model_ref: weakref.ReferenceType[nn.Module] = weakref.ref(sim.model)
+    # A bound method of the sim (or of its follower, which holds the sim) would keep the sim alive.
+    follow_ref = weakref.WeakMethod(follow)  # type: ignore[arg-type]
+
+    # Whether an optimizer holds parameters of the model, per optimizer and its parameter count
+    # (walking model.parameters() every step costs more than the update itself on small models).
+    holds: weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple[int, bool]] = weakref.WeakKeyDictionary()
 
     def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         live_sim, model = sim_ref(), model_ref()
         if live_sim is None or model is None:
             return
-        owned = {id(p) for p in model.parameters()}
-        if any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):
-            with torch.no_grad():
-                live_sim.compute_param_encodings()
+        count = sum(len(group["params"]) for group in optimizer.param_groups)
+        known = holds.get(optimizer)
+        if known is None or known[0] != count:
+            owned = {id(p) for p in model.parameters()}
+            known = holds[optimizer] = (
+                count,
+                any(id(p) in owned for group in optimizer.param_groups for p in group["params"]),
+            )
+        if known[1]:
+            update = follow_ref()
+            if update is not None:
+                with torch.no_grad():
+                    update()
 
     return register_optimizer_step_post_hook(after_step)

@@ -17,9 +17,12 @@ from torch import nn
 
 from core.errors import CancelledError, ConfigError
 from core.qat import finish_qat, list_checkpoints, prepare_qat, qat
-from core.quant import Quantizer
+from core.qat.fused_activations import unfuse_activations
+from core.quant import Encoding, Quantizer
+from core.quant.grouping import as_groups
 from core.quant.learnable import LearnableQuantizer
 from core.quantsim import QuantSim
+from core.quantsim.mixin import quantized_class
 from tests.core.qat_scenarios import build_sim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -290,3 +293,93 @@ def test_fold_bn_refuses_per_tensor_weights_before_training():
         qat(sim, x, epochs=1, lr=1e-2, labels=labels, batch_size=16, fold_bn=True)
     after = sim.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _sqnr_weights_sim(per_channel: bool) -> tuple[QuantSim, torch.Tensor, torch.Tensor]:
+    """build_sim's network with SQNR-searched weight ranges (clipped inside min/max, unlike min-max)."""
+    sim, x, labels = build_sim(bn=False)
+    model = (
+        sim.fp_model
+        if isinstance(sim.fp_model, torch.fx.GraphModule)
+        else torch.fx.symbolic_trace(sim.fp_model)
+    )
+    sim = QuantSim(
+        model, (x[:2],), prepared=True, param_bw=4, output_bw=8, param_scheme="sqnr", per_channel=per_channel
+    )
+    sim.compute_encodings([x[:32]])
+    return sim, x, labels
+
+
+def _param(sim: QuantSim, key: str) -> torch.Tensor:
+    module, _, pname = key.rpartition(".param.")
+    return getattr(sim.model.get_submodule(module), pname).detach().clone()
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+@pytest.mark.parametrize("weight_search", ["once", "every_step"])
+def test_weight_search_once_keeps_the_schemes_clip_ratio_every_step_searches_again(
+    weight_search, per_channel
+):
+    """Given SQNR weight ranges, when a user loop takes steps, then with 'every_step' each weight encoding is
+    the full search on the new weights, and with 'once' it is the new min/max times the clip ratio the
+    search chose on the starting weights."""
+    sim, x, labels = _sqnr_weights_sim(per_channel)
+    keys = [k for k, q in sim.param_quantizers().items() if q.enabled]
+    start = {k: _param(sim, k) for k in keys}
+    prepare_qat(sim, "regular", weight_search=weight_search)
+    opt = torch.optim.SGD(sim.model.parameters(), lr=0.5)
+    for i in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(sim(x[i * 16 : (i + 1) * 16]), labels[i * 16 : (i + 1) * 16]).backward()
+        opt.step()
+    clipped = 0
+    for key in keys:
+        q, weight, weight0 = sim.param_quantizers()[key], _param(sim, key), start[key]
+        if weight_search == "every_step":
+            fresh = Quantizer(q.spec, scheme=q.scheme)
+            fresh.compute_encoding_from(weight)
+            assert q.encoding.equals(fresh.encoding), key
+            continue
+        setter = Quantizer(q.spec, scheme=q.scheme).range_setter
+        setter.observe(weight0)
+        lo0, hi0 = setter.search_range(setter.min, setter.max)
+        clipped += int(bool((lo0 != setter.min).any() or (hi0 != setter.max).any()))
+        lo, hi = torch.aminmax(as_groups(weight, q.spec), dim=1)
+        expected = Encoding.from_min_max(
+            lo * (lo0 / setter.min),
+            hi * (hi0 / setter.max),
+            bitwidth=4,
+            symmetric=q.spec.symmetric,
+            spec=q.spec,
+        )
+        assert q.encoding.equals(expected), key
+    assert weight_search == "every_step" or clipped > 0  # the search did clip: the ratios matter
+    finish_qat(sim)
+    with pytest.raises(ConfigError, match="once, every_step"):
+        prepare_qat(sim, "regular", weight_search="never")
+
+
+@pytest.mark.parametrize("mode", ["regular", "range_learning"])
+def test_activations_fused_with_their_quantizer_train_like_the_unfused_model(mode):
+    """Given two copies of a sim, one with its ReLUs fused into their output quantizers (prepare_qat's
+    default) and one unfused, the same training steps give the same weights."""
+    sim, x, labels = build_sim(bn=True)
+    twin = copy.deepcopy(sim)
+    setup = prepare_qat(sim, mode)
+    prepare_qat(twin, mode)
+    unfuse_activations(twin.model)
+    assert setup.fused == ["2", "4"]
+    for model in (sim.model, twin.model):
+        torch.manual_seed(0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for i in range(3):
+            opt.zero_grad()
+            nn.functional.cross_entropy(
+                model(x[i * 32 : (i + 1) * 32]), labels[i * 32 : (i + 1) * 32]
+            ).backward()
+            opt.step()
+    for (name, a), (_, b) in zip(sim.model.named_parameters(), twin.model.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    finish_qat(sim)
+    relu = sim.model.get_submodule("2")
+    assert type(relu) is quantized_class(nn.ReLU)
