@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.api.context import AppContext, Principal, app_context, principal
+from service.api.context import AppContext, Principal, principal
 from service.db.repositories import idempotency
 from service.errors import InvalidInputError
 
@@ -120,10 +120,9 @@ def replay(body: Any, status_code: int | None) -> JSONResponse:
     return JSONResponse(body, status_code=status_code or 200, headers={"Idempotent-Replayed": "true"})
 
 
-async def idempotent(
-    ctx: IdempotencyContext = Depends(idempotency_context),
-    app: AppContext = Depends(app_context),
-    who: Principal = Depends(principal),
-) -> Idempotent:
+async def idempotent(request: Request, who: Principal = Depends(principal)) -> Idempotent:
     # async: FastAPI runs a plain def dependency in the threadpool (a second thread hop per create).
-    return Idempotent(ctx, app.sessions, who, app.write_lock, app.writers)
+    # One sub-dependency (the caller, authenticated first): each one FastAPI resolves costs more than
+    # reading the header and the app's context directly.
+    app: AppContext = request.app.state.ctx
+    return Idempotent(await idempotency_context(request), app.sessions, who, app.write_lock, app.writers)

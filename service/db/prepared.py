@@ -27,13 +27,16 @@ from sqlalchemy.sql.expression import ClauseElement
 _Processor = Callable[[Any], Any] | None
 
 
+_MISSING = object()
+
+
 @dataclass(frozen=True)
 class Prepared:
     """SQL text with named placeholders, its parameters' bind processors and its columns' result processors."""
 
     sql: str
-    _params: Callable[[Mapping[str, Any]], dict[str, Any]]
-    _binds: tuple[tuple[str, Callable[[Any], Any]], ...]
+    # (placeholder name, key in the caller's values, the statement's own value, bind processor)
+    _binds: tuple[tuple[str, str, Any, _Processor], ...]
     columns: tuple[str, ...]
     _results: tuple[_Processor, ...]
 
@@ -43,24 +46,26 @@ class Prepared:
         compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
         binds = []
         for bind, name in compiled.bind_names.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                binds.append((name, process))
+            if bind.callable is not None or bind.expanding:
+                raise ValueError(
+                    f"parameter {bind.key!r}: callable and expanding parameters are not supported"
+                )
+            own = _MISSING if bind.required else bind.value  # literals such as ``status = 'ready'``
+            binds.append((name, bind.key, own, bind.type.dialect_impl(dialect).bind_processor(dialect)))
         selected: Sequence[Any] = getattr(stmt, "selected_columns", None) or ()
         columns = tuple(c.name for c in selected)
         results = tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in selected)
-
-        def construct(values: Mapping[str, Any]) -> dict[str, Any]:
-            # Fills in the statement's own literal parameters (e.g. ``status = 'ready'``) too.
-            return dict(compiled.construct_params(values) or {})
-
-        return cls(str(compiled), construct, tuple(binds), columns, results)
+        return cls(str(compiled), tuple(binds), columns, results)
 
     def params(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The driver parameters for ``values`` (keyed by the statement's bind names)."""
-        params = self._params(values)
-        for name, process in self._binds:
-            params[name] = process(params[name])
+        """The driver parameters for ``values`` (keyed by the statement's bind parameter keys); a
+        parameter without a value of its own and missing from ``values`` is a KeyError."""
+        params = {}
+        for name, key, own, process in self._binds:
+            value = values.get(key, own)
+            if value is _MISSING:
+                raise KeyError(f"a value is required for parameter {key!r}")
+            params[name] = value if process is None else process(value)
         return params
 
     def row(self, raw: Sequence[Any]) -> dict[str, Any]:
