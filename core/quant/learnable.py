@@ -155,9 +155,9 @@ class _LsqPerTensorCpu(torch.autograd.Function):
     kernel); only x is saved, not the output, so in-place ops after it stay legal. Backward, with
     c = clamp(nearbyint(x/s), lo, hi), the in-grid mask and ∂x̂/∂s = c − mask·x/s:
 
-        grad_x = grad·mask,  grad_s = g·(⟨grad, c⟩ − ⟨grad_x, x⟩/s),  grad_z = −g·s·Σ grad·(1 − mask)
+        grad_x = grad·mask,  grad_s = g·Σ grad·(c − mask·x/s),  grad_z = −g·s·Σ grad·(1 − mask)
 
-    (one fused pass with numba). Scale and zero point are read as Python floats (no device sync on
+    (one fused pass with numba; the scale's sum per element, which keeps its float32 digits). Scale and zero point are read as Python floats (no device sync on
     CPU); a collapsed scale is floored at MIN_LEARNED_SCALE in the forward while its gradient passes
     straight through, as safe_scale does.
     """
@@ -186,8 +186,8 @@ class _LsqPerTensorCpu(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (x,) = ctx.saved_tensors
         s, inv, lo, hi, g, shape, activation = ctx.consts
-        grad_x, dot_c, dot_u, off_grid = lsq_backward(grad, x, inv, lo, hi, activation)
-        grad_s = torch.full(shape, g * (dot_c - dot_u / s)) if ctx.needs_input_grad[1] else None
+        grad_x, dot_d, off_grid = lsq_backward(grad, x, inv, lo, hi, activation)
+        grad_s = torch.full(shape, g * dot_d) if ctx.needs_input_grad[1] else None
         grad_z = torch.full(shape, -g * s * off_grid) if ctx.needs_input_grad[2] else None
         return grad_x if ctx.needs_input_grad[0] else None, grad_s, grad_z, None, None, None
 

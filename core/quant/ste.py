@@ -59,20 +59,21 @@ try:  # numba is an optional accelerator: the engine is correct without it.
         grad: Any, x: Any, gx: Any, inv: Any, lo: Any, hi: Any, amin: Any, amax: Any
     ) -> Any:  # pragma: no cover
         zero = np.float32(0.0)
-        dot_c = zero  # Σ grad·c
-        dot_u = zero  # Σ grad·u over the grid
+        dot_d = zero  # Σ grad·∂x̂/∂s (over s): c − u/s on the grid, c off it
         out = zero  # Σ grad off the grid
         for i in range(x.size):
             g = grad[i]
             xi = x[i]
             u = min(max(xi, amin), amax)
-            r = np.rint(u * inv)
-            gi = g if r >= lo and r <= hi else zero
-            dot_c += g * min(max(r, lo), hi)
-            dot_u += gi * u
+            v = u * inv
+            r = np.rint(v)
+            c = min(max(r, lo), hi)
+            inside = r >= lo and r <= hi
+            dot_d += g * (c - v if inside else c)
+            gi = g if inside else zero
             out += g - gi
             gx[i] = gi if xi > amin and xi < amax else zero
-        return dot_c, dot_u, out
+        return dot_d, out
 
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
@@ -135,15 +136,18 @@ def lsq_backward(
     lo: float,
     hi: float,
     activation: tuple[float, float] = NO_ACTIVATION,
-) -> tuple[torch.Tensor, float, float, float]:
-    """(∂x, Σ grad·c, Σ grad·mask·u, Σ grad·(1 − mask)) for the per-tensor LSQ backward, where
+) -> tuple[torch.Tensor, float, float]:
+    """(∂x, Σ grad·(c − mask·u/s), Σ grad·(1 − mask)) for the per-tensor LSQ backward, where
     u = hardtanh(x, *activation) is the quantizer's input, c its clamped grid level, mask its in-grid
-    mask and ∂x = grad·mask·[amin < x < amax]. A fused activation needs numba (``fuses_activations``)."""
+    mask and ∂x = grad·mask·[amin < x < amax]. A fused activation needs numba (``fuses_activations``).
+
+    The scale's term is summed per element, not as ⟨grad, c⟩ − ⟨grad·mask, u⟩/s: those two sums are
+    large and nearly cancel (c ≈ u/s on the grid), which loses most float32 digits of the difference."""
     if AVAILABLE and x.is_contiguous():
         grad = grad.contiguous()
         grad_x = torch.empty_like(x)
         f32 = np.float32
-        dot_c, dot_x, out = _lsq_backward(
+        dot_d, out = _lsq_backward(
             grad.numpy().reshape(-1),
             x.detach().numpy().reshape(-1),
             grad_x.numpy().reshape(-1),
@@ -153,15 +157,14 @@ def lsq_backward(
             f32(activation[0]),
             f32(activation[1]),
         )
-        return grad_x, float(dot_c), float(dot_x), float(out)
+        return grad_x, float(dot_d), float(out)
     if activation != NO_ACTIVATION:
         raise ValueError("a fused activation in the LSQ backward needs numba")
     a, b = grid_bounds(inv_scale, lo, hi)
     grad_x = torch.ops.aten.hardtanh_backward(grad, x, a, b)
-    c = torch.mul(x.detach(), inv_scale).round_().clamp_(lo, hi)
-    dot_c = float(torch.dot(grad.reshape(-1), c.reshape(-1)))
-    dot_x = float(torch.dot(grad_x.reshape(-1), x.detach().reshape(-1)))
-    return grad_x, dot_c, dot_x, float(grad.sum() - grad_x.sum())
+    v = torch.mul(x.detach(), inv_scale)
+    d = v.round().clamp_(lo, hi).sub_(torch.ops.aten.hardtanh_backward(v, x, a, b))
+    return grad_x, float(torch.dot(grad.reshape(-1), d.reshape(-1))), float(grad.sum() - grad_x.sum())
 
 
 def fuses_activations(lsq: bool) -> bool:
