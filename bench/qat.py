@@ -3,7 +3,9 @@
 Model: the MobileNet-style digits net (bench/models/mobilenet_digits.py, 32x32 inputs). PTQ baseline:
 the best of AutoQuant (core.autoquant: range-setting schemes, BN fold, CLE, AdaRound; mixed precision
 off, since it would leave W4A4) and of the plain range-setting schemes. Both QAT modes start from the
-best plain scheme's QuantSim and train with labels for a short schedule.
+best plain scheme's QuantSim and train with labels for a short schedule: the same epochs, lr and cosine
+learning-rate decay for both (core.qat.lr_at; with a constant rate regular QAT ended within a few eval
+samples of PTQ).
 Step time: one training step (forward, backward, Adam step; for regular QAT including the weight
 grid recomputation) on a batch of 64, QAT over FP32, interleaved medians. Target ≤ 1.5 on CPU.
 """
@@ -24,6 +26,7 @@ from bench.timing import interleaved_medians
 SCHEMES = ("min_max", "sqnr", "mse", "percentile")
 ADAROUND_ITERATIONS = 500
 EPOCHS = 4
+LR_SCHEDULE = "cosine"
 
 
 def _data() -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -109,10 +112,19 @@ def run(args: list[str]) -> None:
     ]
     for mode, lr in (("regular", 1e-3), ("range_learning", 1e-3)):
         sim = _sim(model, calib, scheme)
-        result = qat(sim, train_x, labels=train_y, epochs=EPOCHS, lr=lr, batch_size=64, mode=mode)
+        result = qat(
+            sim,
+            train_x,
+            labels=train_y,
+            epochs=EPOCHS,
+            lr=lr,
+            batch_size=64,
+            mode=mode,
+            lr_schedule=LR_SCHEDULE,
+        )
         rows.append(
             [
-                f"QAT {mode} ({EPOCHS} epochs, lr {lr:g})",
+                f"QAT {mode} ({EPOCHS} epochs, lr {lr:g} {LR_SCHEDULE})",
                 _accuracy(sim.model, eval_x, eval_y),
                 f"{result.seconds_per_step * 1000:.1f} ms",
                 f"{result.seconds:.1f}",

@@ -6,10 +6,11 @@ or range learning (LSQ-trained scales and offsets), in the user's loop or the bu
 
 from core.qat.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from core.qat.distributed import DistContext, init_distributed
-from core.qat.loop import QatResult, qat
+from core.qat.loop import LR_SCHEDULES, QatResult, lr_at, qat
 from core.qat.prepare import MODES, QatSetup, finish_qat, prepare_qat
 
 __all__ = [
+    "LR_SCHEDULES",
     "MODES",
     "DistContext",
     "QatResult",
@@ -18,6 +19,7 @@ __all__ = [
     "init_distributed",
     "list_checkpoints",
     "load_checkpoint",
+    "lr_at",
     "prepare_qat",
     "qat",
     "save_checkpoint",

@@ -23,6 +23,7 @@ from core.qat.prepare import check_mode, current_setup, finish_qat, prepare_qat
 
 Progress = Callable[[int, int, float, float | None], None]
 OPTIMIZERS = ("adam", "adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -55,6 +56,16 @@ def _make_optimizer(
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def lr_at(schedule: str, lr: float, step: int, total_steps: int) -> float:
+    """Learning rate of step ``step`` (0-based): constant, or cosine decay from lr towards 0 at the end.
+
+    A function of the step alone (no scheduler state), so a resumed run continues the same curve.
+    """
+    if schedule == "constant":
+        return lr
+    return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
 
 
 def _check_args(epochs: int, lr: float, batch_size: int, checkpoint_every: int) -> None:
@@ -94,6 +105,7 @@ def qat(
     fold_bn: bool = False,
     finish: bool = True,
     weight_search: str = "once",
+    lr_schedule: str = "constant",
 ) -> QatResult:
     """Fine-tune ``sim.model`` with fake quantization in the loop and return a QatResult.
 
@@ -102,6 +114,7 @@ def qat(
       single-value outputs). ``loss`` picks one by name or is a callable(outputs, targets).
     * ``mode``: 'regular' or 'range_learning'; None keeps a previous prepare_qat's mode, else regular.
       ``weight_search`` ('once' or 'every_step') is passed to prepare_qat when it runs here.
+    * ``lr_schedule``: 'constant' or 'cosine' (decay from ``lr`` towards 0 over all steps; see lr_at).
     * ``batch_size`` is per process; with DDP the global batch is batch_size × world size.
     * Checkpoints every ``checkpoint_every`` steps into ``checkpoint_dir`` (rank 0 writes); with
       ``resume`` the newest one is loaded and training continues at its step, reproducing the
@@ -116,6 +129,8 @@ def qat(
       ``finish`` the learned ranges are baked into plain encodings (finish_qat).
     """
     _check_args(epochs, lr, batch_size, checkpoint_every)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     if not isinstance(bn_reestimation_batches, int) or bn_reestimation_batches < 0:
         raise ConfigError(f"bn_reestimation_batches must be an integer >= 0, got {bn_reestimation_batches!r}")
     if fold_bn:
@@ -156,6 +171,8 @@ def qat(
         "world_size": ctx.world_size,
         "num_samples": data.num_samples,
     }
+    if lr_schedule != "constant":  # checkpoints of constant-rate runs keep resuming as before
+        info["lr_schedule"] = lr_schedule
 
     start_step, resumed = 0, None
     if checkpoint_dir and resume:
@@ -191,6 +208,9 @@ def qat(
         else:
             targets = batch_labels
         value = loss_fn(wrapped(*inputs), targets)
+        if lr_schedule != "constant":
+            for group in opt.param_groups:
+                group["lr"] = lr_at(lr_schedule, lr, step, total_steps)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()  # regular mode: the step post-hook recomputes weight encodings here

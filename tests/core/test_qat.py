@@ -4,6 +4,7 @@ checkpoint → SIGKILL → resume, and DDP over 2 gloo processes."""
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from core.errors import CancelledError, ConfigError
-from core.qat import finish_qat, list_checkpoints, prepare_qat, qat
+from core.qat import finish_qat, list_checkpoints, lr_at, prepare_qat, qat
 from core.qat.fused_activations import unfuse_activations
 from core.quant import Encoding, Quantizer
 from core.quant.grouping import as_groups
@@ -383,3 +384,15 @@ def test_activations_fused_with_their_quantizer_train_like_the_unfused_model(mod
     finish_qat(sim)
     relu = sim.model.get_submodule("2")
     assert type(relu) is quantized_class(nn.ReLU)
+
+
+def test_cosine_schedule_decays_from_lr_towards_zero_and_bad_schedules_are_refused():
+    total = 12
+    rates = [lr_at("cosine", 1e-3, step, total) for step in range(total)]
+    assert rates[0] == 1e-3 and all(a > b for a, b in itertools.pairwise(rates)) and rates[-1] < 2e-5
+    assert lr_at("constant", 1e-3, 7, total) == 1e-3
+    sim, x, labels = build_sim(bn=False)
+    result = qat(sim, x, labels=labels, epochs=2, lr=1e-2, batch_size=16, lr_schedule="cosine")
+    assert result.epoch_losses[1] < result.epoch_losses[0]
+    with pytest.raises(ConfigError, match="constant, cosine"):
+        qat(sim, x, labels=labels, lr_schedule="step")
