@@ -12,9 +12,8 @@ That condition is monotone in x, so it is an open interval (a, b) of x whose flo
 ``grid_bounds`` finds exactly; ``hardtanh_backward(grad, x, a, b)`` applies it in one vectorised pass.
 
 With numba (an optional dependency, as in core/quant/kernels.py) the forward is one pass over x
-(read x, write x̂) and the LSQ backward one pass computing ∂x and the two sums it needs, on slices in
-parallel (torch's thread count) for large tensors; the training step is memory-bound, so passes are
-what cost. Without numba the same values come from
+(read x, write x̂) and the LSQ backward one pass computing ∂x and the three sums it needs; the whole
+training step stays memory-bound, so passes are what cost. Without numba the same values come from
 torch's element-wise ops (four passes forward, five backward).
 
 >>> x = torch.tensor([0.26, 5.0], requires_grad=True)
@@ -27,9 +26,7 @@ torch's element-wise ops (four passes forward, five backward).
 
 from __future__ import annotations
 
-import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
@@ -41,8 +38,6 @@ import torch
 # 65536: 483 vs 169). The LSQ function has no such threshold: torch's LSQ path is several
 # Python-level ops too, and slower at every size measured (144 elements: 222 vs 155 µs).
 MIN_ELEMENTS = 8192
-# From this size the numba passes are split across torch's thread count (a hand-off costs ~10-50 µs).
-SPLIT_ELEMENTS = 1 << 17
 # (amin, amax) of "no clipping activation before the quantizer".
 NO_ACTIVATION = (-float("inf"), float("inf"))
 
@@ -90,36 +85,6 @@ def cpu_float32(x: torch.Tensor) -> bool:
     return x.dtype == torch.float32 and x.device.type == "cpu"
 
 
-def _split(kernel: Any, *args: Any) -> list[Any]:
-    """Run ``kernel`` on slices of its leading same-length arrays, on torch's thread count when large.
-
-    The kernels release the GIL; the slices run on a small pool while this thread takes the first.
-    """
-    arrays = [a for a in args if isinstance(a, np.ndarray)]
-    rest = args[len(arrays) :]
-    n = arrays[0].size
-    parts = min(torch.get_num_threads(), max(1, n // SPLIT_ELEMENTS))
-    if parts == 1:
-        return [kernel(*args)]
-    bounds = [n * i // parts for i in range(parts + 1)]
-    futures = [
-        _pool(parts - 1).submit(kernel, *(a[lo:hi] for a in arrays), *rest)
-        for lo, hi in itertools.pairwise(bounds[1:])
-    ]
-    first = kernel(*(a[: bounds[1]] for a in arrays), *rest)
-    return [first] + [f.result() for f in futures]
-
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None or _POOL._max_workers < workers:
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lowbit-ste")
-    return _POOL
-
-
 def use_ste_kernel(x: torch.Tensor) -> bool:
     """Whether ``fake_quantize_ste`` pays off for x: float32 on CPU, not tiny."""
     return cpu_float32(x) and x.numel() >= MIN_ELEMENTS
@@ -152,8 +117,7 @@ def fake_quantize_forward(
     if AVAILABLE and x.is_contiguous():
         y = torch.empty_like(x)
         f32 = np.float32
-        _split(
-            _fq_forward,
+        _fq_forward(
             x.detach().numpy().reshape(-1),
             y.numpy().reshape(-1),
             f32(inv_scale),
@@ -183,8 +147,7 @@ def lsq_backward(
         grad = grad.contiguous()
         grad_x = torch.empty_like(x)
         f32 = np.float32
-        parts = _split(
-            _lsq_backward,
+        dot_d, out = _lsq_backward(
             grad.numpy().reshape(-1),
             x.detach().numpy().reshape(-1),
             grad_x.numpy().reshape(-1),
@@ -194,7 +157,7 @@ def lsq_backward(
             f32(activation[0]),
             f32(activation[1]),
         )
-        return grad_x, float(sum(p[0] for p in parts)), float(sum(p[1] for p in parts))
+        return grad_x, float(dot_d), float(out)
     if activation != NO_ACTIVATION:
         raise ValueError("a fused activation in the LSQ backward needs numba")
     a, b = grid_bounds(inv_scale, lo, hi)

@@ -150,26 +150,3 @@ def test_grid_bounds_are_the_exact_float32_edges_of_the_grid():
         levels = torch.round(torch.cat([edges, inside]) * torch.tensor(inv).float())
         assert levels[0] < lo and levels[1] > hi  # the open ends are off the grid
         assert lo <= levels[2] and levels[3] <= hi  # their next floats inwards are on it
-
-
-def test_large_tensors_split_across_threads_give_the_same_results(monkeypatch):
-    """Given a tensor above SPLIT_ELEMENTS and two torch threads, the numba passes run on slices in
-    parallel: same forward bits, same input gradient, scale gradient up to summation order."""
-    if not ste.AVAILABLE:
-        pytest.skip("numba not installed")
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    x = torch.randn(3 * ste.SPLIT_ELEMENTS) * 2
-    grad = torch.randn_like(x)
-    spec = QuantSpec(bitwidth=4)
-    results = []
-    for split in (True, False):
-        monkeypatch.setattr(ste, "SPLIT_ELEMENTS", 1 << 17 if split else 1 << 40)
-        xi = x.clone().requires_grad_()
-        s, z = torch.tensor([0.3], requires_grad=True), torch.tensor([7.0], requires_grad=True)
-        y = learnable_fake_quantize(xi, spec, s, z)
-        y.backward(grad)
-        results.append((y.detach(), xi.grad, s.grad, z.grad))
-    (y, gx, gs, gz), (ry, rgx, rgs, rgz) = results
-    assert torch.equal(y, ry) and torch.equal(gx, rgx)
-    torch.testing.assert_close(gs, rgs, rtol=1e-4, atol=1e-7)
-    torch.testing.assert_close(gz, rgz, rtol=1e-4, atol=1e-7)
