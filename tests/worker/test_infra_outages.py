@@ -24,7 +24,14 @@ REPEATS = 3
 def _wait_stage(stack: Stack, client: object, job_id: str, stages: set[str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()  # type: ignore[attr-defined]
+        resp = client.get(f"/v1/jobs/{job_id}")  # type: ignore[attr-defined]
+        if resp.status_code != 200:
+            # Right after a database restart the API's pooled connections are dead: it answers 503
+            # (never 500) and reconnects on the next request.
+            assert resp.status_code == 503, resp.text
+            time.sleep(0.05)
+            continue
+        job = resp.json()
         if job["status"] == "running" and job["stage"] in stages:
             return
         assert job["status"] not in DONE, job
