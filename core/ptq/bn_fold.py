@@ -206,6 +206,14 @@ def fold_all_batch_norms(model: nn.Module) -> BnFoldResult:
     return result
 
 
+def unfoldable_weight_spec(spec: Any) -> str | None:
+    """None when BN can fold into a weight quantizer of ``spec`` (a per-channel symmetric scale takes
+    BN's per-channel factor exactly); else the spec's kind for the error message."""
+    if spec.granularity == "per_channel" and spec.symmetric:
+        return None
+    return f"{spec.granularity}, {'symmetric' if spec.symmetric else 'asymmetric'}"
+
+
 def fold_bn_into_quantizer_scale(sim: Any) -> list[tuple[str, str]]:
     """After QAT: fold each BN that directly follows a Conv/ConvTranspose/Linear of ``sim.model`` into that
     layer's weights *and* its weight quantizer's per-channel scale, so the trained grid is kept.
@@ -236,12 +244,12 @@ def fold_bn_into_quantizer_scale(sim: Any) -> list[tuple[str, str]]:
         quantizer = dict(getattr(layer, "param_quantizers", {})).get("weight")
         a, c = _bn_affine(bn)
         if quantizer is not None and quantizer.enabled:
-            spec = quantizer.spec
-            if spec.granularity != "per_channel" or not spec.symmetric:
+            kind = unfoldable_weight_spec(quantizer.spec)
+            if kind is not None:
                 raise ConfigError(
-                    f"cannot fold {user.target} into the weight quantizer of {node.target}: it is "
-                    f"{spec.granularity}, {'symmetric' if spec.symmetric else 'asymmetric'}; folding into the "
-                    "scale needs per-channel symmetric weights (use fold_all_batch_norms before QuantSim instead)"
+                    f"cannot fold {user.target} into the weight quantizer of {node.target}: it is {kind}; "
+                    "folding into the scale needs per-channel symmetric weights (use fold_all_batch_norms "
+                    "before QuantSim instead)"
                 )
             with torch.no_grad():
                 quantizer.scale.data.mul_(a.abs().to(quantizer.scale.device))

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from core.errors import CancelledError, ConfigError
+from core.ptq.bn_fold import unfoldable_weight_spec
 from core.qat.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from core.qat.data import Schedule, as_train_data
 from core.qat.distributed import resolve_context, wrap_model
@@ -266,10 +267,9 @@ def check_bn_foldable(sim: Any) -> None:
         quantizer = dict(getattr(module, "param_quantizers", None) or {}).get("weight")
         if quantizer is None or not quantizer.enabled:
             continue
-        spec = quantizer.spec
-        if spec.granularity != "per_channel" or not spec.symmetric:
+        kind = unfoldable_weight_spec(quantizer.spec)
+        if kind is not None:
             raise ConfigError(
-                f"fold_bn: the weight quantizer of {name!r} is {spec.granularity}, "
-                f"{'symmetric' if spec.symmetric else 'asymmetric'}; folding BN into the quantizer scale needs "
-                "per-channel symmetric weights (QuantSim(per_channel=True)), or pass fold_bn=False"
+                f"fold_bn: the weight quantizer of {name!r} is {kind}; folding BN into the quantizer scale "
+                "needs per-channel symmetric weights (QuantSim(per_channel=True)), or pass fold_bn=False"
             )

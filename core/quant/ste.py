@@ -26,12 +26,13 @@ torch's element-wise ops (four passes forward, five backward).
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
+
+from core.quant import kernels
 
 # Below this many elements torch's fused STE kernel (one C++ autograd node) beats the Python-level
 # function's overhead (one thread, forward+backward: 768 elements 88 µs vs 151 µs, 4096: 93 vs 159,
@@ -41,9 +42,9 @@ MIN_ELEMENTS = 8192
 # (amin, amax) of "no clipping activation before the quantizer".
 NO_ACTIVATION = (-float("inf"), float("inf"))
 
-try:  # numba is an optional accelerator: the engine is correct without it.
-    if os.environ.get("LOWBIT_DISABLE_NUMBA"):
-        raise ImportError("disabled by LOWBIT_DISABLE_NUMBA")
+# numba is optional; core/quant/kernels.py decides once whether it is used (LOWBIT_DISABLE_NUMBA included).
+AVAILABLE = kernels.AVAILABLE
+if AVAILABLE:
     import numba
 
     @numba.njit(cache=True, nogil=True)
@@ -74,10 +75,6 @@ try:  # numba is an optional accelerator: the engine is correct without it.
             out += g - gi
             gx[i] = gi if xi > amin and xi < amax else zero
         return dot_d, out
-
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only where numba is absent
-    AVAILABLE = False
 
 
 def cpu_float32(x: torch.Tensor) -> bool:
