@@ -1,7 +1,10 @@
 """API throughput: job-status GET and job-create POST under concurrent load, as ratios of a bare FastAPI
 endpoint returning constant JSON, measured side by side in one run (targets: >= 0.5 and >= 0.25).
 The create is measured twice: without Idempotency-Key, and with a new key per request (as the client
-SDK sends it; the response is stored with the job).
+SDK sends it; the response is stored with the job). The status GET is measured twice too: on a job
+that does not change (what polling clients mostly see), and on a job whose row a writer updates 20
+times a second, as a busy worker's progress reports would (on PostgreSQL every update drops the API's
+cached response, see service/db/status_cache.py).
 
 Two bare baselines run side by side: a plain ``def`` endpoint and an ``async def`` one (see bare_app).
 Each server runs in its own process (uvicorn, one worker) on loopback; the load generator is an
@@ -14,14 +17,16 @@ asyncio httpx client with a fixed number of connections in this process. Rounds 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +171,33 @@ def _inputs(url: str, key: str) -> dict[str, Any]:
     return {"body": body, "job_id": job["id"]}
 
 
+@contextlib.contextmanager
+def _row_updates(db_url: str, job_id: str, per_second: float) -> Iterator[None]:
+    """Update the job's progress ``per_second`` times a second (each its own commit) meanwhile."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    stop = threading.Event()
+
+    def write() -> None:
+        n = 0
+        while not stop.wait(1 / per_second):
+            n += 1
+            with engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE jobs SET progress = :p WHERE id = :id"), {"p": n % 100 / 100, "id": job_id}
+                )
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        engine.dispose()
+
+
 @register("api", "API job-status GET and job-create throughput vs a bare FastAPI endpoint (loopback)")
 def run(argv: list[str]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -207,17 +239,24 @@ def run(argv: list[str]) -> None:
                         "POST", "/v1/jobs", {**create, "Idempotency-Key": uuid.uuid4().hex}, body
                     )
 
+                status = http_request("GET", f"/v1/jobs/{inputs['job_id']}", auth)
+                changing = 20.0
                 scenarios: dict[str, tuple[str, bytes | Callable[[], bytes]]] = {
                     "bare constant JSON (def)": (bare_url, http_request("GET", "/const", {})),
                     "bare constant JSON (async def)": (bare_url, http_request("GET", "/const-async", {})),
-                    "job status GET": (api_url, http_request("GET", f"/v1/jobs/{inputs['job_id']}", auth)),
+                    "job status GET": (api_url, status),
+                    f"job status GET, row updated {changing:.0f}/s": (api_url, status),
                     "job create POST": (api_url, http_request("POST", "/v1/jobs", create, body)),
                     "job create POST, Idempotency-Key": (api_url, keyed_create),
                 }
                 results: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in scenarios}
                 for _ in range(rounds):
                     for name, (url, raw) in scenarios.items():
-                        results[name].append(asyncio.run(_load(url, raw, seconds, conc)))
+                        during = contextlib.nullcontext()
+                        if "row updated" in name:
+                            during = _row_updates(db_url, inputs["job_id"], changing)
+                        with during:
+                            results[name].append(asyncio.run(_load(url, raw, seconds, conc)))
         finally:
             drop()
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=50, gt=0)
     rate_limit_per_minute: int = Field(default=600, ge=0)  # per API key; 0 disables
     rate_limit_burst: int = Field(default=120, ge=1)
+    # PostgreSQL: job-status responses are cached per API process and dropped on the jobs trigger's
+    # NOTIFY (service/db/status_cache.py); 0 turns the cache off.
+    job_status_cache_entries: int = Field(default=10_000, ge=0)
     presign_expiry_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
     multipart_part_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
 

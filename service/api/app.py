@@ -15,7 +15,9 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service.api import errors
+from service.api.cache_metrics import StatusCacheCollector
 from service.api.context import AppContext
+from service.api.hot_lane import HotLane
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.api.ratelimit import TokenBuckets
 from service.api.routes import datasets, health, jobs, models, objects, schedules, uploads
@@ -23,6 +25,7 @@ from service.dashboard import make_router as dashboard_router
 from service.db.async_pg import AsyncPgPool
 from service.db.loop_sqlite import LoopSqlite
 from service.db.session import make_engine, make_sessionmaker
+from service.db.status_cache import JobStatusCache
 from service.settings import Settings, get_settings
 from service.storage import make_store
 
@@ -41,15 +44,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sqlite_file = engine.url.database if settings.is_sqlite else None
     # ":memory:" is a new database per connection: only a file can be shared with the loop's connection.
     sqlite_loop = LoopSqlite(sqlite_file, write_lock) if sqlite_file and sqlite_file != ":memory:" else None
+    status_cache = None
+    if pg_loop is not None and settings.job_status_cache_entries:
+        status_cache = JobStatusCache(pg_loop.connect_kwargs, max_entries=settings.job_status_cache_entries)
+        registry.register(StatusCacheCollector(status_cache))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if status_cache is not None:
+            status_cache.ensure_listening()  # serving starts once LISTEN is in effect
         yield
         engine.dispose()
         if pg_loop is not None:
             pg_loop.close()
         if sqlite_loop is not None:
             sqlite_loop.close()
+        if status_cache is not None:
+            status_cache.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -66,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         registry=registry,
         pg_loop=pg_loop,
         sqlite_loop=sqlite_loop,
+        status_cache=status_cache,
         write_lock=write_lock,
     )
     errors.install(app)
@@ -74,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (jobs, health, models, datasets, uploads, objects, schedules):
         app.include_router(module.router)
     app.include_router(dashboard_router())
+    # Innermost first: the hot lane answers inside the body limit and the request metrics.
+    app.add_middleware(HotLane, ctx=app.state.ctx)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_spec_bytes)
     app.add_middleware(MetricsMiddleware, registry=registry)
 

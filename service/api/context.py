@@ -20,6 +20,7 @@ from service.db.async_pg import AsyncPgPool
 from service.db.loop_sqlite import LoopSqlite
 from service.db.repositories import projects
 from service.db.session import POOL_SIZE
+from service.db.status_cache import JobStatusCache
 from service.errors import AuthError, InvalidInputError
 from service.settings import Settings
 from service.storage import ArtifactStore
@@ -41,6 +42,8 @@ class AppContext:
     # (service.db.loop_sqlite). One of the two is set.
     pg_loop: AsyncPgPool | None = None
     sqlite_loop: LoopSqlite | None = None
+    # PostgreSQL: job-status responses cached until the jobs trigger says the row changed.
+    status_cache: JobStatusCache | None = None
     auth_cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)  # sha256 -> (expiry, caller)
     # Threads that run creates at once: no more than the pool keeps open (see POOL_SIZE), so bursts
     # queue here on the event loop instead of reconnecting or contending for the GIL in threads.
@@ -80,24 +83,40 @@ async def principal(request: Request) -> Principal:
     not kept), so the hot path touches no database and no thread."""
     # The context comes from the app, not from a sub-dependency: every authenticated request runs this.
     ctx: AppContext = request.app.state.ctx
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = _bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise AuthError(
             "missing API key; send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
         )
     digest = projects.hash_key(token)
-    cached = ctx.auth_cache.get(digest)
-    if cached is None or cached[0] < time.monotonic():
+    who = _verified(ctx, digest)
+    if who is None:
         cached = await run_in_threadpool(_authenticate, ctx, token)
         ctx.auth_cache.pop(digest, None)
         if len(ctx.auth_cache) >= _AUTH_CACHE_SIZE:
             del ctx.auth_cache[next(iter(ctx.auth_cache))]  # the oldest verification
         ctx.auth_cache[digest] = cached
-    who = cached[1]
+        who = cached[1]
     ctx.limiter.take(who.key_id)
     return who
+
+
+def verified_caller(ctx: AppContext, header: str) -> Principal | None:
+    """The caller of an ``Authorization`` header whose key was verified within the cache's lifetime;
+    None when it was not (or the header is malformed): :func:`principal` then decides. No rate limit."""
+    token = _bearer_token(header)
+    return None if token is None else _verified(ctx, projects.hash_key(token))
+
+
+def _bearer_token(header: str) -> str | None:
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _verified(ctx: AppContext, digest: str) -> Principal | None:
+    cached = ctx.auth_cache.get(digest)
+    return None if cached is None or cached[0] < time.monotonic() else cached[1]
 
 
 def _authenticate(ctx: AppContext, token: str) -> tuple[float, Principal]:

@@ -33,23 +33,34 @@ class IdempotencyContext:
     fingerprint: str
 
 
+def valid_key(key: str) -> bool:
+    """Whether an Idempotency-Key header value is acceptable (1-255 printable characters)."""
+    return 1 <= len(key) <= 255 and key.isprintable()
+
+
+def fingerprint(body: bytes) -> str:
+    """The sha256 of the body's canonical JSON (key order and whitespace do not matter); the raw
+    bytes' hash when the body is not JSON (validation refuses it later)."""
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = body
+    return hashlib.sha256(canonical).hexdigest()
+
+
 async def idempotency_context(request: Request) -> IdempotencyContext:
     """Read the Idempotency-Key header and fingerprint the body."""
     key = request.headers.get("idempotency-key")
-    if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
+    if key is not None and not valid_key(key):
         raise InvalidInputError(
             "Idempotency-Key must be 1-255 printable characters", code="invalid_idempotency_key"
         )
     if key is None:
         return IdempotencyContext(None, "", "")  # nothing to fingerprint: skip reading and hashing the body
     body = await request.body()
-    try:
-        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
-        canonical = body
     route = getattr(request.scope.get("route"), "path", request.url.path)
     scope = f"{request.method} {request.url.path}" if "{" in route else f"{request.method} {route}"
-    return IdempotencyContext(key, scope, hashlib.sha256(canonical).hexdigest())
+    return IdempotencyContext(key, scope, fingerprint(body))
 
 
 @dataclass

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
-from service.api.idempotency import Idempotent, idempotent, replay
+from service.api.idempotency import IdempotencyContext, Idempotent, idempotent, replay
 from service.db.loop_sqlite import Busy
 from service.db.models import ModelVersion
 from service.db.repositories import idempotency as idempotency_repo
@@ -68,7 +68,7 @@ def _check_inputs(found: resources.JobInputs, body: JobCreate) -> None:
 async def create_job(body: JobCreate, request: Request, idem: Idempotent = Depends(idempotent)) -> object:
     """Queue a job. The job row and its outbox message commit together, so a broker outage loses nothing."""
     ctx: AppContext = request.app.state.ctx  # not a dependency: see idempotent()
-    done = await _create_on_loop(ctx, idem, body)
+    done = await create_on_loop(ctx, idem.who, idem.ctx, body)
     if done is not None:
         return done
 
@@ -87,10 +87,13 @@ async def create_job(body: JobCreate, request: Request, idem: Idempotent = Depen
     return await idem.run(create, one_write=jobs_repo.inserts_in_one_statement(ctx.engine.dialect.name))
 
 
-async def _create_on_loop(ctx: AppContext, idem: Idempotent, body: JobCreate) -> Response | None:
+async def create_on_loop(
+    ctx: AppContext, who: Principal, key: IdempotencyContext, body: JobCreate
+) -> Response | None:
     """The create without a thread hop (see service.db.repositories.jobs_loop), with or without an
-    Idempotency-Key. None: take the thread path (no such version, so its slow path says why; SQLite's
-    write lock is taken right now; or, PostgreSQL with a key, the key or inputs changed meanwhile)."""
+    Idempotency-Key. None: nothing was written; take the thread path (no such version, so its slow path
+    says why; SQLite's write lock is taken right now; or, PostgreSQL with a key, the key or inputs
+    changed meanwhile). Also called by service.api.hot_lane, before FastAPI's routing."""
     read: list[JobRead] = []
 
     def stored_body(job: dict[str, Any]) -> dict[str, Any]:
@@ -98,9 +101,9 @@ async def _create_on_loop(ctx: AppContext, idem: Idempotent, body: JobCreate) ->
         return read[0].model_dump(mode="json")
 
     keyed = None
-    if idem.ctx.key is not None:
-        keyed = jobs_loop.Keyed(idem.ctx.key, idem.ctx.scope, idem.ctx.fingerprint, 201, stored_body)
-    args: dict[str, Any] = {"project_id": idem.who.project_id, "model_id": body.model_id,
+    if key.key is not None:
+        keyed = jobs_loop.Keyed(key.key, key.scope, key.fingerprint, 201, stored_body)
+    args: dict[str, Any] = {"project_id": who.project_id, "model_id": body.model_id,
             "number": body.model_version, "calib_dataset_id": body.calib_dataset_id,
             "eval_dataset_id": body.eval_dataset_id, "spec": body.model_dump(mode="json"), "keyed": keyed}  # fmt: skip
     if ctx.pg_loop is not None:
@@ -116,7 +119,7 @@ async def _create_on_loop(ctx: AppContext, idem: Idempotent, body: JobCreate) ->
         return None
     if outcome.stored is not None:
         idempotency_repo.check_stored(
-            outcome.stored.request_hash, outcome.stored.status_code, idem.ctx.fingerprint
+            outcome.stored.request_hash, outcome.stored.status_code, key.fingerprint
         )
         return replay(outcome.stored.response, outcome.stored.status_code)
     if outcome.inputs is None:
@@ -182,6 +185,11 @@ async def get_job(job_id: str, request: Request) -> Response:
     who = await principal(request)
     ctx: AppContext = request.app.state.ctx
     row: Mapping[str, Any] | None = None
+    generation = None
+    if ctx.status_cache is not None:
+        # A hit was answered by service.api.hot_lane before routing; this read refills the entry.
+        ctx.status_cache.ensure_listening()
+        generation = ctx.status_cache.generation()
     if ctx.pg_loop is not None:
         row = await jobs_repo.get_job_row_async(ctx.pg_loop, who.project_id, job_id)
     elif ctx.sqlite_loop is not None:
@@ -189,7 +197,10 @@ async def get_job(job_id: str, request: Request) -> Response:
             row = jobs_loop.read_job_sqlite(ctx.sqlite_loop, who.project_id, job_id)
     if row is None:
         row = await run_in_threadpool(_read_job_row, ctx, who.project_id, job_id)
-    return Response(JobRead.model_validate(row).model_dump_json(), media_type="application/json")
+    body = JobRead.model_validate(row).model_dump_json().encode()
+    if ctx.status_cache is not None:
+        ctx.status_cache.put(job_id, who.project_id, body, generation)
+    return Response(body, media_type="application/json")
 
 
 def _read_job_row(ctx: AppContext, project_id: str, job_id: str) -> Mapping[str, Any]:
@@ -201,13 +212,18 @@ def _read_job_row(ctx: AppContext, project_id: str, job_id: str) -> Mapping[str,
 
 @router.post("/{job_id}/cancel", response_model=JobRead)
 def cancel_job(
-    job_id: str, who: Principal = Depends(principal), session: Session = Depends(db_session)
+    job_id: str,
+    who: Principal = Depends(principal),
+    session: Session = Depends(db_session),
+    ctx: AppContext = Depends(app_context),
 ) -> JobRead:
     """Cancel: a queued job stops at once; a running one becomes ``cancelling`` until the worker stops.
     409 for jobs that already succeeded or failed."""
     job = jobs_repo.get_job(session, who.project_id, job_id)
     state.request_cancel(session, job)
     session.commit()
+    if ctx.status_cache is not None:  # read-your-writes: do not wait for the trigger's notification
+        ctx.status_cache.drop(job_id)
     return JobRead.model_validate(job)
 
 

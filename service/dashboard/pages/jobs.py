@@ -137,12 +137,17 @@ def job_detail(
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job(
-    job_id: str, viewer: Viewer = Depends(checked_viewer), session: Session = Depends(db_session)
+    job_id: str,
+    viewer: Viewer = Depends(checked_viewer),
+    session: Session = Depends(db_session),
+    ctx: AppContext = Depends(app_context),
 ) -> Response:
     """Cancel like the API does: queued jobs stop at once, running ones become ``cancelling``."""
     job: Job = jobs_repo.get_job(session, viewer.project_id, job_id)
     state.request_cancel(session, job)
     session.commit()
+    if ctx.status_cache is not None:  # API clients polling this job see the cancel at once
+        ctx.status_cache.drop(job_id)
     return RedirectResponse(f"{PREFIX}/jobs/{job.id}?notice=cancel", status_code=303)
 
 
