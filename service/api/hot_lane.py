@@ -27,7 +27,7 @@ from typing import NamedTuple
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.context import AppContext, Principal, verified_caller
+from service.api.context import CHARGED, AppContext, Principal, verified_caller
 from service.api.errors import error_response
 from service.api.idempotency import IdempotencyContext, fingerprint, valid_key
 from service.api.routes.jobs import create_on_loop
@@ -66,7 +66,7 @@ class HotLane:
 
     async def _status(self, scope: Scope, send: Send, job_id: str) -> bool:
         headers = _headers(scope)
-        who = self._caller(headers)
+        who = self._caller(scope, headers)
         if who is None or self.ctx.status_cache is None:
             return False
         body = self.ctx.status_cache.get(job_id, who.project_id)
@@ -88,7 +88,7 @@ class HotLane:
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
-        who = self._caller(headers)
+        who = self._caller(scope, headers)
         key = headers.get(b"idempotency-key")
         content_type = headers.get(b"content-type", b"")
         if (
@@ -120,9 +120,10 @@ class HotLane:
         scope["route"] = _CREATE_ROUTE
         await done(scope, receive, send)
 
-    def _caller(self, headers: dict[bytes, bytes]) -> Principal | None:
-        """The recently verified caller whose rate limit allows the request; None: let the route decide
-        (it authenticates, or answers 401 or 429)."""
+    def _caller(self, scope: Scope, headers: dict[bytes, bytes]) -> Principal | None:
+        """The recently verified caller whose rate limit allows the request (its token is spent once:
+        the routes see it in the scope); None: let the route decide (it authenticates, or answers 401
+        or 429)."""
         who = verified_caller(self.ctx, headers.get(b"authorization", b"").decode("latin-1"))
         if who is None:
             return None
@@ -130,6 +131,7 @@ class HotLane:
             self.ctx.limiter.take(who.key_id)
         except RateLimitedError:
             return None
+        scope[CHARGED] = who.key_id
         return who
 
 

@@ -89,6 +89,24 @@ def test_rate_limit_429_with_retry_after(api: Api) -> None:
         assert limited.json()["error"]["code"] == "rate_limited"
 
 
+def test_requests_handed_on_by_the_hot_lane_cost_one_token(api: Api) -> None:
+    """Status reads the cache cannot answer and creates that fail validation pass through the hot lane
+    (which spends the token) to the routes (which must not spend a second one)."""
+    settings = api.settings.model_copy(update={"rate_limit_per_minute": 60, "rate_limit_burst": 4})
+    engine = make_engine(settings)
+    with session_scope(make_sessionmaker(engine)) as session:
+        project = projects.create_project(session, f"hl-{os.urandom(4).hex()}")
+        key = projects.create_api_key(session, project)[1]
+    engine.dispose()
+    with TestClient(create_app(settings)) as tc:
+        headers = {"Authorization": f"Bearer {key}"}
+        codes = [tc.get(f"/v1/jobs/{'0' * 26}", headers=headers).status_code for _ in range(2)]
+        codes += [
+            tc.post("/v1/jobs", headers=headers, json={"technique": "ptq"}).status_code for _ in range(3)
+        ]
+        assert codes == [404, 404, 422, 422, 429]
+
+
 def test_revoked_key_is_refused(api: Api) -> None:
     engine = make_engine(api.settings)
     with session_scope(make_sessionmaker(engine)) as session:
