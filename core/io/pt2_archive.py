@@ -84,6 +84,8 @@ def _read_json(archive: zipfile.ZipFile, name: str, path: Path) -> object:
         return json.loads(archive.read(name))
     except (ValueError, UnicodeDecodeError) as exc:
         raise _fail(path, f"member {name!r} is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise _fail(path, f"member {name!r} nests too deeply") from None
 
 
 def _check_payload_config(config: object, name: str, path: Path, constants: bool) -> set[str]:
@@ -150,7 +152,10 @@ def check_pt2_archive(path: Path) -> None:
             # torch.export.ExportedProgram.module() exec()s guards_code: Python source from the file.
             if isinstance(program, dict) and program.get("guards_code"):
                 raise _fail(path, f"{model_member} carries guard code (Python source), which is not executed")
-            _walk_expressions(program, path, model_member)
+            try:
+                _walk_expressions(program, path, model_member)
+            except RecursionError:  # nested near the parser's own limit: no exported program is
+                raise _fail(path, f"{model_member} nests too deeply") from None
             allowed.add(model_member)
             for kind, constants in (("weights", False), ("constants", True)):
                 config_name = f"data/{kind}/{model}_{kind}_config.json"

@@ -103,8 +103,8 @@ class HotLane:
             return  # the client left before sending the whole body: nothing to answer
         try:
             job = JobCreate.model_validate(json.loads(body))  # as FastAPI parses and validates it
-        except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            job = None
+        except (ValueError, ValidationError, RecursionError):  # bad JSON or text, deep nesting, bad spec
+            job = None  # the route answers with its own wording
         done = None
         if job is not None:
             keyed = IdempotencyContext(None, "", "")

@@ -43,7 +43,7 @@ def fingerprint(body: bytes) -> str:
     bytes' hash when the body is not JSON (validation refuses it later)."""
     try:
         canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, not text, nested too deep for the parser
         canonical = body
     return hashlib.sha256(canonical).hexdigest()
 

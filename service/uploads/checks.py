@@ -127,6 +127,8 @@ def check_safetensors(path: Path, max_bytes: int) -> None:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise _reject("safetensors", "the header is not JSON") from None
+        except RecursionError:  # valid JSON nested deeper than the parser goes: no real header is
+            raise _reject("safetensors", "the header nests too deeply") from None
     if not isinstance(header, dict):
         raise _reject("safetensors", "the header is not a JSON object")
     spans: list[tuple[int, int]] = []

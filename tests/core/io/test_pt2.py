@@ -109,6 +109,16 @@ def test_guard_code_is_refused(digits_artifacts, tmp_path):
         load_model(bad)
 
 
+@pytest.mark.parametrize("depth", [100_000, 950])  # past the JSON parser's limit; just under it
+def test_deeply_nested_program_is_refused_not_crashed(digits_artifacts, tmp_path, depth):
+    nested = ("[" * depth + "]" * depth).encode()
+    bad = _rewrite(digits_artifacts.model_pt2, tmp_path / "n.pt2", {"models/model.json": nested})
+    with pytest.raises(
+        ModelLoadError
+    ):  # a clear refusal (too deep, or not a program), never a RecursionError
+        load_model(bad)
+
+
 def test_graph_calling_arbitrary_functions_is_refused(digits_artifacts, tmp_path):
     with zipfile.ZipFile(digits_artifacts.model_pt2) as z:
         text = z.read("model/models/model.json").decode()

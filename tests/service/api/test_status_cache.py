@@ -212,6 +212,14 @@ def test_create_errors_are_the_routes_on_the_hot_lane(pg_api: Api) -> None:
     with pg_api.client() as c:
         bad_json = c.post("/v1/jobs", content=b"{not json", headers={"Content-Type": "application/json"})
         assert bad_json.status_code == 422 and bad_json.json()["error"]["code"] == "invalid_request"
+        deep = c.post("/v1/jobs", content=b"[" * 60_000, headers={"Content-Type": "application/json"})
+        assert 400 <= deep.status_code < 500, deep.text  # json.loads recursion: the route's 4xx, not a 500
+        keyed_deep = c.post(
+            "/v1/jobs",
+            content=b"[" * 60_000,
+            headers={"Content-Type": "application/json", "Idempotency-Key": "deep"},
+        )
+        assert 400 <= keyed_deep.status_code < 500, keyed_deep.text  # also when fingerprinting the body
         missing = c.post("/v1/jobs", json={"technique": "ptq"})
         assert missing.status_code == 422 and "model_id" in missing.json()["error"]["message"]
         unknown = c.post(

@@ -150,6 +150,7 @@ def test_safetensors_headers(tmp_path: Path) -> None:
         "offsets": _safetensors({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, bytes(4)),
         "covers": _safetensors({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(8)),
         "header length": struct.pack("<Q", 1 << 40) + b"{}",
+        "nesting": struct.pack("<Q", 100_000) + b"[" * 100_000,  # json.loads would recurse past the limit
     }
     for why, data in bad.items():
         with pytest.raises(UploadRejectedError):
