@@ -65,9 +65,11 @@ class HotLane:
         await self.app(scope, receive, send)
 
     async def _status(self, scope: Scope, send: Send, job_id: str) -> bool:
+        if not job_id or "/" in job_id:
+            return False  # another route, or none: those that authenticate charge the token themselves
         headers = _headers(scope)
-        who = self._caller(scope, headers)
-        if who is None or self.ctx.status_cache is None:
+        who = verified_caller(self.ctx, headers.get(b"authorization", b"").decode("latin-1"))
+        if who is None or not self._charge(scope, who) or self.ctx.status_cache is None:
             return False
         body = self.ctx.status_cache.get(job_id, who.project_id)
         if body is None:
@@ -88,7 +90,7 @@ class HotLane:
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
-        who = self._caller(scope, headers)
+        who = verified_caller(self.ctx, headers.get(b"authorization", b"").decode("latin-1"))
         key = headers.get(b"idempotency-key")
         content_type = headers.get(b"content-type", b"")
         if (
@@ -102,8 +104,17 @@ class HotLane:
         if body is None:
             return  # the client left before sending the whole body: nothing to answer
         try:
-            job = JobCreate.model_validate(json.loads(body))  # as FastAPI parses and validates it
-        except (ValueError, ValidationError, RecursionError):  # bad JSON or text, deep nesting, bad spec
+            parsed = json.loads(body)  # as FastAPI parses it
+        except (ValueError, RecursionError):  # bad JSON or text, deep nesting
+            # FastAPI refuses it before authenticating: the route answers, and charges no token.
+            await self.app(scope, _replay(body, receive), send)
+            return
+        if not self._charge(scope, who):
+            await self.app(scope, _replay(body, receive), send)  # the route answers 429
+            return
+        try:
+            job = JobCreate.model_validate(parsed)  # as FastAPI validates it
+        except (ValidationError, ValueError, RecursionError):
             job = None  # the route answers with its own wording
         done = None
         if job is not None:
@@ -120,25 +131,26 @@ class HotLane:
         scope["route"] = _CREATE_ROUTE
         await done(scope, receive, send)
 
-    def _caller(self, scope: Scope, headers: dict[bytes, bytes]) -> Principal | None:
-        """The recently verified caller whose rate limit allows the request (its token is spent once:
-        the routes see it in the scope); None: let the route decide (it authenticates, or answers 401
-        or 429)."""
-        who = verified_caller(self.ctx, headers.get(b"authorization", b"").decode("latin-1"))
-        if who is None:
-            return None
+    def _charge(self, scope: Scope, who: Principal) -> bool:
+        """Spend the caller's token for this request (once: the routes see the charge in the scope).
+        Called only where the route would authenticate and charge too. False: limited; let the route
+        answer 429."""
         try:
             self.ctx.limiter.take(who.key_id)
         except RateLimitedError:
-            return None
+            return False
         scope[CHARGED] = who.key_id
-        return who
+        return True
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
-    # Header names arrive lower-cased (ASGI); a repeated header keeps its last value, which is
-    # what these requests' single-valued headers mean.
-    return dict(scope["headers"])
+    # Header names arrive lower-cased (ASGI). A repeated header keeps its first value: the routes read
+    # headers with Starlette's ``headers.get``, which answers the first, and the lane must not
+    # authenticate or key a request differently from them.
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name, value)
+    return headers
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Routes whose bodies are uploads (bounded by max_upload_bytes instead of the spec limit).
@@ -46,7 +47,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise _TooLarge(413, self._message)
             return message
 
         try:
@@ -54,13 +55,20 @@ class BodyLimitMiddleware:
         except _TooLarge:
             await self._reject(send)
 
+    @property
+    def _message(self) -> str:
+        return f"request body over the {self.limit}-byte limit"
+
     async def _reject(self, send: Send) -> None:
-        start, body = _error(413, "payload_too_large", f"request body over the {self.limit}-byte limit")
+        start, body = _error(413, "payload_too_large", self._message)
         await send(start)
         await send({"type": "http.response.body", "body": body[0][1]})
 
 
-class _TooLarge(Exception):
+class _TooLarge(HTTPException):
+    # An HTTPException: FastAPI's body reading turns any other exception into a 400 ("error parsing the
+    # body"), and passes this one on to the app's 413 handler; outside FastAPI (the hot lane) it reaches
+    # the middleware's own 413.
     pass
 
 

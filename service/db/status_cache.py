@@ -145,8 +145,8 @@ class JobStatusCache:
                         self._live = True
                     failures = 0
                     await self._follow(conn)
-                except psycopg.Error as exc:
-                    log.warning("job-status cache: listening connection lost (%s); not serving", exc)
+                except (psycopg.Error, TimeoutError) as exc:
+                    log.warning("job-status cache: listening connection lost (%r); not serving", exc)
                 finally:
                     self.losses += 1
                     self._stop_serving()
@@ -160,4 +160,15 @@ class JobStatusCache:
         while True:
             async for note in conn.notifies(timeout=self.ping_s):
                 self.drop(note.payload)
-            await conn.execute("SELECT 1")
+            # A peer that stopped answering leaves the socket open: without a bound the ping waits
+            # forever while entries stay served and notifications go unheard. An unanswered ping stops
+            # serving at once; psycopg's cancellation of the query (up to seconds more) runs after.
+            ping = asyncio.ensure_future(conn.execute("SELECT 1"))
+            if not (await asyncio.wait({ping}, timeout=self.ping_s))[0]:
+                self._stop_serving()
+                ping.cancel()
+                await asyncio.wait({ping})
+                if not ping.cancelled():
+                    ping.exception()  # retrieved: the connection is dropped either way
+                raise TimeoutError(f"no answer to a ping within {self.ping_s} s")
+            await ping

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from service.api.app import create_app
 from service.db.migrate import upgrade
 from service.db.models import Job
 from service.db.repositories import projects
@@ -26,6 +28,7 @@ from service.jobs import state
 from service.settings import Settings
 from tests.fixtures.live_api import live_api
 from tests.fixtures.postgres import fresh_database
+from tests.fixtures.tcp_proxy import TcpProxy
 from tests.service.conftest import Api
 from tests.service.samples import job_body, make_ready_dataset, make_ready_model
 
@@ -235,3 +238,136 @@ def test_create_errors_are_the_routes_on_the_hot_lane(pg_api: Api) -> None:
         assert again.headers.get("idempotent-replayed") == "true"
         other = c.post("/v1/jobs", json={**spec, "priority": 1}, headers=key)
         assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_repeated_headers_are_read_as_the_routes_read_them(pg_api: Api) -> None:
+    """Given a cached job, a request that repeats Authorization (or Idempotency-Key) is answered by the
+    first value, as the routes read headers (Starlette's ``headers.get``), not by the last."""
+    job = _new_job(pg_api)
+    with pg_api.client() as c:
+        _cached(pg_api, c, str(job["id"]))
+    with httpx.Client(base_url=pg_api.url, timeout=60) as raw:
+        twice = [("Authorization", "Bearer not-a-key"), ("Authorization", f"Bearer {pg_api.key}")]
+        resp = raw.get(f"/v1/jobs/{job['id']}", headers=twice)
+        assert resp.status_code == 401, resp.text
+        first, second = os.urandom(8).hex(), os.urandom(8).hex()
+        spec = dict(job["spec"]) if isinstance(job["spec"], dict) else {}
+        keyed = [("Authorization", f"Bearer {pg_api.key}"), ("Idempotency-Key", first)]
+        keyed += [("Idempotency-Key", second)]
+        created = raw.post("/v1/jobs", json=spec, headers=keyed)
+        assert created.status_code == 201, created.text
+    with pg_api.client() as c:
+        again = c.post("/v1/jobs", json=spec, headers={"Idempotency-Key": first})
+        assert again.headers.get("idempotent-replayed") == "true", "the first key was not the one used"
+        assert again.json()["id"] == created.json()["id"]
+
+
+def test_hot_lane_charges_no_token_where_the_routes_charge_none(pg_api: Api) -> None:
+    """Requests the routes answer without authenticating (no such route, wrong method, the trailing-slash
+    redirect, a create body that is not JSON) spend no rate-limit token on the hot lane either."""
+    settings = pg_api.settings.model_copy(update={"rate_limit_per_minute": 1, "rate_limit_burst": 3})
+    engine = make_engine(settings)
+    with session_scope(make_sessionmaker(engine)) as session:
+        project = projects.create_project(session, f"t-{os.urandom(4).hex()}")
+        key = projects.create_api_key(session, project)[1]
+    engine.dispose()
+    missing = "0" * 26
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as tc:
+        codes = [tc.get(f"/v1/jobs/{missing}").status_code]  # the route verifies the key: one token
+        codes += [
+            tc.get(f"/v1/jobs/{missing}/no-such-thing").status_code,
+            tc.get(f"/v1/jobs/{missing}/cancel").status_code,
+            tc.get("/v1/jobs/", follow_redirects=False).status_code,
+            tc.post("/v1/jobs", content=b"{x", headers={"Content-Type": "application/json"}).status_code,
+        ]
+        codes += [tc.get(f"/v1/jobs/{missing}").status_code for _ in range(3)]
+    assert codes == [404, 404, 405, 307, 422, 404, 404, 429]
+
+
+def _pg_kwargs_via(settings: Settings, proxy: TcpProxy) -> dict[str, object]:
+    engine = make_engine(settings)
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    engine.dispose()
+    return {**kwargs, "host": "127.0.0.1", "port": proxy.port}
+
+
+def test_listener_that_stops_answering_stops_serving(pg_api: Api) -> None:
+    """Given a live cache with an entry, when the listening connection stops answering (sockets open, no
+    byte crosses: a hung peer), the ping is unanswered and the entry is no longer served, so a change
+    whose notification cannot arrive is never hidden for longer than about two ping intervals."""
+    job = _new_job(pg_api)
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy.up()
+
+    async def scenario() -> None:
+        cache = JobStatusCache(_pg_kwargs_via(pg_api.settings, proxy), max_entries=10, ping_s=0.2)
+        cache.ensure_listening()
+        try:
+            deadline = time.monotonic() + 10
+            while not cache.live:
+                assert time.monotonic() < deadline, "listener never became live"
+                await asyncio.sleep(0.01)
+            cache.put(str(job["id"]), "p", b"queued", cache.generation())
+            proxy.pause()
+            await asyncio.to_thread(_transition, pg_api, str(job["id"]), state.RUNNING, claimed_by="w")
+            await asyncio.sleep(1.0)  # five ping intervals
+            assert cache.get(str(job["id"]), "p") is None, "stale entry served, nothing heard"
+            assert not cache.live
+        finally:
+            proxy.resume()
+            cache.close()
+            await asyncio.sleep(0)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proxy.down()
+
+
+def test_cancel_drops_the_entry_before_any_notification(pg_api: Api) -> None:
+    """Given a cached job and a listener whose notifications are held back (paused proxy), the read right
+    after a cancel through the API shows the cancel: the route drops the entry itself."""
+    job = _new_job(pg_api)
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy.up()
+    app = create_app(pg_api.settings)
+    cache = JobStatusCache(_pg_kwargs_via(pg_api.settings, proxy), max_entries=10, ping_s=30)
+    app.state.ctx.status_cache = cache
+    try:
+        with TestClient(app, headers={"Authorization": f"Bearer {pg_api.key}"}) as tc:
+            tc.get(f"/v1/jobs/{job['id']}").raise_for_status()  # starts this cache's listener
+            _wait(lambda: cache.live)
+            tc.get(f"/v1/jobs/{job['id']}").raise_for_status()  # fills the entry
+            hits = cache.hits
+            assert tc.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+            assert cache.hits == hits + 1
+            proxy.pause()
+            assert tc.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+            assert tc.get(f"/v1/jobs/{job['id']}").json()["status"] == "cancelled"
+            proxy.resume()
+    finally:
+        proxy.resume()
+        proxy.down()
+
+
+def test_oversized_chunked_create_is_413_on_both_paths(pg_api: Api) -> None:
+    """A create body sent without Content-Length that outgrows the spec limit is refused with 413
+    whether the routes read it (first request of a key) or the hot lane does (the key verified)."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(pg_api.settings.max_spec_bytes // 65536 + 2):
+            yield b" " * 65536
+
+    engine = make_engine(pg_api.settings)
+    with session_scope(make_sessionmaker(engine)) as session:
+        project = projects.create_project(session, f"t-{os.urandom(4).hex()}")
+        key = projects.create_api_key(session, project)[1]
+    engine.dispose()
+    with pg_api.client(key) as c:
+        json_type = {"Content-Type": "application/json"}
+        routed = c.post("/v1/jobs", content=chunks(), headers=json_type)
+        c.get(f"/v1/jobs/{'0' * 26}")  # verifies the key: the next create takes the hot lane
+        laned = c.post("/v1/jobs", content=chunks(), headers=json_type)
+    for resp in (routed, laned):
+        assert resp.status_code == 413, resp.text
+        assert resp.json()["error"]["code"] == "payload_too_large"
