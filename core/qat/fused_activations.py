@@ -82,17 +82,17 @@ def _fused_forward(module: Any, x: Any) -> torch.Tensor | None:
         or q._observing
         or q.spec.dtype != "int"
         or q.spec.granularity != "per_tensor"
-        or q.scale.numel() == 0
     ):
         return None
-    bounds = (
+    if isinstance(q, LearnableQuantizer):  # always calibrated
+        return lsq_fake_quantize_clipped(x, q, _clip_bounds(module))
+    if type(q) is not Quantizer or q.scale.numel() == 0 or not use_ste_kernel(x):
+        return None
+    scale, inv, lo, hi = q._inference_params(x)
+    return fake_quantize_ste(x, scale, inv, lo, hi, activation=_clip_bounds(module))
+
+
+def _clip_bounds(module: Any) -> tuple[float, float]:
+    return (
         (0.0, float("inf")) if isinstance(module, nn.ReLU) else (float(module.min_val), float(module.max_val))
     )
-    if type(q) is Quantizer:
-        if not use_ste_kernel(x):
-            return None
-        scale, inv, lo, hi = q._inference_params(x)
-        return fake_quantize_ste(x, scale, inv, lo, hi, activation=bounds)
-    if isinstance(q, LearnableQuantizer):
-        return lsq_fake_quantize_clipped(x, q, bounds)
-    return None

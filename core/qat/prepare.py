@@ -13,7 +13,10 @@ full search after every step.
 
 **range_learning** — every enabled, calibrated, non-frozen integer quantizer (weights and
 activations) becomes a LearnableQuantizer: scale (and asymmetric zero point) are nn.Parameters with
-LSQ gradients (core/quant/learnable.py); no recomputation happens, the grid is learned.
+LSQ gradients (core/quant/learnable.py); no recomputation happens, the grid is learned. Their
+scales and zero points are pooled into one shared parameter bank per sim (two nn.Parameters instead of
+one or two per quantizer: an optimizer's per-parameter cost stays small; state dict keys unchanged;
+core/quant/learnable_bank.py); finish_qat gives each quantizer its own tensors back.
 
 In both modes quantized ReLU/ReLU6/Hardtanh modules run fused with their output quantizer while
 training on CPU (core/qat/fused_activations.py: same values and gradients, one pass fewer each way).
@@ -40,6 +43,7 @@ from core.errors import ConfigError, LowbitError
 from core.qat.fused_activations import fuse_activations, unfuse_activations
 from core.qat.weight_ranges import WEIGHT_SEARCH, WeightRangeFollower
 from core.quant.learnable import LearnableQuantizer
+from core.quant.learnable_bank import pool_learnable_quantizers, unpool_learnable_quantizers
 
 QatMode = Literal["regular", "range_learning"]
 MODES: tuple[str, ...] = ("regular", "range_learning")
@@ -95,6 +99,7 @@ def prepare_qat(sim: Any, mode: str = "regular", weight_search: str = "once") ->
         follow = setup.weights.follow if weight_search == "once" else sim.compute_param_encodings
         setup._hook = _register_weight_encoding_hook(sim, follow)
     else:
+        learnables = []
         for name, quantizer in sim.quantizers().items():
             if (
                 quantizer is None
@@ -107,8 +112,9 @@ def prepare_qat(sim: Any, mode: str = "regular", weight_search: str = "once") ->
                 raise LowbitError(
                     f"quantizer {name!r} has no encoding; run sim.compute_encodings(data) before range learning"
                 )
-            quantizer.enable_range_learning()
+            learnables.append(quantizer.enable_range_learning())
             setup.learned.append(name)
+        pool_learnable_quantizers(learnables)
     setup.fused = fuse_activations(sim.model)
     setattr(sim, _SETUP_ATTR, setup)
     return setup
@@ -120,6 +126,7 @@ def finish_qat(sim: Any) -> None:
     if setup is not None:
         setup.remove_hook()
     unfuse_activations(sim.model)
+    unpool_learnable_quantizers(sim.model)
     for quantizer in sim.quantizers().values():
         if isinstance(quantizer, LearnableQuantizer):
             quantizer.disable_range_learning()

@@ -92,7 +92,8 @@ def learnable_fake_quantize(
     qmax = spec.num_steps
     if spec.granularity == "per_tensor" and cpu_float32(x):
         # The collapsed-scale floor is applied inside (straight-through, like safe_scale).
-        return _LsqPerTensorCpu.apply(x, scale, zero_point, qmax, grad_factor, NO_ACTIVATION)
+        consts = (0, 0, scale.detach().item(), zero_point.detach().item(), qmax, grad_factor, NO_ACTIVATION)
+        return _LsqPerTensorCpu.apply(x, scale, zero_point, consts)
     s = safe_scale(scale)
     if x.dtype == torch.float32 and spec.granularity in ("per_tensor", "per_channel"):
         if spec.granularity == "per_tensor":
@@ -157,9 +158,14 @@ class _LsqPerTensorCpu(torch.autograd.Function):
 
         grad_x = grad·mask,  grad_s = g·Σ grad·(c − mask·x/s),  grad_z = −g·s·Σ grad·(1 − mask)
 
-    (one fused pass with numba; the scale's sum per element, which keeps its float32 digits). Scale and zero point are read as Python floats (no device sync on
-    CPU); a collapsed scale is floored at MIN_LEARNED_SCALE in the forward while its gradient passes
-    straight through, as safe_scale does.
+    (one fused pass with numba; the scale's sum per element, which keeps its float32 digits).
+
+    ``scale`` and ``zero_point`` are the tensors the gradients go to, and s, z sit at flat index
+    ``s_index``/``z_index`` in them: a quantizer's own (1,) parameters at index 0, or a sim's shared
+    parameter bank (core/quant/learnable_bank.py), whose gradient is then zero except at that index.
+    Their values come in ``consts`` as Python floats (read without a torch op or device sync); a
+    collapsed scale is floored at MIN_LEARNED_SCALE in the forward while its gradient passes straight
+    through, as safe_scale does.
     """
 
     @staticmethod
@@ -168,28 +174,38 @@ class _LsqPerTensorCpu(torch.autograd.Function):
         x: torch.Tensor,
         scale: torch.Tensor,
         zero_point: torch.Tensor,
-        qmax: int,
-        g: float,
-        activation: tuple[float, float],
+        consts: tuple[int, int, float, float, int, float, tuple[float, float]],
     ) -> torch.Tensor:
+        s_index, z_index, s_value, z_value, qmax, g, activation = consts
         # Python/numpy scalars in float32 arithmetic: the values torch would compute, without its per-op cost.
-        s32 = max(np.float32(scale.detach().item()), _MIN_SCALE32)
+        s32 = max(np.float32(s_value), _MIN_SCALE32)
         s, inv = float(s32), float(np.float32(1.0) / s32)  # the float32 reciprocal, as the fused kernel uses
-        z = min(max(round(zero_point.detach().item()), 0), qmax)  # half to even, as torch.round
+        z = min(max(round(z_value), 0), qmax)  # half to even, as torch.round
         lo, hi = float(-z), float(qmax - z)
         ctx.save_for_backward(x)
-        ctx.consts = (s, inv, lo, hi, g, scale.shape, activation)
+        ctx.consts = (s, inv, lo, hi, g, activation, scale.shape, s_index, zero_point.shape, z_index)
         lo_x, hi_x = fused_levels(inv, lo, hi, *activation)
         return fake_quantize_forward(x, s, inv, lo_x, hi_x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        s, inv, lo, hi, g, shape, activation = ctx.consts
+        s, inv, lo, hi, g, activation, s_shape, s_index, z_shape, z_index = ctx.consts
+        needs = ctx.needs_input_grad
         grad_x, dot_d, off_grid = lsq_backward(grad, x, inv, lo, hi, activation)
-        grad_s = torch.full(shape, g * dot_d) if ctx.needs_input_grad[1] else None
-        grad_z = torch.full(shape, -g * s * off_grid) if ctx.needs_input_grad[2] else None
-        return grad_x if ctx.needs_input_grad[0] else None, grad_s, grad_z, None, None, None
+        grad_s = _one_hot(s_shape, s_index, g * dot_d) if needs[1] else None
+        grad_z = _one_hot(z_shape, z_index, -g * s * off_grid) if needs[2] else None
+        return grad_x if needs[0] else None, grad_s, grad_z, None
+
+
+def _one_hot(shape: torch.Size, index: int, value: float) -> torch.Tensor:
+    """A float32 CPU tensor of ``shape``: ``value`` at flat ``index``, zero elsewhere."""
+    if index == 0 and math.prod(shape) == 1:
+        return torch.full(shape, value)
+    # Built in NumPy: half the cost of torch.zeros and a write through a view.
+    out = np.zeros(math.prod(shape), dtype=np.float32)
+    out[index] = value
+    return torch.from_numpy(out).reshape(shape)
 
 
 def lsq_fake_quantize_clipped(
@@ -197,11 +213,9 @@ def lsq_fake_quantize_clipped(
 ) -> torch.Tensor | None:
     """``quantizer(hardtanh(x, *activation))`` in one pass with LSQ gradients, or None where not fused
     (not per-tensor float32 on CPU, or numba missing: see core/quant/ste.py)."""
-    spec = quantizer.spec
-    if spec.granularity != "per_tensor" or not cpu_float32(x) or not fuses_activations(lsq=True):
+    if quantizer.spec.granularity != "per_tensor" or not cpu_float32(x) or not fuses_activations(lsq=True):
         return None
-    g = lsq_grad_factor(x, spec, 1)
-    return _LsqPerTensorCpu.apply(x, quantizer.scale, quantizer.zero_point, spec.num_steps, g, activation)
+    return quantizer.lsq_per_tensor_cpu(x, activation)
 
 
 def _reference(
@@ -279,7 +293,32 @@ class LearnableQuantizer(Quantizer):
             enc = self.encoding
             assert enc is not None
             return fake_quantize_raw(x, self.spec, enc.scale, enc.zero_point)
+        if self.spec.granularity == "per_tensor" and cpu_float32(x):
+            return self.lsq_per_tensor_cpu(x, NO_ACTIVATION)
         return learnable_fake_quantize(x, self.spec, self.scale, self.zero_point)
+
+    def lsq_per_tensor_cpu(self, x: torch.Tensor, activation: tuple[float, float]) -> torch.Tensor:
+        """LSQ fake-quant of a float32 CPU ``x`` on this per-tensor grid, after a fused clipping
+        activation ``(amin, amax)`` (NO_ACTIVATION: none)."""
+        scale, zero_point, s_index, z_index, s_value, z_value = self._lsq_sources()
+        g = lsq_grad_factor(x, self.spec, 1)
+        consts = (s_index, z_index, s_value, z_value, self.spec.num_steps, g, activation)
+        return _LsqPerTensorCpu.apply(x, scale, zero_point, consts)
+
+    def _lsq_sources(self) -> tuple[torch.Tensor, torch.Tensor, int, int, float, float]:
+        """(scale tensor, zero-point tensor, index of s in it, index of z in it, s, z) of a per-tensor grid."""
+        scale, zero_point = self.scale, self.zero_point
+        return scale, zero_point, 0, 0, scale.detach().item(), zero_point.detach().item()
+
+    @property
+    def scale_grad(self) -> torch.Tensor | None:
+        """The gradient accumulated for this quantizer's scale (None before a backward)."""
+        return self.scale.grad
+
+    @property
+    def zero_point_grad(self) -> torch.Tensor | None:
+        """The gradient accumulated for this quantizer's zero point (None if it is fixed or before a backward)."""
+        return self.zero_point.grad
 
     def disable_range_learning(self) -> None:
         """Back to a plain Quantizer with the learned encoding (rounded zero point) in int32 buffers."""
