@@ -205,7 +205,8 @@ def _one_hot(shape: torch.Size, index: int, value: float) -> torch.Tensor:
     # Built in NumPy: half the cost of torch.zeros and a write through a view.
     out = np.zeros(math.prod(shape), dtype=np.float32)
     out[index] = value
-    return torch.from_numpy(out).reshape(shape)
+    grad = torch.from_numpy(out)
+    return grad if grad.shape == shape else grad.reshape(shape)
 
 
 def lsq_fake_quantize_clipped(
