@@ -128,8 +128,11 @@ class JobStatusCache:
             self._entries.clear()
 
     async def _listen(self) -> None:
+        # A listener replaced by one on another loop (ensure_listening) may still be running there until
+        # its cancellation arrives: it must then neither switch serving on nor off for its successor.
+        me = asyncio.current_task()
         failures = 0
-        while True:
+        while self._task is me:
             try:
                 conn = await psycopg.AsyncConnection.connect(
                     **self.connect_kwargs, autocommit=True, application_name="lowbit-job-status-cache"
@@ -141,21 +144,24 @@ class JobStatusCache:
                 try:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     with self._lock:
+                        if self._task is not me:
+                            return
                         self._generation += 1
                         self._live = True
                     failures = 0
-                    await self._follow(conn)
+                    await self._follow(conn, me)
                 except (psycopg.Error, TimeoutError) as exc:
                     log.warning("job-status cache: listening connection lost (%r); not serving", exc)
                 finally:
-                    self.losses += 1
-                    self._stop_serving()
+                    if self._task is me:
+                        self.losses += 1
+                        self._stop_serving()
                     with contextlib.suppress(Exception):
                         conn.pgconn.finish()
             await asyncio.sleep(_RETRY_S[min(failures, len(_RETRY_S) - 1)])
             failures += 1
 
-    async def _follow(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _follow(self, conn: psycopg.AsyncConnection[Any], me: asyncio.Task[None] | None) -> None:
         """Drop entries as notifications arrive; ping when quiet, so a dead connection is noticed."""
         while True:
             async for note in conn.notifies(timeout=self.ping_s):
@@ -165,7 +171,8 @@ class JobStatusCache:
             # serving at once; psycopg's cancellation of the query (up to seconds more) runs after.
             ping = asyncio.ensure_future(conn.execute("SELECT 1"))
             if not (await asyncio.wait({ping}, timeout=self.ping_s))[0]:
-                self._stop_serving()
+                if self._task is me:
+                    self._stop_serving()
                 ping.cancel()
                 await asyncio.wait({ping})
                 if not ping.cancelled():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,6 +175,49 @@ def test_lost_listener_stops_serving_and_recovers(pg_api: Api) -> None:
             _cached(pg_api, c, str(job["id"]))  # waits for the listener to be back, then hits
     finally:
         engine.dispose()
+
+
+def test_a_replaced_listener_leaves_its_successor_serving(pg_api: Api) -> None:
+    """Given a listener on loop A, when the cache is used from loop B (a second app loop, as with a
+    TestClient) while A is busy, then A's late cancellation does not switch B's serving off."""
+    engine = make_engine(pg_api.settings)
+    _, kwargs = engine.dialect.create_connect_args(engine.url)
+    engine.dispose()
+    cache = JobStatusCache(kwargs, max_entries=10)
+    loop_a = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop_a.run_forever, daemon=True)
+    thread.start()
+
+    def until(predicate) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < deadline, "condition not reached"
+            time.sleep(0.01)
+
+    async def start_on_a() -> None:
+        cache.ensure_listening()
+
+    try:
+        asyncio.run_coroutine_threadsafe(start_on_a(), loop_a).result(5)
+        until(lambda: cache.live)
+        loop_a.call_soon_threadsafe(time.sleep, 0.5)  # loop A busy: its listener's cancel waits
+
+        async def on_b() -> None:
+            cache.ensure_listening()
+            while not cache.live:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)  # A has run its cancellation by now
+            assert cache.live, "the replaced listener switched its successor's serving off"
+            cache.put("j", "p", b"body", cache.generation())
+            assert cache.get("j", "p") == b"body"
+            cache.close()
+            await asyncio.sleep(0)
+
+        asyncio.run(on_b())
+    finally:
+        loop_a.call_soon_threadsafe(loop_a.stop)
+        thread.join(5)
+        loop_a.close()
 
 
 def test_a_read_older_than_a_notification_is_not_stored(pg_api: Api) -> None:
