@@ -99,3 +99,44 @@ def test_resumes_from_its_cache_after_a_cancelled_run(tmp_path):
     again = autoquant(_model(), _data(), **kwargs)
     assert all(s.cached for s in again.stages if s.name != "prepare")
     assert again.best_score == pytest.approx(result.best_score, abs=1e-6)
+
+
+def test_mixed_precision_raises_the_most_sensitive_modules_until_the_target_is_met():
+    """Given 2-bit weights that no PTQ stage rescues (AdaRound reaches 0.981 of the 0.995 target; A8 alone
+    would meet it), When AutoQuant reaches its mixed-precision stage, Then it raises modules in order of
+    measured sensitivity, stops once the target is met, and the returned sim holds exactly those modules
+    at the raised bitwidth and the others at 2 bits."""
+    result = autoquant(
+        _model(),
+        _data(),
+        allowed_accuracy_drop=0.005,
+        param_bw=2,
+        scheme_candidates=ONE_SCHEME,
+        adaround=FAST_ADA,
+        mixed_precision_bw=(8, 8),
+        export=False,
+    )
+    names = [s.name for s in result.stages]
+    assert names[-1] == "mixed_precision", names
+    below = {s.name: s for s in result.stages if s.name in ("bn_fold", "cle", "adaround")}
+    assert below and all(s.status == "below" for s in below.values())
+    mixed = result.stages[-1]
+    raised, gains = mixed.details["raised"], mixed.details["sensitivity"]
+    assert raised, "no module was raised"
+    # Raised in decreasing order of the gain measured by leaving each module unquantized.
+    assert raised == sorted(raised, key=lambda n: gains[n], reverse=True)
+    assert result.target_met and mixed.status == "met" and result.best_stage == "mixed_precision"
+    assert mixed.score >= result.target > max(s.score for s in below.values())
+    weight_bits = {
+        name: {
+            q.spec.bitwidth
+            for role, q in module.quantizers().items()
+            if role.startswith("param.") and q.enabled
+        }
+        for name, module in result.sim.quantized_modules().items()
+    }
+    for name, bits in weight_bits.items():
+        if bits:
+            assert bits == ({8} if name in raised else {2}), (name, bits)
+    # It stopped at the target: here that leaves some weight-bearing modules at 2 bits.
+    assert len(raised) < sum(1 for bits in weight_bits.values() if bits)
