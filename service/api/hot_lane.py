@@ -25,12 +25,14 @@ import json
 from typing import NamedTuple
 
 from pydantic import ValidationError
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.context import CHARGED, AppContext, Principal, verified_caller
 from service.api.errors import error_response
 from service.api.idempotency import IdempotencyContext, fingerprint, valid_key
 from service.api.routes.jobs import create_on_loop
+from service.db.status_cache import JobStatusCache
 from service.errors import RateLimitedError, ServiceError, http_status_for
 from service.schemas.jobs import JobCreate
 
@@ -55,23 +57,23 @@ class HotLane:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            method, path = scope["method"], scope["path"]
-            if method == "GET" and path.startswith(_JOB) and self.ctx.status_cache is not None:
-                if await self._status(scope, send, path[len(_JOB) :]):
+            method, path, cache = scope["method"], scope["path"], self.ctx.status_cache
+            if method == "GET" and path.startswith(_JOB) and cache is not None:
+                if await self._status(scope, send, cache, path[len(_JOB) :]):
                     return
             elif method == "POST" and path == _JOBS:
                 await self._create(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    async def _status(self, scope: Scope, send: Send, job_id: str) -> bool:
+    async def _status(self, scope: Scope, send: Send, cache: JobStatusCache, job_id: str) -> bool:
         if not job_id or "/" in job_id:
             return False  # another route, or none: those that authenticate charge the token themselves
         headers = _headers(scope)
         who = verified_caller(self.ctx, headers.get(b"authorization", b"").decode("latin-1"))
-        if who is None or not self._charge(scope, who) or self.ctx.status_cache is None:
+        if who is None or not self._charge(scope, who):
             return False
-        body = self.ctx.status_cache.get(job_id, who.project_id)
+        body = cache.get(job_id, who.project_id)
         if body is None:
             return False
         scope["route"] = _STATUS_ROUTE
@@ -103,33 +105,33 @@ class HotLane:
         body = await _read_body(receive)
         if body is None:
             return  # the client left before sending the whole body: nothing to answer
-        try:
-            parsed = json.loads(body)  # as FastAPI parses it
-        except (ValueError, RecursionError):  # bad JSON or text, deep nesting
-            # FastAPI refuses it before authenticating: the route answers, and charges no token.
-            await self.app(scope, _replay(body, receive), send)
-            return
-        if not self._charge(scope, who):
-            await self.app(scope, _replay(body, receive), send)  # the route answers 429
-            return
-        try:
-            job = JobCreate.model_validate(parsed)  # as FastAPI validates it
-        except (ValidationError, ValueError, RecursionError):
-            job = None  # the route answers with its own wording
-        done = None
-        if job is not None:
-            keyed = IdempotencyContext(None, "", "")
-            if key is not None:
-                keyed = IdempotencyContext(key.decode("latin-1"), f"POST {_JOBS}", fingerprint(body))
-            try:
-                done = await create_on_loop(self.ctx, who, keyed, job)
-            except ServiceError as exc:
-                done = error_response(http_status_for(exc), exc.code, exc.message, exc.headers)
-        if done is None:
+        done = await self._created(scope, who, key, body)
+        if done is None:  # the route answers, with the body replayed
             await self.app(scope, _replay(body, receive), send)
             return
         scope["route"] = _CREATE_ROUTE
         await done(scope, receive, send)
+
+    async def _created(self, scope: Scope, who: Principal, key: bytes | None, body: bytes) -> Response | None:
+        """The create's response, or None for the route to answer (bad JSON, rate-limited, invalid
+        spec, or nothing written by the on-loop create)."""
+        try:
+            parsed = json.loads(body)  # as FastAPI parses it
+        except (ValueError, RecursionError):  # bad JSON or text, deep nesting
+            return None  # FastAPI refuses it before authenticating: no token is charged here
+        if not self._charge(scope, who):
+            return None  # the route answers 429
+        try:
+            job = JobCreate.model_validate(parsed)  # as FastAPI validates it
+        except (ValidationError, ValueError, RecursionError):
+            return None  # the route answers with its own wording
+        keyed = IdempotencyContext(None, "", "")
+        if key is not None:
+            keyed = IdempotencyContext(key.decode("latin-1"), f"POST {_JOBS}", fingerprint(body, parsed))
+        try:
+            return await create_on_loop(self.ctx, who, keyed, job)
+        except ServiceError as exc:
+            return error_response(http_status_for(exc), exc.code, exc.message, exc.headers)
 
     def _charge(self, scope: Scope, who: Principal) -> bool:
         """Spend the caller's token for this request (once: the routes see the charge in the scope).

@@ -38,11 +38,16 @@ def valid_key(key: str) -> bool:
     return 1 <= len(key) <= 255 and key.isprintable()
 
 
-def fingerprint(body: bytes) -> str:
+_UNPARSED: Any = object()
+
+
+def fingerprint(body: bytes, parsed: Any = _UNPARSED) -> str:
     """The sha256 of the body's canonical JSON (key order and whitespace do not matter); the raw
-    bytes' hash when the body is not JSON (validation refuses it later)."""
+    bytes' hash when the body is not JSON (validation refuses it later). ``parsed``: the body already
+    parsed with ``json.loads`` (the hot lane has it), so it is not parsed twice."""
     try:
-        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
+        value = json.loads(body or b"null") if parsed is _UNPARSED else parsed
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     except (ValueError, RecursionError):  # not JSON, not text, nested too deep for the parser
         canonical = body
     return hashlib.sha256(canonical).hexdigest()

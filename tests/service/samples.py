@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import io
+import os
 
 import httpx
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
+
+from service.db.repositories import projects
+from service.db.session import make_engine, make_sessionmaker, session_scope
+from service.settings import Settings
+
+
+def new_project_key(settings: Settings, prefix: str = "p") -> str:
+    """A new project (named ``prefix-<random>``) in ``settings``' database and the plaintext of its API key."""
+    engine = make_engine(settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            project = projects.create_project(session, f"{prefix}-{os.urandom(4).hex()}")
+            return projects.create_api_key(session, project)[1]
+    finally:
+        engine.dispose()
 
 
 def onnx_bytes(seed: int = 0) -> bytes:

@@ -11,7 +11,7 @@ from service.api.app import create_app
 from service.db.repositories import projects
 from service.db.session import make_engine, make_sessionmaker, session_scope
 from tests.service.conftest import Api
-from tests.service.samples import job_body
+from tests.service.samples import job_body, new_project_key
 
 
 def test_missing_and_bad_keys_are_401(api: Api) -> None:
@@ -75,11 +75,7 @@ def test_spec_size_limit_is_413(api: Api, client: httpx.Client) -> None:
 
 def test_rate_limit_429_with_retry_after(api: Api) -> None:
     settings = api.settings.model_copy(update={"rate_limit_per_minute": 60, "rate_limit_burst": 3})
-    engine = make_engine(settings)
-    with session_scope(make_sessionmaker(engine)) as session:
-        project = projects.create_project(session, f"rl-{os.urandom(4).hex()}")
-        key = projects.create_api_key(session, project)[1]
-    engine.dispose()
+    key = new_project_key(settings, "rl")
     with TestClient(create_app(settings)) as tc:
         headers = {"Authorization": f"Bearer {key}"}
         codes = [tc.get("/v1/models", headers=headers).status_code for _ in range(4)]
@@ -93,11 +89,7 @@ def test_requests_handed_on_by_the_hot_lane_cost_one_token(api: Api) -> None:
     """Status reads the cache cannot answer and creates that fail validation pass through the hot lane
     (which spends the token) to the routes (which must not spend a second one)."""
     settings = api.settings.model_copy(update={"rate_limit_per_minute": 60, "rate_limit_burst": 4})
-    engine = make_engine(settings)
-    with session_scope(make_sessionmaker(engine)) as session:
-        project = projects.create_project(session, f"hl-{os.urandom(4).hex()}")
-        key = projects.create_api_key(session, project)[1]
-    engine.dispose()
+    key = new_project_key(settings, "hl")
     with TestClient(create_app(settings)) as tc:
         headers = {"Authorization": f"Bearer {key}"}
         codes = [tc.get(f"/v1/jobs/{'0' * 26}", headers=headers).status_code for _ in range(2)]

@@ -22,7 +22,6 @@ from sqlalchemy import text
 from service.api.app import create_app
 from service.db.migrate import upgrade
 from service.db.models import Job
-from service.db.repositories import projects
 from service.db.session import make_engine, make_sessionmaker, session_scope
 from service.db.status_cache import JobStatusCache
 from service.jobs import state
@@ -31,7 +30,7 @@ from tests.fixtures.live_api import live_api
 from tests.fixtures.postgres import fresh_database
 from tests.fixtures.tcp_proxy import TcpProxy
 from tests.service.conftest import Api
-from tests.service.samples import job_body, make_ready_dataset, make_ready_model
+from tests.service.samples import job_body, make_ready_dataset, make_ready_model, new_project_key
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +45,7 @@ def pg_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             rate_limit_per_minute=0,
         )
         upgrade(settings)
-        engine = make_engine(settings)
-        with session_scope(make_sessionmaker(engine)) as session:
-            keys = [
-                projects.create_api_key(
-                    session, projects.create_project(session, f"p-{os.urandom(4).hex()}"), "t"
-                )[1]
-                for _ in range(2)
-            ]
-        engine.dispose()
+        keys = [new_project_key(settings) for _ in range(2)]
         with live_api(settings) as (api_url, live_settings):
             yield Api(api_url, live_settings, keys[0], keys[1])
 
@@ -310,11 +301,7 @@ def test_hot_lane_charges_no_token_where_the_routes_charge_none(pg_api: Api) -> 
     """Requests the routes answer without authenticating (no such route, wrong method, the trailing-slash
     redirect, a create body that is not JSON) spend no rate-limit token on the hot lane either."""
     settings = pg_api.settings.model_copy(update={"rate_limit_per_minute": 1, "rate_limit_burst": 3})
-    engine = make_engine(settings)
-    with session_scope(make_sessionmaker(engine)) as session:
-        project = projects.create_project(session, f"t-{os.urandom(4).hex()}")
-        key = projects.create_api_key(session, project)[1]
-    engine.dispose()
+    key = new_project_key(settings, "t")
     missing = "0" * 26
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as tc:
         codes = [tc.get(f"/v1/jobs/{missing}").status_code]  # the route verifies the key: one token
@@ -402,11 +389,7 @@ def test_oversized_chunked_create_is_413_on_both_paths(pg_api: Api) -> None:
         for _ in range(pg_api.settings.max_spec_bytes // 65536 + 2):
             yield b" " * 65536
 
-    engine = make_engine(pg_api.settings)
-    with session_scope(make_sessionmaker(engine)) as session:
-        project = projects.create_project(session, f"t-{os.urandom(4).hex()}")
-        key = projects.create_api_key(session, project)[1]
-    engine.dispose()
+    key = new_project_key(pg_api.settings, "t")
     with pg_api.client(key) as c:
         json_type = {"Content-Type": "application/json"}
         routed = c.post("/v1/jobs", content=chunks(), headers=json_type)
