@@ -50,6 +50,17 @@ def _progress_printer() -> Any:
     return show
 
 
+def _reconnect_notice() -> Any:
+    def show(reason: str, delay_s: float) -> None:
+        print(
+            f"lowbit: API not answering ({reason}); reconnecting in {delay_s:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
 def _finish(job: dict[str, Any]) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
@@ -87,7 +98,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(job["id"])
         if not (args.wait or args.download):
             return OK
-        job = client.wait(job["id"], on_update=_progress_printer())
+        job = client.wait(job["id"], on_update=_progress_printer(), on_reconnect=_reconnect_notice())
         code = _finish(job)
         if args.download and job["status"] == "succeeded":
             for path in client.download(job["id"], args.download):
@@ -109,7 +120,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_job(args: argparse.Namespace) -> int:
     with LowbitClient() as client:
         if args.wait:
-            return _finish(client.wait(args.id, on_update=_progress_printer()))
+            return _finish(
+                client.wait(args.id, on_update=_progress_printer(), on_reconnect=_reconnect_notice())
+            )
         print(json.dumps(client.job(args.id), indent=2))
     return OK
 

@@ -22,6 +22,14 @@ from typing import Any
 
 import httpx
 
+from service.reconnect import (
+    RETRYABLE_STATUSES,
+    GaveUpReconnecting,
+    Reconnector,
+    ReconnectPolicy,
+    parse_retry_after,
+)
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 MODEL_SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
 DATASET_SUFFIXES = {".npz": "npz", ".safetensors": "safetensors"}
@@ -30,9 +38,15 @@ DATASET_SUFFIXES = {".npz": "npz", ".safetensors": "safetensors"}
 class ClientError(Exception):
     """The API answered with an error (``status``, ``code``, ``message``) or could not be reached."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{message} ({code}, HTTP {status})" if status else message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after  # seconds, from the answer's Retry-After header
+
+    @property
+    def transient(self) -> bool:
+        """The API was unreachable or said "not now" (429/502/503/504): worth retrying later."""
+        return (self.status == 0 and self.code == "unreachable") or self.status in RETRYABLE_STATUSES
 
 
 def _file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
@@ -116,11 +130,7 @@ class LowbitClient:
         except httpx.HTTPError as exc:
             raise ClientError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
         if resp.status_code >= 400:
-            try:
-                err = resp.json()["error"]
-                raise ClientError(resp.status_code, err["code"], err["message"])
-            except (ValueError, KeyError, TypeError):
-                raise ClientError(resp.status_code, "http_error", resp.text[:300]) from None
+            raise _answer_error(resp)
         return resp.json() if resp.content else None
 
     def _create(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
@@ -214,7 +224,7 @@ class LowbitClient:
         with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=None) as resp:
             if resp.status_code >= 400:
                 resp.read()
-                raise ClientError(resp.status_code, "http_error", resp.text[:300])
+                raise _answer_error(resp)
             name = "message"
             for line in resp.iter_lines():
                 if line.startswith("event: "):
@@ -228,19 +238,42 @@ class LowbitClient:
         job_id: str,
         on_update: Callable[[dict[str, Any]], None] | None = None,
         timeout_s: float | None = None,
+        on_reconnect: Callable[[str, float], None] | None = None,
+        reconnect: ReconnectPolicy | None = None,
     ) -> dict[str, Any]:
-        """Follow the job until it is succeeded, failed or cancelled; ``on_update`` gets each progress event."""
+        """Follow the job until it is succeeded, failed or cancelled; ``on_update`` gets each progress event.
+
+        An unreachable API (restart), 502/503/504 and 429 are retried with backoff (``reconnect``,
+        default from LOWBIT_RECONNECT_S; Retry-After honoured); ``on_reconnect(reason, delay_s)`` is
+        told before each sleep. Other errors, and failures in a row past the budget, raise ClientError.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        backoff = Reconnector(reconnect or ReconnectPolicy.from_env())
         while True:
             try:
                 for name, data in self.events(job_id):
+                    backoff.reset()
                     if on_update is not None and name == "progress":
                         on_update(data)
                     if deadline is not None and time.monotonic() > deadline:
                         raise ClientError(0, "timeout", f"job {job_id} not finished after {timeout_s} s")
-            except httpx.HTTPError:
-                time.sleep(1)  # the stream broke (API restart): reconnect
-            job = self.job(job_id)
+                job = self.job(job_id)
+            except (httpx.HTTPError, ClientError) as exc:
+                if isinstance(exc, ClientError) and not exc.transient:
+                    raise
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ClientError(0, "timeout", f"job {job_id} not finished after {timeout_s} s") from exc
+                reason = _reason(exc)
+                retry_after = exc.retry_after if isinstance(exc, ClientError) else None
+                try:
+                    delay = backoff.next_delay(retry_after, reason)
+                except GaveUpReconnecting as gave_up:
+                    raise ClientError(0, "unreachable", f"{self.url}: {gave_up}") from exc
+                if on_reconnect is not None:
+                    on_reconnect(reason, delay)
+                time.sleep(delay)
+                continue
+            backoff.reset()
             if job["status"] in TERMINAL:
                 return job
 
@@ -261,3 +294,18 @@ class LowbitClient:
                         fh.write(chunk)
             paths.append(target)
         return paths
+
+
+def _answer_error(resp: httpx.Response) -> ClientError:
+    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    try:
+        err = resp.json()["error"]
+        return ClientError(resp.status_code, err["code"], err["message"], retry_after)
+    except (ValueError, KeyError, TypeError):
+        return ClientError(resp.status_code, "http_error", resp.text[:300], retry_after)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return f"HTTP {exc.status} {exc.code}" if exc.status else exc.message
+    return f"{type(exc).__name__}: {exc}"
