@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session
 from service.db.base import utcnow
 from service.db.models import Model, ModelVersion
 from service.db.repositories.jobs import create_job
+from service.db.repositories.references import check_references
 from service.db.schedule_tables import Schedule, ScheduleRun
+from service.errors import NotFoundError
 from worker.db import WorkerDb
 
 log = logging.getLogger("lowbit.schedules")
@@ -77,6 +79,11 @@ def enqueue_due(session: Session, schedule: Schedule, now: datetime) -> Schedule
         run.status, run.message = "skipped", f"model {schedule.model_name!r} has no ready version"
         return run
     spec = {**schedule.template, "model_id": version.model_id, "model_version": version.version}
+    try:  # a template stored before its ids were checked must not run on another project's data
+        check_references(session, schedule.project_id, spec)
+    except NotFoundError as exc:
+        run.status, run.message = "skipped", exc.message
+        return run
     job = create_job(
         session,
         project_id=schedule.project_id,

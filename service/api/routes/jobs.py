@@ -21,7 +21,7 @@ from service.db.loop_sqlite import Busy
 from service.db.models import ModelVersion
 from service.db.repositories import idempotency as idempotency_repo
 from service.db.repositories import jobs as jobs_repo
-from service.db.repositories import jobs_loop, resources
+from service.db.repositories import jobs_loop, references, resources
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.jobs import state
 from service.schemas.common import MAX_INT32, Page
@@ -233,6 +233,9 @@ async def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> obje
 
     def create() -> JobRead:
         old = jobs_repo.get_job(idem.session, idem.who.project_id, job_id)
+        inputs = {"model_version_id": old.model_version_id, "calib_dataset_id": old.calib_dataset_id,
+                  "eval_dataset_id": old.eval_dataset_id}  # fmt: skip
+        references.check_references(idem.session, old.project_id, inputs)
         job = jobs_repo.insert_job(
             idem.session.connection(),
             project_id=old.project_id,

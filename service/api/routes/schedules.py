@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Response
 from sqlalchemy.orm import Session
 
 from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
-from service.db.repositories import resources
+from service.db.repositories import references, resources
 from service.db.repositories import schedules as repo
 from service.db.schedule_tables import Schedule
 from service.schemas.common import Page
@@ -28,8 +28,10 @@ def _read(schedule: Schedule) -> ScheduleRead:
 def create_schedule(
     body: ScheduleCreate, who: Principal = Depends(principal), session: Session = Depends(db_session)
 ) -> ScheduleRead:
-    """Create a schedule for one of the project's models (404 when the model name is unknown)."""
+    """Create a schedule for one of the project's models (404 when the model name or a dataset of the
+    template is not the project's)."""
     resources.get_model_by_name(session, who.project_id, body.model_name)
+    references.check_references(session, who.project_id, body.template)
     schedule = repo.create_schedule(session, who.project_id, body.model_dump())
     session.commit()
     return _read(schedule)
@@ -66,6 +68,8 @@ def update_schedule(
     values = body.model_dump(exclude_unset=True)
     if values.get("model_name"):
         resources.get_model_by_name(session, who.project_id, values["model_name"])
+    if values.get("template") is not None:
+        references.check_references(session, who.project_id, values["template"])
     repo.update_schedule(session, schedule, values)
     session.commit()
     return _read(schedule)
