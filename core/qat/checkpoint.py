@@ -64,8 +64,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     info: dict[str, Any],
     keep: int = 2,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` atomically into ``directory``; return its folder."""
+    """Write checkpoint ``step`` atomically into ``directory``; return its folder. ``extra`` adds
+    ``<name>.safetensors`` files (e.g. the best weights so far)."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
@@ -79,6 +81,8 @@ def save_checkpoint(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     save_file(_tensors(rng), tmp / "rng.safetensors")
+    for name, tensors in (extra or {}).items():
+        save_file(_tensors(tensors), tmp / f"{name}.safetensors")
     state = {"format_version": FORMAT_VERSION, "step": step, "optimizer": opt_meta, **info}
     (tmp / "state.json").write_text(json.dumps(state, indent=1, sort_keys=True))
     shutil.rmtree(final, ignore_errors=True)

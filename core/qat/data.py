@@ -10,7 +10,7 @@ trains on equally many samples and 1 process × 2B equals 2 processes × B.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,3 +117,63 @@ class Schedule:
     def indices(self, order: torch.Tensor, step_in_epoch: int, rank: int) -> torch.Tensor:
         start = step_in_epoch * self.global_batch + rank * self.batch_size
         return order[start : start + self.batch_size]
+
+
+class InMemorySource:
+    """The batches of one rank over in-memory TrainData: ``Schedule``'s seeded per-epoch order, each
+    global batch cut into per-rank slices (the source core.qat.loop uses for tensors and arrays)."""
+
+    def __init__(
+        self, data: TrainData, batch_size: int, epochs: int, *, rank: int, world_size: int, seed: int
+    ) -> None:
+        self.data, self.rank, self.batch_size = data, rank, batch_size
+        self.schedule = Schedule(data.num_samples, batch_size, world_size, seed)
+        self.steps_per_epoch = self.schedule.steps_per_epoch
+        self.total_steps = epochs * self.steps_per_epoch
+
+    @property
+    def num_samples(self) -> int:
+        return self.data.num_samples
+
+    def resume_key(self) -> dict[str, Any]:
+        """What a checkpoint must match to continue this data stream."""
+        return {
+            "batch_size": self.batch_size,
+            "world_size": self.schedule.world_size,
+            "num_samples": self.num_samples,
+        }
+
+    def label_kind(self) -> str | None:
+        """None (no labels), 'class' (integer labels) or 'float' (regression targets)."""
+        if self.data.labels is None:
+            return None
+        return "float" if self.data.labels.is_floating_point() else "class"
+
+    def probe_inputs(self) -> tuple[torch.Tensor, ...]:
+        return tuple(t[:1] for t in self.data.inputs)
+
+    def epoch_of(self, step: int) -> tuple[int, int]:
+        return divmod(step, self.steps_per_epoch)
+
+    def is_epoch_end(self, step: int) -> bool:
+        return (step + 1) % self.steps_per_epoch == 0
+
+    def batches(
+        self, start: int = 0, stop_at: int | None = None
+    ) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor | None]]:
+        order_epoch, order = -1, torch.empty(0)
+        cpu = torch.device("cpu")
+        for step in range(start, self.total_steps if stop_at is None else min(stop_at, self.total_steps)):
+            epoch, in_epoch = self.epoch_of(step)
+            if epoch != order_epoch:
+                order, order_epoch = self.schedule.epoch_order(epoch), epoch
+            yield self.data.take(self.schedule.indices(order, in_epoch, self.rank), cpu)
+
+    def bn_batches(self, num_batches: int) -> list[tuple[torch.Tensor, ...]]:
+        """The first ``num_batches`` batches in storage order (BN re-estimation after training)."""
+        n = min(self.num_samples, num_batches * self.batch_size)
+        cpu = torch.device("cpu")
+        return [
+            self.data.take(torch.arange(i, min(i + self.batch_size, n)), cpu)[0]
+            for i in range(0, n, self.batch_size)
+        ]

@@ -2,10 +2,13 @@
 
 >>> result = qat(sim, calib_inputs, epochs=2, lr=1e-4)          # label-free: distils sim.fp_model  # doctest: +SKIP
 >>> result = qat(sim, images, labels=digits, epochs=5, lr=1e-3, checkpoint_dir="ckpt")  # doctest: +SKIP
+>>> result = qat(sim, StreamSource(plan, open_shard, epochs=3), optimizer="adamw",
+...              lr_schedule="cosine", warmup_steps=100, eval_fn=accuracy, eval_every=200)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -17,19 +20,22 @@ import torch
 from core.errors import CancelledError, ConfigError
 from core.ptq.bn_fold import unfoldable_weight_spec
 from core.qat.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from core.qat.data import Schedule, as_train_data
+from core.qat.data import InMemorySource, as_train_data
 from core.qat.distributed import resolve_context, wrap_model
 from core.qat.losses import LossFn, output_tensors, resolve_loss
 from core.qat.prepare import check_mode, current_setup, finish_qat, prepare_qat
+from core.qat.schedule import LR_SCHEDULES, OPTIMIZERS, check_schedule, lr_at, make_optimizer
+from core.qat.stream import StreamSource
+from core.qat.tracking import Tracker
 
 Progress = Callable[[int, int, float, float | None], None]
-OPTIMIZERS = ("adam", "adamw", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "QatResult", "lr_at", "qat"]
 
 
 @dataclass
 class QatResult:
-    """What the loop did. ``epoch_losses`` are mean training losses per epoch (this run's steps)."""
+    """What the loop did. ``epoch_losses`` are mean training losses per epoch (this run's steps);
+    ``curves`` the loss/lr/eval curves (core/qat/tracking.py)."""
 
     mode: str
     loss_name: str
@@ -45,35 +51,19 @@ class QatResult:
     world_size: int = 1
     bn_reestimated: list[str] = field(default_factory=list)
     bn_folded: list[tuple[str, str]] = field(default_factory=list)
+    curves: dict[str, list[Any]] = field(default_factory=dict)
+    best_metric: float | None = None
+    best_step: int | None = None
+    stopped_early_at: int | None = None
+    samples_per_second: float = 0.0
 
 
-def _make_optimizer(
-    name: str, params: list[torch.nn.Parameter], lr: float, weight_decay: float
-) -> torch.optim.Optimizer:
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-
-
-def lr_at(schedule: str, lr: float, step: int, total_steps: int) -> float:
-    """Learning rate of step ``step`` (0-based): constant, or cosine decay from lr towards 0 at the end.
-
-    A function of the step alone (no scheduler state), so a resumed run continues the same curve.
-    """
-    if schedule == "constant":
-        return lr
-    return lr * 0.5 * (1.0 + math.cos(math.pi * step / max(1, total_steps)))
-
-
-def _check_args(epochs: int, lr: float, batch_size: int, checkpoint_every: int) -> None:
+def _check_args(epochs: int, lr: float, batch_size: int, checkpoint_every: int, **more: int) -> None:
     for label, value in (
         ("epochs", epochs),
         ("batch_size", batch_size),
         ("checkpoint_every", checkpoint_every),
+        *more.items(),
     ):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{label} must be a positive integer, got {value!r}")
@@ -107,74 +97,120 @@ def qat(
     finish: bool = True,
     weight_search: str = "once",
     lr_schedule: str = "constant",
+    warmup_steps: int = 0,
+    lr_step_size: int = 0,
+    lr_gamma: float = 0.1,
+    accumulate_steps: int = 1,
+    clip_grad_norm: float | None = None,
+    eval_every: int = 0,
+    keep_best: bool = False,
+    early_stopping_patience: int = 0,
+    log_every: int = 10,
+    amp: bool = False,
+    freeze_bn: bool = False,
 ) -> QatResult:
     """Fine-tune ``sim.model`` with fake quantization in the loop and return a QatResult.
 
-    * Loss: supervised (``labels`` given; cross-entropy for integer labels, else MSE) or
-      distillation from ``sim.fp_model`` (no labels; KL on the first output's logits, MSE for
-      single-value outputs). ``loss`` picks one by name or is a callable(outputs, targets).
+    * Data: a tensor / tuple of tensors / name → array mapping / CalibrationData held in memory
+      (``labels`` optional), or a :class:`~core.qat.stream.StreamSource` streaming shards.
+    * Loss: supervised (labels given; cross-entropy for integer labels, else MSE) or distillation
+      from ``sim.fp_model`` (no labels; KL on the first output's logits, MSE for single-value
+      outputs). ``loss`` picks one by name or is a callable(outputs, targets).
     * ``mode``: 'regular' or 'range_learning'; None keeps a previous prepare_qat's mode, else regular.
       ``weight_search`` ('once' or 'every_step') is passed to prepare_qat when it runs here.
-    * ``lr_schedule``: 'constant' or 'cosine' (decay from ``lr`` towards 0 over all steps; see lr_at).
-    * ``batch_size`` is per process; with DDP the global batch is batch_size × world size.
+    * Optimizer ``adam``/``adamw``/``sgd`` with ``weight_decay``; ``lr_schedule`` 'constant',
+      'cosine' or 'step' after ``warmup_steps`` of linear warm-up (core/qat/schedule.py). A step is
+      an optimizer step over ``accumulate_steps`` micro-batches of ``batch_size`` (per process; with
+      DDP the global batch is batch_size × world size × accumulate_steps). ``clip_grad_norm``
+      clips the gradients' global norm; ``amp`` runs forwards in bf16 autocast on CUDA (ignored on
+      CPU); ``freeze_bn`` keeps BatchNorm statistics fixed while training (then results do not
+      depend on how the batch is split over ranks).
     * Checkpoints every ``checkpoint_every`` steps into ``checkpoint_dir`` (rank 0 writes); with
       ``resume`` the newest one is loaded and training continues at its step, reproducing the
-      uninterrupted run (same seed, same world size).
-    * ``progress(epoch, step, loss, metric)`` after each step (metric = ``eval_fn(sim)`` at an
-      epoch's last step, else None); ``cancel()`` is checked before each step → CancelledError.
-    * After training: BN statistics re-estimated over the first ``bn_reestimation_batches`` batches of
-      ``batch_size`` samples (0 = off; ``result.bn_reestimated`` names the BNs); with ``fold_bn`` each
+      uninterrupted run (same seed and data layout).
+    * ``eval_fn(sim)`` (higher is better) runs every ``eval_every`` steps (0: at each epoch's end)
+      and at the last step; ``keep_best`` restores the best evaluated weights at the end;
+      ``early_stopping_patience`` stops after that many evaluations without improvement. Every
+      ``log_every`` steps the mean loss and the learning rate go to ``result.curves``.
+    * ``progress(epoch, step, loss, metric)`` after each step (metric = the evaluation at that step,
+      else None); ``cancel()`` is checked before each step → CancelledError.
+    * After training: BN statistics re-estimated over the first ``bn_reestimation_batches`` batches
+      of the training data (0 = off; ``result.bn_reestimated`` names the BNs); with ``fold_bn`` each
       BN that follows a Conv/Linear is folded into its weights *and* its weight quantizer's scale
       (core.ptq.bn_fold.fold_bn_into_quantizer_scale; needs per-channel symmetric weight quantizers,
       checked before training → ConfigError; ``result.bn_folded`` lists the pairs); then with
       ``finish`` the learned ranges are baked into plain encodings (finish_qat).
     """
-    _check_args(epochs, lr, batch_size, checkpoint_every)
-    if lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"unknown lr_schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
-    if not isinstance(bn_reestimation_batches, int) or bn_reestimation_batches < 0:
-        raise ConfigError(f"bn_reestimation_batches must be an integer >= 0, got {bn_reestimation_batches!r}")
+    _check_args(
+        epochs, lr, batch_size, checkpoint_every, accumulate_steps=accumulate_steps, log_every=log_every
+    )
+    check_schedule(lr_schedule, warmup_steps, lr_step_size, lr_gamma)
+    for label, value in (
+        ("bn_reestimation_batches", bn_reestimation_batches),
+        ("eval_every", eval_every),
+        ("early_stopping_patience", early_stopping_patience),
+    ):
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{label} must be an integer >= 0, got {value!r}")
+    if clip_grad_norm is not None and not clip_grad_norm > 0:
+        raise ConfigError(f"clip_grad_norm must be > 0 (or None for no clipping), got {clip_grad_norm!r}")
     if fold_bn:
         check_bn_foldable(sim)
-    data = as_train_data(train_data, labels)
+    ctx = resolve_context(distributed)
+    source: Any
+    if isinstance(train_data, StreamSource):
+        source = train_data
+        source.bind(ctx.rank, ctx.world_size)
+        batch_size = source.batch_size
+    else:
+        data = as_train_data(train_data, labels)
+        source = InMemorySource(data, batch_size, epochs, rank=ctx.rank, world_size=ctx.world_size, seed=seed)
     setup = current_setup(sim)
     if mode is not None:
         check_mode(mode)
     if setup is None or (mode is not None and setup.mode != mode):
         setup = prepare_qat(sim, mode or "regular", weight_search=weight_search)
-    ctx = resolve_context(distributed)
-    schedule = Schedule(data.num_samples, batch_size, ctx.world_size, seed)
-    total_steps = epochs * schedule.steps_per_epoch
+    total_steps = source.total_steps // accumulate_steps
+    if total_steps == 0:
+        raise ConfigError(
+            f"the data gives {source.total_steps} batches, fewer than accumulate_steps={accumulate_steps}"
+        )
 
     model = sim.model
     device = next(iter(model.parameters()), torch.empty(0)).device
-    teacher = None if data.labels is not None else sim.fp_model.to(device).eval()
+    label_kind = source.label_kind()
+    teacher = None if label_kind is not None else sim.fp_model.to(device).eval()
     num_classes = 2
     if teacher is not None:
         with torch.no_grad():
-            probe = teacher(*data.take(torch.arange(1), device)[0])
-        num_classes = int(output_tensors(probe)[0].shape[-1]) if output_tensors(probe)[0].dim() else 1
+            probe = output_tensors(teacher(*(t.to(device) for t in source.probe_inputs())))[0]
+        num_classes = int(probe.shape[-1]) if probe.dim() else 1
     loss_name, loss_fn = resolve_loss(
         loss,
-        supervised=data.labels is not None,
-        labels=data.labels,
+        supervised=label_kind is not None,
+        labels=None
+        if label_kind is None
+        else torch.zeros(1, dtype=torch.float32 if label_kind == "float" else torch.int64),
         temperature=temperature,
         num_classes=num_classes,
     )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("sim.model has no trainable parameters (all requires_grad=False)")
-    opt = _make_optimizer(optimizer, params, lr, weight_decay)
-    info = {
-        "mode": setup.mode,
-        "seed": seed,
-        "batch_size": batch_size,
-        "world_size": ctx.world_size,
-        "num_samples": data.num_samples,
-    }
-    if lr_schedule != "constant":  # checkpoints of constant-rate runs keep resuming as before
-        info["lr_schedule"] = lr_schedule
+    opt = make_optimizer(optimizer, params, lr, weight_decay)
+    info: dict[str, Any] = {"mode": setup.mode, "seed": seed, **source.resume_key()}
+    # Options that change the trajectory; recorded only when not at their defaults, so checkpoints of
+    # plain runs keep resuming as before.
+    for key, option, default in (
+        ("lr_schedule", lr_schedule, "constant"),
+        ("warmup_steps", warmup_steps, 0),
+        ("accumulate_steps", accumulate_steps, 1),
+        ("freeze_bn", freeze_bn, False),
+    ):
+        if option != default:
+            info[key] = option
 
+    tracker = Tracker(patience=early_stopping_patience)
     start_step, resumed = 0, None
     if checkpoint_dir and resume:
         found = list_checkpoints(checkpoint_dir)
@@ -187,59 +223,105 @@ def qat(
                         "resume with the same settings or pass resume=False"
                     )
             start_step = resumed = int(state["step"])
+            tracker.restore(state.get("tracking"), found[-1])
     if resumed is None:
         torch.manual_seed(seed)
 
     wrapped = wrap_model(model, ctx, device)
-    model.train()
+    _train_mode(model, freeze_bn)
     result = QatResult(setup.mode, loss_name, total_steps, epochs, float("nan"), world_size=ctx.world_size)
     result.resumed_from_step = resumed
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if amp and device.type == "cuda"
+        else contextlib.nullcontext()
+    )
     started = time.perf_counter()
-    epoch_sum, epoch_count, order_epoch, order = 0.0, 0, -1, torch.empty(0)
-    for step in range(start_step, total_steps):
-        if cancel is not None and cancel():
-            raise CancelledError(f"QAT cancelled before step {step + 1} of {total_steps}")
-        epoch, in_epoch = divmod(step, schedule.steps_per_epoch)
-        if epoch != order_epoch:
-            order, order_epoch = schedule.epoch_order(epoch), epoch
-        inputs, batch_labels = data.take(schedule.indices(order, in_epoch, ctx.rank), device)
-        if teacher is not None:
-            with torch.no_grad():
-                targets = teacher(*inputs)
-        else:
-            targets = batch_labels
-        value = loss_fn(wrapped(*inputs), targets)
-        if lr_schedule != "constant":
+    epoch_sum, epoch_count, window_sum, window_count = 0.0, 0, 0.0, 0
+    batches = source.batches(start_step * accumulate_steps, total_steps * accumulate_steps)
+    step = start_step
+    try:
+        for step in range(start_step, total_steps):
+            if cancel is not None and cancel():
+                raise CancelledError(f"QAT cancelled before step {step + 1} of {total_steps}")
+            rate = lr_at(
+                lr_schedule,
+                lr,
+                step,
+                total_steps,
+                warmup_steps=warmup_steps,
+                step_size=lr_step_size,
+                gamma=lr_gamma,
+            )
             for group in opt.param_groups:
-                group["lr"] = lr_at(lr_schedule, lr, step, total_steps)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()  # regular mode: the step post-hook recomputes weight encodings here
-        loss_value = float(value.detach())
-        epoch_sum, epoch_count = epoch_sum + loss_value, epoch_count + 1
-        result.final_loss = loss_value
-        done = step + 1
-        if checkpoint_dir and done % checkpoint_every == 0:
-            if ctx.is_main:
-                result.checkpoints.append(str(save_checkpoint(checkpoint_dir, done, model, opt, info)))
-            ctx.barrier()
-        metric = None
-        if done % schedule.steps_per_epoch == 0:
-            result.epoch_losses.append(ctx.mean(epoch_sum / epoch_count))
-            epoch_sum, epoch_count = 0.0, 0
-            if eval_fn is not None:
+                group["lr"] = rate
+            opt.zero_grad(set_to_none=True)
+            loss_value, epoch_ended = 0.0, False
+            for micro in range(accumulate_steps):
+                inputs, batch_labels = next(batches)
+                inputs = tuple(t.to(device, non_blocking=True) for t in inputs)
+                if teacher is not None:
+                    with torch.no_grad():
+                        targets = teacher(*inputs)
+                else:
+                    targets = None if batch_labels is None else batch_labels.to(device, non_blocking=True)
+                # DDP all-reduces on the last micro-batch only.
+                sync = micro == accumulate_steps - 1 or not ctx.active
+                no_sync: Any = contextlib.nullcontext() if sync else wrapped.no_sync()  # type: ignore[operator]
+                with autocast, no_sync:
+                    micro_loss = loss_fn(wrapped(*inputs), targets) / accumulate_steps
+                micro_loss.backward()
+                loss_value += float(micro_loss.detach())
+                epoch_ended |= source.is_epoch_end(step * accumulate_steps + micro)
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            opt.step()  # regular mode: the step post-hook recomputes weight encodings here
+            epoch_sum, epoch_count = epoch_sum + loss_value, epoch_count + 1
+            window_sum, window_count = window_sum + loss_value, window_count + 1
+            result.final_loss = loss_value
+            done = step + 1
+            if done % log_every == 0 or done == total_steps:
+                tracker.record_loss(done, ctx.mean(window_sum / window_count), rate)
+                window_sum, window_count = 0.0, 0
+            if epoch_ended:
+                result.epoch_losses.append(ctx.mean(epoch_sum / epoch_count))
+                epoch_sum, epoch_count = 0.0, 0
+            metric = None
+            due = (done % eval_every == 0) if eval_every else epoch_ended
+            if eval_fn is not None and (due or done == total_steps):
                 model.eval()
                 with torch.no_grad():
                     metric = result.metric = float(eval_fn(sim))
-                model.train()
-        if progress is not None:
-            progress(epoch, done, loss_value, metric)
-    ran = total_steps - start_step
+                _train_mode(model, freeze_bn)
+                tracker.record_eval(done, metric, model)
+            stop = tracker.should_stop
+            if checkpoint_dir and (done % checkpoint_every == 0 or stop):
+                if ctx.is_main:
+                    folder = save_checkpoint(
+                        checkpoint_dir, done, model, opt, {**info, "tracking": tracker.state()},
+                        extra=tracker.extra_files(),
+                    )  # fmt: skip
+                    result.checkpoints.append(str(folder))
+                ctx.barrier()
+            if progress is not None:
+                progress(source.epoch_of(step * accumulate_steps)[0], done, loss_value, metric)
+            if stop:
+                result.stopped_early_at = done
+                break
+    finally:
+        batches.close()  # type: ignore[attr-defined]
+    ran = (result.stopped_early_at or total_steps) - start_step
     result.seconds = time.perf_counter() - started
-    result.seconds_per_step = result.seconds / ran if ran else 0.0
+    result.seconds_per_step = result.seconds / ran if ran > 0 else 0.0
+    samples = ran * accumulate_steps * batch_size * ctx.world_size
+    result.samples_per_second = samples / result.seconds if result.seconds > 0 else 0.0
+    result.curves = tracker.curves.to_json()
+    result.best_metric, result.best_step = tracker.best_metric, tracker.best_step
+    if keep_best and tracker.best_state is not None:
+        model.load_state_dict(tracker.best_state)
     model.eval()
     if bn_reestimation_batches > 0:
-        result.bn_reestimated = _reestimate_bn(sim, data, batch_size, bn_reestimation_batches, device)
+        result.bn_reestimated = _reestimate_bn(sim, source, bn_reestimation_batches, device)
     if fold_bn:
         from core.ptq.bn_fold import fold_bn_into_quantizer_scale
 
@@ -249,12 +331,19 @@ def qat(
     return result
 
 
-def _reestimate_bn(sim: Any, data: Any, batch_size: int, num_batches: int, device: torch.device) -> list[str]:
+def _train_mode(model: torch.nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def _reestimate_bn(sim: Any, source: Any, num_batches: int, device: torch.device) -> list[str]:
     from core.ptq.bn_reestimation import reestimate_bn_stats
 
-    n = min(data.num_samples, num_batches * batch_size)
-    batches = [data.take(torch.arange(i, min(i + batch_size, n)), device)[0] for i in range(0, n, batch_size)]
-    handle = reestimate_bn_stats(sim.model, batches, num_batches=num_batches, batch_size=batch_size)
+    batches = [tuple(t.to(device) for t in inputs) for inputs in source.bn_batches(num_batches)]
+    handle = reestimate_bn_stats(sim.model, batches, num_batches=len(batches), batch_size=len(batches[0][0]))
     return handle.layers
 
 

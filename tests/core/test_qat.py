@@ -401,5 +401,5 @@ def test_cosine_schedule_decays_from_lr_towards_zero_and_bad_schedules_are_refus
     sim, x, labels = build_sim(bn=False)
     result = qat(sim, x, labels=labels, epochs=2, lr=1e-2, batch_size=16, lr_schedule="cosine")
     assert result.epoch_losses[1] < result.epoch_losses[0]
-    with pytest.raises(ConfigError, match="constant, cosine"):
-        qat(sim, x, labels=labels, lr_schedule="step")
+    with pytest.raises(ConfigError, match="constant, cosine, step"):
+        qat(sim, x, labels=labels, lr_schedule="linear")
