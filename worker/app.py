@@ -21,6 +21,7 @@ from celery import Celery
 from kombu import Queue
 
 from service.settings import Settings
+from worker import memory_limit
 from worker.settings import WorkerSettings
 
 RUN_JOB = "lowbit.run_job"
@@ -92,6 +93,9 @@ def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -
     from worker import tasks
 
     tasks.register(app)
+    memory_limit.install(
+        wsettings.job_memory_limit_bytes, concurrency=wsettings.concurrency, queues=wsettings.queues
+    )
     _relay_in_beat(app)
     return app
 

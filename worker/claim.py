@@ -65,6 +65,7 @@ def fail_if_timed_out(
         job,
         state.FAILED,
         error={
+            "code": "time_limit",
             "type": "TimeLimitExceeded",
             "message": f"the job ran into the worker's hard time limit of {hard_time_limit_s:g} s and was "
             "stopped (LOWBIT_HARD_TIME_LIMIT_S); it is not retried, since it would stop there again: "
@@ -113,6 +114,7 @@ def claim_job(
                 job,
                 state.FAILED,
                 error={
+                    "code": "attempts_exhausted",
                     "type": "AttemptsExhausted",
                     "message": f"gave up after {job.attempts} attempts (limit {max_attempts}); "
                     "the worker running it died each time (e.g. killed for memory)",

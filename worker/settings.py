@@ -46,6 +46,9 @@ class WorkerSettings(BaseSettings):
 
     queues: str = "cpu"  # comma-separated queues this worker consumes (gpu workers: "gpu")
     concurrency: int = Field(default=1, ge=1)
+    # Address-space limit of each CPU pool process (worker/memory_limit.py): 0 = 80% of the host's
+    # memory divided by the concurrency, -1 = none.
+    job_memory_limit_bytes: int = Field(default=0, ge=-1)
 
     @model_validator(mode="after")
     def _hard_limit_after_soft(self) -> WorkerSettings:

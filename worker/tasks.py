@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import tempfile
-import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import CancelledError, LowbitError
 from service.db.models import Job
+from service.errors import UploadRejectedError
 from service.jobs import state
 from service.settings import Settings
 from service.storage import ArtifactStore, make_store
@@ -32,6 +32,8 @@ from worker.app import RECONCILE, RUN_JOB, SCHEDULE_TICK
 from worker.claim import claim_job, finish_job, requeue_job
 from worker.db import WorkerDb
 from worker.device import device_label, job_device
+from worker.job_errors import job_error
+from worker.memory_limit import is_out_of_memory
 from worker.monitor import JobMonitor
 from worker.pipeline.context import JobContext
 from worker.pipeline.fetch import InputMissingError
@@ -50,10 +52,6 @@ def resources(settings: Settings, wsettings: WorkerSettings) -> tuple[WorkerDb, 
     if key not in _RESOURCES:
         _RESOURCES[key] = (WorkerDb(settings, wsettings), make_store(settings))
     return _RESOURCES[key]
-
-
-def _error(exc: BaseException, **extra: Any) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": str(exc)[:4000], **extra}
 
 
 def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> str:
@@ -97,6 +95,9 @@ def _compute_of(db: WorkerDb, job_id: str) -> str:
 def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
     job_id, monitor = ctx.job_id, ctx.monitor
 
+    def _error(exc: BaseException, **extra: Any) -> dict[str, Any]:
+        return job_error(exc, ctx.workdir, ctx.spec, **extra)
+
     def finish(new_status: str, **fields: Any) -> str:
         return db.write(lambda s: finish_job(s, job_id, worker, new_status, **fields), f"finish job {job_id}")
 
@@ -109,9 +110,10 @@ def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
         return finish(state.CANCELLED, message=str(exc))
     except ModelNotQuantizableError as exc:
         return finish(state.FAILED, error=_error(exc, report=exc.report), message="model not quantizable")
-    except (LowbitError, InputMissingError) as exc:
-        monitor.log(f"failed: {exc}", level="error")
-        return finish(state.FAILED, error=_error(exc), message=str(exc)[:500])
+    except (LowbitError, InputMissingError, UploadRejectedError) as exc:
+        error = _error(exc)
+        monitor.log(f"failed: {error['message']}", level="error")
+        return finish(state.FAILED, error=error, message=error["message"][:500])
     except InfrastructureError as exc:
         monitor.log(f"failed: {exc}", level="error")
         return finish(state.FAILED, error=_error(exc), message="infrastructure unavailable")
@@ -119,10 +121,13 @@ def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
         limit = ctx.wsettings.soft_time_limit_s
         return finish(state.FAILED, error=_error(exc, message=f"job exceeded its time limit of {limit} s"))
     except Exception as exc:
-        log.exception("job %s raised", job_id)
-        tb = traceback.format_exc(limit=20)
-        with_tb = _error(exc, traceback=tb[-4000:])
-        return db.write(lambda s: _retry_or_fail(s, job_id, worker, ctx.wsettings, with_tb), "requeue job")
+        log.exception("job %s raised", job_id)  # the traceback goes to the worker's log only
+        if is_out_of_memory(exc):  # the same input hits the same limit again: no retry
+            error = _error(exc)
+            monitor.log(f"failed: {error['message']}", level="error")
+            return finish(state.FAILED, error=error, message=error["message"][:500])
+        error = _error(exc)
+        return db.write(lambda s: _retry_or_fail(s, job_id, worker, ctx.wsettings, error), "requeue job")
     if monitor.lost:
         return "skipped: job taken away from this worker"
     final = finish(state.SUCCEEDED, metrics=metrics, stage="done", message="done")

@@ -18,6 +18,10 @@ MAX_DATA_BYTES = 16 * GiB
 # real .npz/.pt2 files are stored uncompressed or deflate a few times at most.
 MAX_INFLATION = 64
 MAX_ARCHIVE_MEMBERS = 100_000
+# Example inputs and shape probes are built from a model's declared input shape before any data is
+# seen: a declaration must not size an allocation (a 137-byte ONNX file can declare a 4 TB input).
+# 32 Mi elements (128 MiB of float32) per input covers video and high-resolution image models.
+MAX_PROBE_ELEMENTS = 1 << 25
 
 
 def checked_file(
@@ -62,4 +66,17 @@ def check_zip_budget(path: Path, infos: list, *, kind: str, max_bytes: int, erro
         raise error(
             f"{kind} file {str(path)!r} declares {total} uncompressed bytes, more than its size allows "
             f"({budget} bytes): a truncated, corrupt or zip-bomb archive"
+        )
+
+
+def check_probe_shape(shape: list[int], *, what: str, error: type[LowbitError]) -> None:
+    """Refuse to build an example tensor of ``shape`` for ``what`` when it has more than
+    :data:`MAX_PROBE_ELEMENTS` elements (checked before allocating)."""
+    numel = 1
+    for dim in shape:
+        numel *= max(int(dim), 0)
+    if numel > MAX_PROBE_ELEMENTS:
+        raise error(
+            f"{what} declares shape {list(shape)} ({numel} elements); example inputs are limited to "
+            f"{MAX_PROBE_ELEMENTS} elements per input: export the model with a smaller or dynamic shape"
         )

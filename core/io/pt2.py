@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from core.errors import ModelLoadError
-from core.io.limits import MAX_MODEL_BYTES, checked_file
+from core.io.limits import MAX_MODEL_BYTES, check_probe_shape, checked_file
 from core.io.loaded_model import LoadedModel
 from core.io.models import register_format
 from core.io.pt2_archive import check_pt2_archive
@@ -88,6 +88,7 @@ def _example_inputs(program: torch.export.ExportedProgram) -> tuple[list[str], t
                 bound = program.range_constraints.get(dim.node.expr)
                 lower = int(bound.lower) if bound is not None and math.isfinite(bound.lower) else 1
                 shape.append(max(1, lower))
+        check_probe_shape(shape, what=f"program input {name!r}", error=ModelLoadError)
         names.append(name)
         tensors.append(torch.zeros(shape, dtype=value.dtype))
     return names, tuple(tensors)

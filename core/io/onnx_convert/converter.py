@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from torch import fx
 
 from core.errors import ModelLoadError, UnsupportedOpError
+from core.io.limits import check_probe_shape
 from core.io.onnx_convert.context import GraphBuilder, NodeContext
 from core.io.onnx_convert.registry import HANDLERS, supported_ops
 from core.io.onnx_convert.values import PROBE_SIZES, Dynamic, Static, Value
@@ -59,6 +60,7 @@ def _input_probes(value_info: onnx.ValueInfoProto) -> tuple[torch.Tensor, ...]:
     probes = []
     for size in PROBE_SIZES:
         shape = [size if d is None else d for d in dims]
+        check_probe_shape(shape, what=f"model input {value_info.name!r}", error=ModelLoadError)
         if dtype.is_floating_point:
             probes.append(torch.randn(shape, generator=generator).to(dtype))
         else:

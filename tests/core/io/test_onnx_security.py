@@ -92,3 +92,21 @@ def test_truncated_and_garbage_files_are_refused(tmp_path):
     for name in ("cut.onnx", "junk.onnx"):
         with pytest.raises(ModelLoadError, match=name):
             load_model(tmp_path / name)
+
+
+def test_huge_declared_input_is_refused_before_building_probes(tmp_path):
+    """Given a 10^12-element input declaration (a 4 TB float tensor) in a tiny model, loading fails with
+    a ModelLoadError naming the input and the limit, without allocating (this test's process would die)."""
+    import resource
+
+    path = save_model(
+        tmp_path / "big.onnx",
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [tensor_input("x", [1_000_000, 1_000_000])],
+        ["y"],
+        [],
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ModelLoadError, match=r"model input 'x' declares shape \[1000000, 1000000\]"):
+        load_model(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 256 * 1024  # KiB: < 256 MiB
