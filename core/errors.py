@@ -20,6 +20,10 @@ class ConfigError(LowbitError, ValueError):
     code = "invalid_config"
 
 
+class ConfigWarning(UserWarning):
+    """A config holds something lowbit reads past (an AIMET key it does not know): named, then ignored."""
+
+
 class ModelLoadError(LowbitError, ValueError):
     """A model file cannot be loaded (wrong format, pickled content, unsafe external data, ...)."""
 

@@ -11,4 +11,4 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
-"$VENV/bin/python" -m pip install -q -e ".[engine,minilm,corpus,dev]"
+"$VENV/bin/python" -m pip install -q -e ".[engine,minilm,corpus,dev,aimet]"

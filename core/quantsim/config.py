@@ -14,17 +14,28 @@ False
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from core.errors import ConfigError, ConfigWarning
 from core.quant.range_setters.base import canonical_scheme
+from core.quantsim.target import TargetArithmetic
 
 REQUIRED_KEYS = ("defaults", "params", "op_type", "supergroups", "model_input", "model_output")
-OPTIONAL_KEYS = ("overrides", "name", "description", "version")
+OPTIONAL_KEYS = ("supergroup_pass_list", "overrides", "target", "name", "description", "version")
+# AIMET's graph passes (``supergroup_pass_list``) and what each one means in a prepared graph:
+# MatmulAdd runs MatMul + Add (a bias) as one kernel, so no quantizer sits between them; the
+# normalization passes match the ops a decomposed LayerNorm/RMSNorm leaves behind, which lowbit's
+# preparer already holds as one module each.
+SUPERGROUP_PASSES: Mapping[str, tuple[str, ...] | None] = {
+    "MatmulAdd": ("MatMul", "Add"),
+    "LayerNormalization": None,
+    "RMSNormalization": None,
+}
 _PRESET_PACKAGE = "core.quantsim.presets"
 # Activation dtypes an override may ask for ('auto': float16 at 16 bits, integer otherwise).
 ACT_DTYPES = ("int", "float", "auto")
@@ -53,9 +64,35 @@ def _kernels(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
 
 
 def _check_keys(obj: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    """lowbit's own keys (overrides, target): an unknown key is an error (a typo would drop a rule)."""
     unknown = sorted(set(obj) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(allowed)}")
+
+
+def _warn_unknown_keys(obj: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    """AIMET's format grows with its releases: a key lowbit does not know is named and ignored."""
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        warnings.warn(
+            f"{where}: unknown key(s) {', '.join(unknown)} ignored; lowbit reads {', '.join(allowed)}",
+            ConfigWarning,
+            stacklevel=3,
+        )
+
+
+def _constraints(value: Any, where: str) -> tuple[float, float | None]:
+    """AIMET's encoding_constraints: a fixed ``min`` and an optional fixed ``max`` (absent: calibrated)."""
+    c = _obj(value, where)
+    _warn_unknown_keys(c, ("min", "max"), where)
+    try:
+        lo = float(c["min"])
+        hi = float(c["max"]) if c.get("max") is not None else None
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: expected a number 'min' and optionally a number 'max'") from None
+    if hi is not None and not lo < hi:
+        raise ConfigError(f"{where}: min must be below max, got {(lo, hi)}")
+    return lo, hi
 
 
 @dataclass(frozen=True)
@@ -66,7 +103,7 @@ class ParamRule:
     @classmethod
     def parse(cls, raw: Any, where: str) -> ParamRule:
         raw = _obj(raw, where)
-        _check_keys(raw, ("is_quantized", "is_symmetric"), where)
+        _warn_unknown_keys(raw, ("is_quantized", "is_symmetric"), where)
         return cls(
             is_quantized=_bool(raw["is_quantized"], f"{where}.is_quantized")
             if "is_quantized" in raw
@@ -84,7 +121,8 @@ class OpRule:
     is_symmetric: bool | None = None
     per_channel_quantization: bool | None = None
     params: Mapping[str, ParamRule] = field(default_factory=dict)
-    encoding_constraints: tuple[float, float] | None = None
+    # (fixed min, fixed max or None: max calibrated), as AIMET's set_fixed_encoding_range.
+    encoding_constraints: tuple[float, float | None] | None = None
     supported_kernels: tuple[Mapping[str, Any], ...] = ()
 
     _KEYS = (
@@ -100,7 +138,7 @@ class OpRule:
     @classmethod
     def parse(cls, raw: Any, where: str) -> OpRule:
         raw = _obj(raw, where)
-        _check_keys(raw, cls._KEYS, where)
+        _warn_unknown_keys(raw, cls._KEYS, where)
         flags = {
             k: _bool(raw[k], f"{where}.{k}")
             for k in ("is_input_quantized", "is_output_quantized", "is_symmetric", "per_channel_quantization")
@@ -112,13 +150,7 @@ class OpRule:
         }
         constraints = None
         if "encoding_constraints" in raw:
-            c = _obj(raw["encoding_constraints"], f"{where}.encoding_constraints")
-            try:
-                constraints = (float(c["min"]), float(c["max"]))
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(f"{where}.encoding_constraints: expected numbers 'min' and 'max'") from None
-            if not constraints[0] < constraints[1]:
-                raise ConfigError(f"{where}.encoding_constraints: min must be below max, got {constraints}")
+            constraints = _constraints(raw["encoding_constraints"], f"{where}.encoding_constraints")
         kernels = _kernels(raw.get("supported_kernels", []), f"{where}.supported_kernels")
         return cls(**flags, params=params, encoding_constraints=constraints, supported_kernels=kernels)
 
@@ -195,9 +227,11 @@ class QuantSimConfig:
     params: Mapping[str, ParamRule] = field(default_factory=dict)
     op_type: Mapping[str, OpRule] = field(default_factory=dict)
     supergroups: tuple[tuple[str, ...], ...] = ()
+    supergroup_passes: tuple[str, ...] = ()
     model_input_quantized: bool = True
     model_output_quantized: bool | None = None
     overrides: tuple[Override, ...] = ()
+    target: TargetArithmetic = field(default_factory=TargetArithmetic)
     source: str = "<dict>"
 
     def op_rule(self, op_type: str) -> OpRule:
@@ -246,36 +280,19 @@ def parse_config(raw: Mapping[str, Any], source: str = "<dict>") -> QuantSimConf
         raise ConfigError(
             f"{source}: missing required key(s) {', '.join(missing)}; an AIMET quantsim config has {', '.join(REQUIRED_KEYS)}"
         )
-    _check_keys(raw, REQUIRED_KEYS + OPTIONAL_KEYS, source)
+    _warn_unknown_keys(raw, REQUIRED_KEYS + OPTIONAL_KEYS, source)
     d = _obj(raw["defaults"], f"{source}: defaults")
-    _check_keys(
-        d,
-        (
-            "ops",
-            "params",
-            "strict_symmetric",
-            "unsigned_symmetric",
-            "per_channel_quantization",
-            "hw_version",
-            "supported_kernels",
-        ),
-        f"{source}: defaults",
-    )
+    _warn_unknown_keys(d, _DEFAULTS_KEYS, f"{source}: defaults")
     ops = OpRule.parse(d.get("ops", {}), f"{source}: defaults.ops")
     dparams = ParamRule.parse(d.get("params", {}), f"{source}: defaults.params")
-    groups = []
-    if not isinstance(raw["supergroups"] or [], list):
-        raise ConfigError(f"{source}: supergroups must be a list of {{'op_list': [...]}} objects")
-    for i, g in enumerate(raw["supergroups"] or []):
-        _check_keys(_obj(g, f"{source}: supergroups[{i}]"), ("op_list",), f"{source}: supergroups[{i}]")
-        op_list = g.get("op_list")
-        if not isinstance(op_list, list) or len(op_list) < 2 or not all(isinstance(o, str) for o in op_list):
-            raise ConfigError(f"{source}: supergroups[{i}].op_list must list at least two ONNX op types")
-        groups.append(tuple(op_list))
+    groups = _supergroups(raw["supergroups"], source)
+    passes = _supergroup_passes(raw.get("supergroup_pass_list", []), source)
+    # A pass that fuses a chain is honoured as that chain's supergroup (AIMET: passes come first).
+    groups = [p for name in passes if (p := SUPERGROUP_PASSES[name]) is not None] + groups
     mi = _obj(raw["model_input"], f"{source}: model_input")
     mo = _obj(raw["model_output"], f"{source}: model_output")
-    _check_keys(mi, ("is_input_quantized",), f"{source}: model_input")
-    _check_keys(mo, ("is_output_quantized",), f"{source}: model_output")
+    _warn_unknown_keys(mi, ("is_input_quantized",), f"{source}: model_input")
+    _warn_unknown_keys(mo, ("is_output_quantized",), f"{source}: model_output")
     overrides = raw.get("overrides", [])
     if not isinstance(overrides, list):
         raise ConfigError(f"{source}: overrides must be a list of {{'pattern': ..., ...}} objects")
@@ -302,7 +319,8 @@ def parse_config(raw: Mapping[str, Any], source: str = "<dict>") -> QuantSimConf
             n: OpRule.parse(v, f"{source}: op_type.{n}")
             for n, v in _obj(raw["op_type"], f"{source}: op_type").items()
         },
-        supergroups=tuple(groups),
+        supergroups=tuple(dict.fromkeys(groups)),
+        supergroup_passes=passes,
         model_input_quantized=_bool(
             mi.get("is_input_quantized", "False"), f"{source}: model_input.is_input_quantized"
         ),
@@ -312,8 +330,47 @@ def parse_config(raw: Mapping[str, Any], source: str = "<dict>") -> QuantSimConf
             else None
         ),
         overrides=tuple(Override.parse(o, f"{source}: overrides[{i}]") for i, o in enumerate(overrides)),
+        target=TargetArithmetic.parse(raw.get("target", {}), f"{source}: target"),
         source=source,
     )
+
+
+_DEFAULTS_KEYS = (
+    "ops",
+    "params",
+    "strict_symmetric",
+    "unsigned_symmetric",
+    "per_channel_quantization",
+    "hw_version",
+    "supported_kernels",
+)
+
+
+def _supergroups(raw: Any, source: str) -> list[tuple[str, ...]]:
+    if not isinstance(raw or [], list):
+        raise ConfigError(f"{source}: supergroups must be a list of {{'op_list': [...]}} objects")
+    groups = []
+    for i, g in enumerate(raw or []):
+        _warn_unknown_keys(_obj(g, f"{source}: supergroups[{i}]"), ("op_list",), f"{source}: supergroups[{i}]")
+        op_list = g.get("op_list")
+        if not isinstance(op_list, list) or len(op_list) < 2 or not all(isinstance(o, str) for o in op_list):
+            raise ConfigError(f"{source}: supergroups[{i}].op_list must list at least two ONNX op types")
+        groups.append(tuple(op_list))
+    return groups
+
+
+def _supergroup_passes(raw: Any, source: str) -> tuple[str, ...]:
+    where = f"{source}: supergroup_pass_list"
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise ConfigError(f"{where}: expected a list of pass names ({', '.join(SUPERGROUP_PASSES)})")
+    unknown = [p for p in raw if p not in SUPERGROUP_PASSES]
+    if unknown:
+        warnings.warn(
+            f"{where}: unknown pass(es) {', '.join(unknown)} ignored; lowbit knows {', '.join(SUPERGROUP_PASSES)}",
+            ConfigWarning,
+            stacklevel=3,
+        )
+    return tuple(p for p in raw if p in SUPERGROUP_PASSES)
 
 
 def preset_names() -> list[str]:

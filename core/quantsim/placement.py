@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -229,9 +230,9 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             per_channel = (
                 params.per_channel if params.per_channel is not None else bool(rule.per_channel_quantization)
             )
-            plan.params[pname] = _param_spec(
-                op, pname, p, params.param_bw, bool(prule.is_symmetric), per_channel, params
-            )
+            # The target's safe weight range (e.g. ORT's 7-bit reduce_range) caps what was asked.
+            bw = config.target.weight_bits(params.param_bw) if pname == "weight" else params.param_bw
+            plan.params[pname] = _param_spec(op, pname, p, bw, bool(prule.is_symmetric), per_channel, params)
         plans[name] = plan
     # 2. foldable BatchNorms and supergroups: no quantizer inside a fused chain.
     fused_outputs: set[str] = set()
@@ -287,7 +288,7 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
     for override in config.overrides:
         for name, plan in plans.items():
             if fnmatch.fnmatchcase(name, override.pattern):
-                _apply_override(plan, override, modules[name], params)
+                _apply_override(plan, override, modules[name], params, config.target.weight_bits)
     del nodes
     return plans
 
@@ -438,7 +439,9 @@ def _output_producers(gm: fx.GraphModule) -> list[fx.Node]:
     return [n for n in found if n.op == "call_module"]
 
 
-def _apply_override(plan: ModulePlan, o: Override, module: nn.Module, params: QuantParams) -> None:
+def _apply_override(
+    plan: ModulePlan, o: Override, module: nn.Module, params: QuantParams, weight_bits: Callable[[int], int]
+) -> None:
     if o.enabled is False:
         plan.inputs = [None] * len(plan.inputs)
         plan.output = None
@@ -466,6 +469,7 @@ def _apply_override(plan: ModulePlan, o: Override, module: nn.Module, params: Qu
         per_channel = o.per_channel if o.per_channel is not None else spec.granularity == "per_channel"
         sym = o.param_symmetric if o.param_symmetric is not None else spec.symmetric
         bw = o.param_bw if o.param_bw is not None else spec.bitwidth
+        bw = weight_bits(bw) if pname == "weight" else bw
         block = o.block_size if o.block_size is not None else spec.block_size
         p = dict(module.named_parameters(recurse=False))[pname]
         plan.params[pname] = _param_spec(

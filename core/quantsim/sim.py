@@ -97,6 +97,7 @@ class QuantSim:
 
     # -- construction ------------------------------------------------------------------------------
     def _install(self) -> None:
+        self._min_constraints: dict[str, float] = {}
         for name, plan in self.plans.items():
             module = self.model.get_submodule(name)
 
@@ -104,20 +105,23 @@ class QuantSim:
                 return None if spec is None else Quantizer(spec, scheme=scheme)
 
             outputs = [make(plan.output, plan.act_scheme)]
-            if plan.output is not None and plan.output_constraint is not None:
+            q = outputs[0]
+            if q is not None and plan.output_constraint is not None:
                 lo, hi = plan.output_constraint
-                q = outputs[0]
-                assert q is not None
-                q.set_encoding(
-                    Encoding.from_min_max(
-                        torch.tensor([lo]),
-                        torch.tensor([hi]),
-                        bitwidth=q.spec.bitwidth,
-                        symmetric=q.spec.symmetric,
-                        spec=q.spec,
+                if hi is None:
+                    # AIMET's one-sided constraint: min fixed, max calibrated (see _apply_min_constraints).
+                    self._min_constraints[name] = lo
+                else:
+                    q.set_encoding(
+                        Encoding.from_min_max(
+                            torch.tensor([lo]),
+                            torch.tensor([hi]),
+                            bitwidth=q.spec.bitwidth,
+                            symmetric=q.spec.symmetric,
+                            spec=q.spec,
+                        )
                     )
-                )
-                q.freeze()
+                    q.freeze()
             quantize_module_in_place(
                 module,
                 plan.op_type,
@@ -217,10 +221,34 @@ class QuantSim:
             raise ConfigError(
                 "compute_encodings got no calibration batches; pass at least one batch of inputs"
             )
+        self._apply_min_constraints()
         if quantized_input_passes:
             from core.quantsim.refine import refine_encodings
 
             refine_encodings(self, data, quantized_input_passes, num_batches, batch_size)
+            self._apply_min_constraints()
+        self.apply_target_arithmetic()
+
+    def apply_target_arithmetic(self) -> None:
+        """What the config's ``target`` says the runtime does once encodings are known (int32 bias)."""
+        if self.config.target.bias_int32:
+            from core.quantsim.bias import round_biases
+
+            round_biases(self)
+
+    def _apply_min_constraints(self) -> None:
+        """Output encodings whose op type fixes only the minimum (AIMET: Relu ``{"min": 0.0}``)."""
+        for name, lo in self._min_constraints.items():
+            q = self.model.get_submodule(name).output_quantizers[0]
+            enc = q.encoding if q is not None else None
+            if enc is None or q.frozen or not q.enabled:
+                continue
+            hi = torch.clamp(enc.max, min=lo).to(torch.float32)
+            q.set_encoding(
+                Encoding.from_min_max(
+                    torch.full_like(hi, lo), hi, bitwidth=q.spec.bitwidth, symmetric=q.spec.symmetric, spec=q.spec
+                )
+            )
 
     # -- enabling and freezing ---------------------------------------------------------------------
     def set_enabled(self, enabled: bool, *, kind: str = "all", pattern: str = "*") -> int:
@@ -254,6 +282,7 @@ class QuantSim:
         from core.export import load_encodings
 
         load_encodings(self, source, freeze=freeze, strict=strict)
+        self.apply_target_arithmetic()
         for m in self.quantized_modules().values():
             m.clear_param_cache()
 

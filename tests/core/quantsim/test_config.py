@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from core.errors import ConfigError
+from core.errors import ConfigError, ConfigWarning
 from core.quantsim import load_config, parse_config, preset_names
 
 # Written the way AIMET's default_config.json is (shared/AIMET-REFERENCE.md §1.4): string booleans,
@@ -126,23 +126,22 @@ def _mutated(edit):
 
 BAD_CONFIGS = [
     ("missing key", lambda r: r.pop("supergroups"), ["supergroups", "defaults, params, op_type"]),
-    ("unknown top key", lambda r: r.__setitem__("extras", {}), ["extras", "accepted"]),
-    ("unknown defaults key", lambda r: r["defaults"].__setitem__("foo", 1), ["defaults", "foo", "hw_version"]),
-    ("unknown op key", lambda r: r["op_type"]["Pad"].__setitem__("is_quantised", "True"), ["op_type.Pad", "is_quantised", "is_output_quantized"]),
     ("bad boolean", lambda r: r["defaults"]["params"].__setitem__("is_symmetric", "yes"), ["defaults.params.is_symmetric", "'True'/'False'"]),
     ("bad op boolean", lambda r: r["op_type"]["Pad"].__setitem__("is_output_quantized", 1), ["op_type.Pad.is_output_quantized", "'True'/'False'"]),
     ("bad model input", lambda r: r["model_input"].__setitem__("is_input_quantized", "maybe"), ["model_input.is_input_quantized"]),
-    ("unknown model output key", lambda r: r["model_output"].__setitem__("quantized", "True"), ["model_output", "is_output_quantized"]),
     ("supergroups not a list", lambda r: r.__setitem__("supergroups", 5), ["supergroups", "list"]),
     ("supergroups an object", lambda r: r.__setitem__("supergroups", {"op_list": ["Conv", "Relu"]}), ["supergroups", "list"]),
     ("supergroup too short", lambda r: r["supergroups"].append({"op_list": ["Conv"]}), ["supergroups[5].op_list", "at least two"]),
     ("supergroup not strings", lambda r: r["supergroups"].append({"op_list": ["Conv", 3]}), ["supergroups[5].op_list"]),
-    ("supergroup unknown key", lambda r: r["supergroups"].append({"op_list": ["Conv", "Relu"], "ops": []}), ["supergroups[5]", "ops", "op_list"]),
     ("supergroup not object", lambda r: r["supergroups"].append("Conv+Relu"), ["supergroups[5]", "object"]),
     ("kernels not a list", lambda r: r["defaults"].__setitem__("supported_kernels", 8), ["defaults.supported_kernels", "list"]),
     ("op kernels not a list", lambda r: r["op_type"]["Pad"].__setitem__("supported_kernels", "int8"), ["op_type.Pad.supported_kernels", "list"]),
     ("constraints reversed", lambda r: r["op_type"].__setitem__("Softmax", {"encoding_constraints": {"min": 1, "max": 0}}), ["Softmax.encoding_constraints", "below"]),
-    ("constraints missing", lambda r: r["op_type"].__setitem__("Softmax", {"encoding_constraints": {"min": 0}}), ["Softmax.encoding_constraints", "'min' and 'max'"]),
+    ("constraints without min", lambda r: r["op_type"].__setitem__("Softmax", {"encoding_constraints": {"max": 1}}), ["Softmax.encoding_constraints", "'min'"]),
+    ("pass list not a list", lambda r: r.__setitem__("supergroup_pass_list", "MatmulAdd"), ["supergroup_pass_list", "MatmulAdd"]),
+    ("target bias mode", lambda r: r.__setitem__("target", {"bias": "int16"}), ["target.bias", "float, int32"]),
+    ("target weight bits", lambda r: r.__setitem__("target", {"max_weight_bits": 1}), ["target.max_weight_bits", "2..16"]),
+    ("target unknown key", lambda r: r.__setitem__("target", {"reduce": True}), ["target", "reduce", "max_weight_bits"]),
     ("params not object", lambda r: r.__setitem__("params", ["bias"]), ["params", "object"]),
     ("overrides not list", lambda r: r.__setitem__("overrides", {"pattern": "x"}), ["overrides", "list"]),
     ("override without pattern", lambda r: r.__setitem__("overrides", [{"param_bw": 4}]), ["overrides[0]", "pattern"]),
@@ -162,6 +161,36 @@ def test_malformed_configs_raise_config_errors_naming_key_and_choices(label, edi
         parse_config(_mutated(edit))
     for fragment in fragments:
         assert fragment in str(info.value), (label, str(info.value))
+
+
+UNKNOWN_AIMET_KEYS = [
+    ("top key", lambda r: r.__setitem__("extras", {}), ["extras", "lowbit reads", "supergroups"]),
+    ("defaults key", lambda r: r["defaults"].__setitem__("foo", 1), ["defaults", "foo", "hw_version"]),
+    ("op key", lambda r: r["op_type"]["Pad"].__setitem__("is_quantised", "True"), ["op_type.Pad", "is_quantised", "is_output_quantized"]),
+    ("model output key", lambda r: r["model_output"].__setitem__("quantized", "True"), ["model_output", "is_output_quantized"]),
+    ("supergroup key", lambda r: r["supergroups"].append({"op_list": ["Conv", "Relu"], "ops": []}), ["supergroups[5]", "ops", "op_list"]),
+    ("pass name", lambda r: r.__setitem__("supergroup_pass_list", ["MatmulAdd", "ConvGelu"]), ["supergroup_pass_list", "ConvGelu", "MatmulAdd"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("label", "edit", "fragments"), UNKNOWN_AIMET_KEYS, ids=[c[0] for c in UNKNOWN_AIMET_KEYS])
+def test_unknown_aimet_keys_are_warnings_naming_the_key(label, edit, fragments):
+    """AIMET's format grows with its releases: lowbit names what it reads past and loads the rest."""
+    with pytest.warns(ConfigWarning) as record:
+        cfg = parse_config(_mutated(edit))
+    message = " ".join(str(w.message) for w in record)
+    for fragment in fragments:
+        assert fragment in message, (label, message)
+    assert cfg.op_rule("Conv").is_output_quantized is True
+
+
+def test_pass_list_and_one_sided_constraints_are_honoured():
+    raw = _mutated(lambda r: r.__setitem__("supergroup_pass_list", ["LayerNormalization", "MatmulAdd"]))
+    raw["op_type"]["Relu"] = {"encoding_constraints": {"min": 0.0}}
+    cfg = parse_config(raw)
+    assert cfg.supergroup_passes == ("LayerNormalization", "MatmulAdd")
+    assert cfg.supergroups[0] == ("MatMul", "Add")  # the pass fuses MatMul with its bias Add
+    assert cfg.op_rule("Relu").encoding_constraints == (0.0, None)
 
 
 def test_bad_sources(tmp_path):

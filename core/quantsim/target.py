@@ -1,0 +1,79 @@
+"""The target's integer arithmetic, as far as the simulation models it (a preset's ``target`` key).
+
+AIMET's quantsim config says where quantizers go; it does not say how the target multiplies.
+Two properties of integer runtimes change results measurably and are modelled here:
+
+* ``bias``: ``"int32"`` — the runtime rounds a Conv/Gemm bias to int32 at scale
+  ``input_scale × weight_scale`` (per output channel) before it adds it to the accumulator, as
+  ONNX Runtime does when it fuses DQ→Conv→Q into QLinearConv and as QNN does for HTP.
+  ``"float"`` keeps the bias unquantized (the sim's historical behaviour).
+* ``max_weight_bits``: the widest weight grid the runtime multiplies without saturating. ONNX
+  Runtime's x86 kernels without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by
+  int8 weights with 16-bit saturating pair sums (``vpmaddubsw``): 2·255·127 overflows int16, 2·255·64
+  does not. ORT's documented remedy is ``reduce_range`` — "quantize weights with 7-bits. It may
+  improve the accuracy for some models running on non-VNNI machine" (onnxruntime.quantization,
+  ``StaticQuantConfig``). Weights asked for at more bits are quantized to this many.
+* ``accumulator_bits``: the accumulator width the target sums into (32 on both runtimes above);
+  recorded so a preset says it, and checked against the bias width.
+
+>>> TargetArithmetic.parse({"bias": "int32", "max_weight_bits": 7}, "target").weight_bits(8)
+7
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.errors import ConfigError
+
+BIAS_MODES = ("float", "int32")
+_KEYS = ("bias", "max_weight_bits", "accumulator_bits", "description")
+
+
+@dataclass(frozen=True)
+class TargetArithmetic:
+    bias: str = "float"
+    max_weight_bits: int | None = None
+    accumulator_bits: int = 32
+    description: str = ""
+
+    @property
+    def bias_int32(self) -> bool:
+        return self.bias == "int32"
+
+    def weight_bits(self, asked: int) -> int:
+        """The weight bitwidth the target runs for ``asked`` bits."""
+        return asked if self.max_weight_bits is None else min(asked, self.max_weight_bits)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bias": self.bias,
+            "max_weight_bits": self.max_weight_bits,
+            "accumulator_bits": self.accumulator_bits,
+            "description": self.description,
+        }
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> TargetArithmetic:
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"{where}: expected an object with keys {', '.join(_KEYS)}")
+        unknown = sorted(set(raw) - set(_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(_KEYS)}")
+        bias = raw.get("bias", "float")
+        if bias not in BIAS_MODES:
+            raise ConfigError(f"{where}.bias: unknown bias mode {bias!r}; choose {', '.join(BIAS_MODES)}")
+        bits = raw.get("max_weight_bits")
+        if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool) or not 2 <= bits <= 16):
+            raise ConfigError(f"{where}.max_weight_bits: expected an integer in 2..16, got {bits!r}")
+        acc = raw.get("accumulator_bits", 32)
+        if not isinstance(acc, int) or isinstance(acc, bool) or acc not in (16, 32, 64):
+            raise ConfigError(f"{where}.accumulator_bits: expected 16, 32 or 64, got {acc!r}")
+        if bias == "int32" and acc < 32:
+            raise ConfigError(f"{where}: an int32 bias needs an accumulator of at least 32 bits, got {acc}")
+        description = raw.get("description", "")
+        if not isinstance(description, str):
+            raise ConfigError(f"{where}.description: expected a string")
+        return cls(bias=bias, max_weight_bits=bits, accumulator_bits=acc, description=description)
