@@ -14,7 +14,7 @@ says ``"bias": "int32"``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import fx
@@ -22,7 +22,9 @@ from torch import fx
 from core.quantsim.placement import _true_producer
 
 if TYPE_CHECKING:
+    from core.quant.encoding import Encoding
     from core.quant.quantizer import Quantizer
+    from core.quantsim.mixin import QuantizationMixin
     from core.quantsim.sim import QuantSim
 
 # Op types whose bias the integer kernel adds in the accumulator.
@@ -37,17 +39,22 @@ def round_biases(sim: QuantSim) -> int:
     for name, plan in sim.plans.items():
         if plan.op_type not in ACCUMULATING_OP_TYPES or name not in nodes:
             continue
-        module = sim.model.get_submodule(name)
+        module = cast("QuantizationMixin", sim.model.get_submodule(name))
         bias = getattr(module, "bias", None)
-        wq = module.param_quantizers["weight"] if "weight" in module.param_quantizers else None
-        if bias is None or wq is None or not wq.enabled or wq.encoding is None:
+        wq = (
+            cast("Quantizer | None", module.param_quantizers["weight"])
+            if "weight" in module.param_quantizers
+            else None
+        )
+        w_enc = wq.encoding if wq is not None and wq.enabled else None
+        if not isinstance(bias, torch.Tensor) or wq is None or w_enc is None:
             continue
         if wq.spec.granularity == "per_block":
             continue  # no single accumulator scale per output channel
         x_enc = _input_encoding(sim, nodes[name])
         if x_enc is None:
             continue  # the input reaches the layer in float: the target runs it in float too
-        scale = (x_enc.scale.reshape(-1)[:1] * wq.encoding.scale.reshape(-1)).to(bias.dtype)
+        scale = (x_enc.scale.reshape(-1)[:1] * w_enc.scale.reshape(-1)).to(bias.dtype)
         scale = scale.expand(bias.shape[0]) if scale.numel() == 1 else scale.reshape(bias.shape)
         with torch.no_grad():
             steps = torch.round(bias / scale).clamp(-_INT32 - 1, _INT32)
@@ -57,22 +64,21 @@ def round_biases(sim: QuantSim) -> int:
     return rounded
 
 
-def _input_encoding(sim: QuantSim, node: fx.Node) -> object | None:
+def _input_encoding(sim: QuantSim, node: fx.Node) -> Encoding | None:
     """The encoding of the tensor a layer multiplies: its own input quantizer, else its producer's output."""
-    module = sim.model.get_submodule(str(node.target))
-    own = module.input_quantizers[0] if len(module.input_quantizers) else None
-    if _active(own):
-        return own.encoding  # type: ignore[union-attr]
+    module = cast("QuantizationMixin", sim.model.get_submodule(str(node.target)))
+    own = cast("Quantizer | None", module.input_quantizers[0]) if len(module.input_quantizers) else None
+    if own is not None and _active(own):
+        return own.encoding
     if not node.args or not isinstance(node.args[0], fx.Node):
         return None
     source = _true_producer(node.args[0], sim.model)
     if source.op != "call_module":
         return None
-    producer = sim.model.get_submodule(str(source.target))
-    outs = getattr(producer, "output_quantizers", None)
-    q = outs[0] if outs is not None and len(outs) else None
-    return q.encoding if _active(q) else None  # type: ignore[union-attr]
+    outs = getattr(sim.model.get_submodule(str(source.target)), "output_quantizers", None)
+    q = cast("Quantizer | None", outs[0]) if outs is not None and len(outs) else None
+    return q.encoding if q is not None and _active(q) else None
 
 
-def _active(q: Quantizer | None) -> bool:
-    return q is not None and q.enabled and q.encoding is not None and q.spec.dtype == "int"
+def _active(q: Quantizer) -> bool:
+    return q.enabled and q.encoding is not None and q.spec.dtype == "int"

@@ -351,7 +351,9 @@ def _supergroups(raw: Any, source: str) -> list[tuple[str, ...]]:
         raise ConfigError(f"{source}: supergroups must be a list of {{'op_list': [...]}} objects")
     groups = []
     for i, g in enumerate(raw or []):
-        _warn_unknown_keys(_obj(g, f"{source}: supergroups[{i}]"), ("op_list",), f"{source}: supergroups[{i}]")
+        _warn_unknown_keys(
+            _obj(g, f"{source}: supergroups[{i}]"), ("op_list",), f"{source}: supergroups[{i}]"
+        )
         op_list = g.get("op_list")
         if not isinstance(op_list, list) or len(op_list) < 2 or not all(isinstance(o, str) for o in op_list):
             raise ConfigError(f"{source}: supergroups[{i}].op_list must list at least two ONNX op types")

@@ -172,7 +172,7 @@ class ModulePlan:
     params: dict[str, QuantSpec | None]
     param_scheme: str
     act_scheme: str
-    output_constraint: tuple[float, float] | None = None
+    output_constraint: tuple[float, float | None] | None = None
     reasons: dict[str, str] = field(default_factory=dict)
 
 

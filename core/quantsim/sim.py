@@ -239,14 +239,21 @@ class QuantSim:
     def _apply_min_constraints(self) -> None:
         """Output encodings whose op type fixes only the minimum (AIMET: Relu ``{"min": 0.0}``)."""
         for name, lo in self._min_constraints.items():
-            q = self.model.get_submodule(name).output_quantizers[0]
+            q = cast(
+                "Quantizer | None",
+                cast("QuantizationMixin", self.model.get_submodule(name)).output_quantizers[0],
+            )
             enc = q.encoding if q is not None else None
-            if enc is None or q.frozen or not q.enabled:
+            if q is None or enc is None or q.frozen or not q.enabled:
                 continue
             hi = torch.clamp(enc.max, min=lo).to(torch.float32)
             q.set_encoding(
                 Encoding.from_min_max(
-                    torch.full_like(hi, lo), hi, bitwidth=q.spec.bitwidth, symmetric=q.spec.symmetric, spec=q.spec
+                    torch.full_like(hi, lo),
+                    hi,
+                    bitwidth=q.spec.bitwidth,
+                    symmetric=q.spec.symmetric,
+                    spec=q.spec,
                 )
             )
 

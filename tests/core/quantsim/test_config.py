@@ -68,7 +68,8 @@ def test_every_preset_parses(name):
     cfg = load_config(name)
     assert cfg.params_quantized and cfg.params_symmetric
     assert cfg.param_rule("Conv", "bias").is_quantized is False
-    assert cfg.op_rule("Dropout").is_output_quantized is False
+    if name != "qnn_htp":  # AIMET's HTP file as shipped: it leaves Dropout to the defaults
+        assert cfg.op_rule("Dropout").is_output_quantized is False
     assert cfg.op_rule("Conv").is_output_quantized is True
     assert ("Conv", "Relu") in cfg.supergroups
     assert cfg.model_input_quantized is True
@@ -173,7 +174,9 @@ UNKNOWN_AIMET_KEYS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("label", "edit", "fragments"), UNKNOWN_AIMET_KEYS, ids=[c[0] for c in UNKNOWN_AIMET_KEYS])
+@pytest.mark.parametrize(
+    ("label", "edit", "fragments"), UNKNOWN_AIMET_KEYS, ids=[c[0] for c in UNKNOWN_AIMET_KEYS]
+)
 def test_unknown_aimet_keys_are_warnings_naming_the_key(label, edit, fragments):
     """AIMET's format grows with its releases: lowbit names what it reads past and loads the rest."""
     with pytest.warns(ConfigWarning) as record:
