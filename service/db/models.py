@@ -108,6 +108,25 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class DatasetShard(Base):
+    """One shard file of a sharded training dataset (``Dataset.format == 'sharded'``); the dataset's
+    manifest is its shards in index order, each with the sample count read from its headers."""
+
+    __tablename__ = "dataset_shards"
+    __table_args__ = (UniqueConstraint("dataset_id", "index"),)
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    blob_sha256: Mapped[str | None] = mapped_column(ForeignKey("blobs.sha256"), nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    samples: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Upload(Base):
     """A presigned (or multipart) upload in progress into a staging key, verified on ``complete``."""
 
@@ -115,7 +134,7 @@ class Upload(Base):
 
     id: Mapped[str] = mapped_column(ID, primary_key=True, default=new_id)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
-    target_kind: Mapped[str] = mapped_column(String(16))  # model_version | dataset
+    target_kind: Mapped[str] = mapped_column(String(16))  # model_version | dataset | dataset_shard
     target_id: Mapped[str] = mapped_column(ID)
     staging_key: Mapped[str] = mapped_column(String(200))
     size: Mapped[int] = mapped_column(BigInteger)

@@ -65,6 +65,10 @@ class JobSpec(Strict):
     )
     calib_dataset_id: ResourceId
     eval_dataset_id: ResourceId | None = None
+    train_dataset_id: ResourceId | None = Field(
+        default=None,
+        description="qat: the training data (a dataset file or a sharded dataset); default: calibration data",
+    )
     technique: Technique
     params: dict[str, Any] = Field(default={}, description="technique parameters; see the *Params schemas")
     param_bw: int = Field(default=8, ge=2, le=16)
@@ -83,6 +87,8 @@ class JobSpec(Strict):
         self.params = TECHNIQUE_PARAMS[self.technique].model_validate(self.params).model_dump()
         if self.quantsim_config is not None and self.preset is not None:
             raise ValueError("give either quantsim_config or preset, not both")
+        if self.train_dataset_id is not None and self.technique != "qat":
+            raise ValueError("train_dataset_id is used by technique 'qat' only")
         if self.technique == "autoquant" and self.allowed_accuracy_drop is None:
             raise ValueError("technique 'autoquant' needs allowed_accuracy_drop (e.g. 0.01)")
         return self

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.schemas.common import Name, Sha256, Strict, UploadTarget
 
 ModelFormat = Literal["onnx", "pt2"]
-DatasetFormat = Literal["npz", "safetensors"]
-DatasetKind = Literal["calibration", "evaluation"]
+DatasetFormat = Literal["npz", "safetensors", "sharded"]
+ShardFormat = Literal["npz", "safetensors"]
+DatasetKind = Literal["calibration", "evaluation", "training"]
 ReadyStatus = Literal["pending", "ready", "rejected"]
 
 
@@ -73,3 +74,35 @@ class DatasetRead(BaseModel):
     sha256: str | None = Field(default=None, validation_alias="blob_sha256")
     created_at: datetime
     upload: UploadTarget | None = None
+
+
+class ShardCreate(Strict):
+    """Declare shard ``index`` of a sharded dataset (0, 1, … without gaps). With ``size`` and
+    ``sha256`` the answer carries presigned upload URLs (completed through ``/v1/uploads/{id}/complete``);
+    without them, stream the bytes to ``PUT /v1/datasets/{id}/shards/{index}/content``."""
+
+    index: int = Field(ge=0, lt=100_000)
+    format: ShardFormat
+    size: int | None = Field(default=None, gt=0)
+    sha256: Sha256 | None = None
+
+
+class ShardRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    index: int
+    format: str
+    status: ReadyStatus
+    size: int | None
+    samples: int | None
+    sha256: str | None = Field(default=None, validation_alias="blob_sha256")
+    upload: UploadTarget | None = None
+
+
+class ManifestRead(BaseModel):
+    """A sharded dataset's manifest: its shards in index order and their sample counts."""
+
+    dataset_id: str
+    status: ReadyStatus
+    samples: int
+    shards: list[ShardRead]

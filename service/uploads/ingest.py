@@ -16,14 +16,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from service.db.models import Dataset, ModelVersion, Upload
+from service.db.models import Dataset, DatasetShard, ModelVersion, Upload
 from service.db.repositories import resources
 from service.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, UploadRejectedError
 from service.settings import Settings
 from service.storage import ArtifactStore, blob_key
 from service.uploads.checks import check_file
+from service.uploads.shards import shard_samples
 
-Target = ModelVersion | Dataset
+Target = ModelVersion | Dataset | DatasetShard
 CHUNK = 4 * 1024 * 1024
 
 
@@ -77,6 +78,8 @@ def attach_file(
         )
     try:
         check_file(target.format, path, settings.max_upload_bytes)
+        if isinstance(target, DatasetShard):
+            target.samples = shard_samples(target.format, path)
     except UploadRejectedError:
         target.status = "rejected"
         raise
@@ -90,10 +93,12 @@ def attach_file(
 
 
 def load_target(session: Session, upload: Upload) -> Target:
-    """The model version or dataset an upload fills."""
+    """The model version, dataset or dataset shard an upload fills."""
     target: Target | None
     if upload.target_kind == "model_version":
         target = session.get(ModelVersion, upload.target_id)
+    elif upload.target_kind == "dataset_shard":
+        target = session.get(DatasetShard, upload.target_id)
     else:
         target = session.get(Dataset, upload.target_id)
     if target is None or target.project_id != upload.project_id:

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
 from service.api.idempotency import Idempotent, idempotent
-from service.api.routes import uploads
+from service.api.routes import dataset_shards, uploads
 from service.db.models import Dataset
 from service.db.repositories import resources
 from service.errors import InvalidInputError
@@ -25,6 +25,11 @@ async def create_dataset(
     otherwise PUT the bytes to ``/v1/datasets/{id}/content``."""
     if (body.size is None) != (body.sha256 is None):
         raise InvalidInputError("give both size and sha256 (presigned upload) or neither (streaming upload)")
+    if body.format == "sharded" and body.size is not None:
+        raise InvalidInputError(
+            "a sharded dataset's bytes are uploaded per shard: POST /v1/datasets/{id}/shards, then /seal",
+            code="sharded_dataset",
+        )
 
     def create() -> object:
         dataset = resources.create_dataset(
@@ -76,6 +81,15 @@ async def put_dataset_content(
     """Stream the dataset file through the API. Optional header ``X-Content-SHA256`` is verified."""
 
     def load(session: Session) -> Dataset:
-        return resources.get_dataset(session, who.project_id, dataset_id)
+        dataset = resources.get_dataset(session, who.project_id, dataset_id)
+        if dataset.format == "sharded":
+            raise InvalidInputError(
+                "a sharded dataset's bytes are uploaded per shard: PUT /v1/datasets/{id}/shards/{index}/content",
+                code="sharded_dataset",
+            )
+        return dataset
 
     return await uploads.stream_into(request, ctx, load)
+
+
+router.include_router(dataset_shards.router)  # /v1/datasets/{id}/shards…, /seal, /manifest

@@ -42,6 +42,13 @@ def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> str:
         resources.get_version(session, project_id, body.model_id, body.model_version)  # says why
         raise ConflictError("the model's versions changed during the request; retry", code="version_race")
     _check_inputs(found, body)
+    if body.train_dataset_id is not None:
+        train = resources.get_dataset(session, project_id, body.train_dataset_id)
+        if train.status != "ready":
+            raise InvalidInputError(
+                f"training dataset {train.id} is {train.status}; upload (and seal) it first",
+                code="dataset_not_ready",
+            )
     return found.id
 
 
@@ -94,6 +101,8 @@ async def create_on_loop(
     Idempotency-Key. None: nothing was written; take the thread path (no such version, so its slow path
     says why; SQLite's write lock is taken right now; or, PostgreSQL with a key, the key or inputs
     changed meanwhile). Also called by service.api.hot_lane, before FastAPI's routing."""
+    if body.train_dataset_id is not None:
+        return None  # the on-loop statement checks two datasets; the thread path checks the third
     read: list[JobRead] = []
 
     def stored_body(job: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +243,7 @@ async def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> obje
     def create() -> JobRead:
         old = jobs_repo.get_job(idem.session, idem.who.project_id, job_id)
         inputs = {"model_version_id": old.model_version_id, "calib_dataset_id": old.calib_dataset_id,
-                  "eval_dataset_id": old.eval_dataset_id}  # fmt: skip
+                  "eval_dataset_id": old.eval_dataset_id, "train_dataset_id": old.spec.get("train_dataset_id")}  # fmt: skip
         references.check_references(idem.session, old.project_id, inputs)
         job = jobs_repo.insert_job(
             idem.session.connection(),

@@ -27,6 +27,7 @@ REFERENCE_FIELDS: dict[str, Any] = {
     "dataset_id": Dataset,
     "calib_dataset_id": Dataset,
     "eval_dataset_id": Dataset,
+    "train_dataset_id": Dataset,
     "job_id": Job,
     "rerun_of": Job,
     "baseline_job_id": Job,

@@ -41,6 +41,7 @@ def _resources(client: httpx.Client) -> dict[str, str]:
     out = {"model_id": str(model["id"]), "model_name": f"m-{suffix}", "calib_dataset_id": str(calib["id"]),
            "eval_dataset_id": str(evald["id"]), "dataset_id": str(calib["id"]), "job_id": job["id"],
            "upload_id": pending["upload"]["upload_id"]}  # fmt: skip
+    out["train_dataset_id"] = out["calib_dataset_id"]  # a qat job may train on any ready dataset
     out["schedule_id"] = _new_schedule(client, out)
     return out
 
@@ -62,7 +63,8 @@ def _body(method: str, path: str, own: dict[str, str]) -> Any:
     """A request body that the caller's own resources make valid (None: the route takes none)."""
     bodies: dict[tuple[str, str], Any] = {
         ("post", "/v1/jobs"): {"model_id": own["model_id"], "calib_dataset_id": own["calib_dataset_id"],
-                               "eval_dataset_id": own["eval_dataset_id"], "technique": "ptq"},
+                               "eval_dataset_id": own["eval_dataset_id"], "technique": "qat",
+                               "train_dataset_id": own["train_dataset_id"]},
         ("post", "/v1/schedules"): {"name": f"s-{os.urandom(3).hex()}", "model_name": own["model_name"],
                                     "cron": "0 2 * * *", "template": _template(own)},
         ("patch", "/v1/schedules/{schedule_id}"): {"template": _template(own)},
@@ -70,6 +72,8 @@ def _body(method: str, path: str, own: dict[str, str]) -> Any:
         ("post", "/v1/uploads/{upload_id}/complete"): {},
         ("put", "/v1/models/{model_id}/versions/{number}/content"): b"x",
         ("put", "/v1/datasets/{dataset_id}/content"): b"x",
+        ("post", "/v1/datasets/{dataset_id}/shards"): {"index": 0, "format": "npz"},
+        ("put", "/v1/datasets/{dataset_id}/shards/{index}/content"): b"x",
     }  # fmt: skip
     return bodies.get((method, path))
 
@@ -105,7 +109,7 @@ def _request(client: httpx.Client, method: str, path: str, own: dict[str, str], 
     ids = dict(own)
     if foreign is not None and where in ("path", "query"):
         ids[field] = foreign
-    url = path.replace("{number}", "1")
+    url = path.replace("{number}", "1").replace("{index}", "0")
     for name, value in ids.items():
         url = url.replace("{" + name + "}", value)
     body = _body(method, path, own)
