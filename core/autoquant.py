@@ -178,10 +178,15 @@ def autoquant(
     export: bool = True,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
+    deployed_score: Callable[[Any], float] | None = None,
 ) -> AutoQuantResult:
     """Run AutoQuant (see the module docstring). ``mixed_precision_bw`` = (param, activation) bitwidths
     that sensitive modules are raised to. Writes reports and the exported model into ``out_dir`` when
-    given. Raises CancelledError when ``cancel()`` returns True (checked between stages and in AdaRound)."""
+    given. Raises CancelledError when ``cancel()`` returns True (checked between stages and in AdaRound).
+
+    ``deployed_score(sim) -> float`` scores what ships (e.g. the exported QDQ model in ONNX Runtime,
+    core.deployed_score); when given, each stage meets the target only if the deployed model does,
+    and the sim's own score stays beside it in the stage's details."""
     from core.graph import prepare_model
     from core.quantsim import QuantSim
 
@@ -326,6 +331,11 @@ def autoquant(
                 score = float(eval_fn(sim.model))
                 meta = {"score": score, "details": details, **_snapshot(sim)}
                 cache.save(name, meta, sim.model.state_dict())
+            if deployed_score is not None:
+                # The verdict goes by the model that ships; the simulation's score stays beside it.
+                details = {**details, "sim_score": score}
+                score = float(deployed_score(sim))
+                details["deployed_score"] = score
             ok = score >= target
             stages.append(
                 StageResult(

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from core.autoquant import autoquant
     from core.io import load_data, load_model
     from core.ptq.adaround import AdaroundConfig
+    from core.runtime_verdict import deployed_scorer
 
     loaded = load_model(args.model)
     calib = load_data(args.calib, loaded.input_names).for_model(loaded)
@@ -92,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         cache_dir=args.cache_dir,
         progress=show,
+        # With eval data the target is checked on what ships: the QDQ model in ONNX Runtime.
+        deployed_score=deployed_scorer(evald) if evald is not None else None,
     )
     if args.json:
         print(json.dumps(result.to_report(), indent=2, default=str))

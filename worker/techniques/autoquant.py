@@ -32,11 +32,18 @@ def accuracy_on(data: Any, device: str, batch_size: int = 256) -> Any:
     return score
 
 
+def allowed_drop(spec: dict[str, Any]) -> float:
+    """The spec's allowed accuracy drop; 0 means zero (only a missing value takes the 0.01 default)."""
+    value = spec.get("allowed_accuracy_drop")
+    return 0.01 if value is None else float(value)
+
+
 @register_technique("autoquant")
 def run_autoquant(ctx: JobContext) -> TechniqueResult:
     """Run AutoQuant; the best stage's sim is exported and evaluated by the pipeline."""
     from core.autoquant import autoquant
     from core.ptq.adaround import AdaroundConfig
+    from core.runtime_verdict import deployed_scorer
 
     labelled = ctx.evaluation is not None and ctx.evaluation.labels is not None
     cache = ctx.workdir / "autoquant-cache"
@@ -59,7 +66,7 @@ def run_autoquant(ctx: JobContext) -> TechniqueResult:
         ctx.loaded,
         ctx.calib,
         accuracy_on(ctx.evaluation, ctx.device) if labelled else None,
-        float(spec.get("allowed_accuracy_drop") or 0.01),
+        allowed_drop(spec),
         param_bw=int(spec.get("param_bw", 8)),
         output_bw=int(spec.get("output_bw", 8)),
         config=spec.get("quantsim_config") or spec.get("preset") or None,
@@ -70,6 +77,8 @@ def run_autoquant(ctx: JobContext) -> TechniqueResult:
         export=False,
         progress=progress,
         cancel=ctx.cancel_check,
+        # With eval data the target is checked on what ships: the QDQ model in ONNX Runtime.
+        deployed_score=deployed_scorer(ctx.evaluation) if ctx.evaluation is not None else None,
     )
     sync.push_files()
     if result.sim is None:
