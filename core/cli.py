@@ -7,43 +7,66 @@ commands of other packages (service: serve, submit, jobs, db ...) register throu
 Contract for a command module: ``register(subparsers: argparse._SubParsersAction) -> None``
 adds one or more sub-parsers and sets ``func=<callable(args) -> int>`` on each. The exit code
 is the callable's return value. Exit codes scripts can rely on are in core/commands/exit_codes.py.
+
+Dispatch is lazy: only the module that provides the command being run is imported (the others are
+known from their source, see core/command_catalog.py), so a client command such as `lowbit jobs`
+never pays for torch, and `lowbit --help` imports no command module at all.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, version
 
+from core.command_catalog import CommandSource, discover
+from core.commands.exit_codes import USAGE
 from core.errors import LowbitError
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lowbit", description="Quantize models for fixed-point targets.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Engine commands: every module in core/commands with a register() function.
-    import core.commands as commands_pkg
+def _version() -> str:
+    try:
+        return version("lowbit")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
-    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"core.commands.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
-    # Commands of other installed packages.
-    for ep in entry_points(group="lowbit.commands"):
-        ep.load()(sub)
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `lowbit` parser; with ``command`` only the module providing it is imported, without it
+    every command is listed from its declared name and help (and the undeclared ones imported)."""
+    parser = argparse.ArgumentParser(prog="lowbit", description="Quantize models for fixed-point targets.")
+    parser.add_argument("--version", action="version", version=f"lowbit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sources = discover()
+    provider = _provider_of(command, sources) if command else None
+    if provider is not None:
+        provider.load()(sub)
+        return parser
+    for source in sources:
+        if source.commands is None:
+            source.load()(sub)
+        else:
+            for cmd in source.commands:
+                sub.add_parser(cmd.name, help=cmd.help, add_help=False)
     return parser
 
 
+def _provider_of(command: str, sources: list[CommandSource]) -> CommandSource | None:
+    for source in sources:
+        if source.commands is not None and any(c.name == command for c in source.commands):
+            return source
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
-        return 2
+        return USAGE
     try:
         return int(func(args) or 0)
     except LowbitError as exc:

@@ -26,6 +26,7 @@ from typing import Any
 from examples.demo_server import BackgroundServer, free_port, start_server
 from examples.digits import build
 from service.client import ClientError, LowbitClient
+from service.commands.results import results_table  # the table `lowbit submit --wait` prints
 
 JOB = {"technique": "autoquant", "param_bw": 8, "output_bw": 8, "allowed_accuracy_drop": 0.01}
 
@@ -45,18 +46,6 @@ def _progress() -> Any:
             print(("\r" + line) if tty else line, end="" if tty else "\n", flush=True)
 
     return show
-
-
-def results_table(metrics: dict[str, Any]) -> str:
-    """The FP32 / simulated / ONNX Runtime table of a finished job's metrics."""
-    ev = metrics["evaluation"]
-    rows = [("FP32 (PyTorch)", ev["fp32"]), ("simulated (QuantSim)", ev["sim"])]
-    if ev.get("onnxruntime") is not None:
-        rows.append(("ONNX Runtime (model_qdq.onnx)", ev["onnxruntime"]))
-    width = max(len(name) for name, _ in rows)
-    lines = [f"  {'model':<{width}}  {ev['metric']:>9}", f"  {'-' * width}  {'-' * 9}"]
-    lines += [f"  {name:<{width}}  {value:9.4f}" for name, value in rows]
-    return "\n".join(lines)
 
 
 def run_demo(server: BackgroundServer, out: Path, keep_serving: bool = False) -> int:

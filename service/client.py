@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from service.client_config import missing_key_message, resolve_client_config
 from service.reconnect import (
     RETRYABLE_STATUSES,
     GaveUpReconnecting,
@@ -83,8 +84,9 @@ def embedded_defaults(data_dir: str | Path | None = None) -> tuple[str | None, s
 class LowbitClient:
     """A session with one lowbit API as one project (its API key).
 
-    Defaults: LOWBIT_URL and LOWBIT_API_KEY, else what a local ``lowbit serve`` stored in its data
-    directory (:func:`embedded_defaults`), else ``http://127.0.0.1:8000``.
+    Defaults: each of URL and key from the argument, else LOWBIT_URL / LOWBIT_API_KEY, else what a local
+    ``lowbit serve`` stored in its data directory, else ``http://127.0.0.1:8000`` (no key); see
+    service/client_config.py. ``config`` says where each came from; errors quote it.
     """
 
     def __init__(
@@ -94,21 +96,13 @@ class LowbitClient:
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        url = url or os.environ.get("LOWBIT_URL")
-        key = api_key or os.environ.get("LOWBIT_API_KEY")
-        if not key:
-            # The local server's key only goes to the local server, never to another LOWBIT_URL.
-            local_url, local_key = embedded_defaults()
-            if local_key and (url is None or url.rstrip("/") == (local_url or "").rstrip("/")):
-                url, key = local_url, local_key
-        self.url = (url or "http://127.0.0.1:8000").rstrip("/")
-        if not key:
-            raise ClientError(
-                0, "no_api_key", "no API key: set LOWBIT_API_KEY, pass api_key, or start `lowbit serve` here"
-            )
+        self.config = resolve_client_config(url, api_key)
+        self.url = self.config.url
+        if not self.config.api_key:
+            raise ClientError(0, "no_api_key", missing_key_message(self.config))
         self.http = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {key}"},
+            headers={"Authorization": f"Bearer {self.config.api_key}"},
             timeout=timeout,
             transport=transport,
         )
@@ -128,10 +122,22 @@ class LowbitClient:
         try:
             resp = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ClientError(0, "unreachable", f"cannot reach {self.url}: {exc}") from exc
+            raise ClientError(0, "unreachable", f"cannot reach {self.config.describe()}: {exc}") from exc
         if resp.status_code >= 400:
-            raise _answer_error(resp)
+            raise self._error_of(resp)
         return resp.json() if resp.content else None
+
+    def _error_of(self, resp: httpx.Response) -> ClientError:
+        """The answer's error, with what the user can check: a URL that is not the API, a refused key."""
+        err = _answer_error(resp)
+        if resp.status_code == 404 and (err.code == "http_error" or err.message == "Not Found"):
+            # No such route (not a missing resource): the URL is not lowbit's base URL.
+            return ClientError(404, "no_api", f"no lowbit API at {self.config.describe()}: {resp.request.url} "
+                               "is not an API endpoint; give the server's base URL (http://HOST:PORT)")  # fmt: skip
+        if resp.status_code == 401:
+            message = f"{err.message}; the API key from {self.config.key_source} was refused by {self.config.describe()}"
+            return ClientError(401, err.code, message, err.retry_after)
+        return err
 
     def _create(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
         # Every create carries a key, so a retry after a lost response never creates a duplicate.
@@ -144,40 +150,89 @@ class LowbitClient:
         page = self.request("GET", "/v1/models", params={"name": name})
         return page["items"][0] if page["items"] else None
 
+    def model_versions(self, model_id: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self.request("GET", f"/v1/models/{model_id}/versions")
+        return out
+
     def upload_model(self, path: str | Path, name: str | None = None) -> dict[str, Any]:
-        """Upload ``path`` (.onnx or .pt2) as a new version of model ``name`` (default: the file stem),
-        streamed through the API; returns the ready version."""
+        """A ready version of model ``name`` (default: the file stem) holding the bytes of ``path``
+        (.onnx or .pt2): an existing version with the same sha256 is reused, else a new version is
+        streamed through the API. A model's versions keep one format (the service answers 409
+        ``format_mismatch`` for a file of another format: give it another name)."""
         path = Path(path)
         fmt = MODEL_SUFFIXES.get(path.suffix.lower())
         if fmt is None:
             raise ClientError(0, "bad_format", f"{path}: model files must end in {', '.join(MODEL_SUFFIXES)}")
+        sha256 = file_sha256(path)
         name = name or path.stem
-        model = self.find_model(name) or self._create("/v1/models", {"name": name})
+        model = self.find_model(name)
+        if model is not None:
+            same = [
+                v
+                for v in self.model_versions(model["id"])
+                if v["sha256"] == sha256 and v["status"] == "ready"
+            ]
+            if same:
+                return max(same, key=lambda v: int(v["version"]))
+        else:
+            model = self._create("/v1/models", {"name": name})
         version = self._create(f"/v1/models/{model['id']}/versions", {"format": fmt})
-        self._stream(f"/v1/models/{model['id']}/versions/{version['version']}/content", path)
+        self._stream(f"/v1/models/{model['id']}/versions/{version['version']}/content", path, sha256)
         out: dict[str, Any] = self.request("GET", f"/v1/models/{model['id']}/versions/{version['version']}")
         return out
 
     def upload_dataset(
         self, path: str | Path, name: str | None = None, kind: str = "calibration"
     ) -> dict[str, Any]:
-        """Upload ``path`` (.npz or .safetensors) as a new dataset; returns it, ready."""
+        """A ready dataset of this ``kind`` holding the bytes of ``path`` (.npz or .safetensors): an
+        existing one with the same sha256 is reused, else a new one is streamed through the API."""
         path = Path(path)
         fmt = DATASET_SUFFIXES.get(path.suffix.lower())
         if fmt is None:
             raise ClientError(
                 0, "bad_format", f"{path}: data files must end in {', '.join(DATASET_SUFFIXES)}"
             )
+        sha256 = file_sha256(path)
+        query = {"sha256": sha256, "kind": kind, "format": fmt, "status": "ready", "limit": 1}
+        found = self.request("GET", "/v1/datasets", params=query)["items"]
+        if found:
+            existing: dict[str, Any] = found[0]
+            return existing
         dataset = self._create("/v1/datasets", {"name": name or path.stem, "kind": kind, "format": fmt})
-        self._stream(f"/v1/datasets/{dataset['id']}/content", path)
+        self._stream(f"/v1/datasets/{dataset['id']}/content", path, sha256)
         out: dict[str, Any] = self.request("GET", f"/v1/datasets/{dataset['id']}")
         return out
 
-    def _stream(self, url: str, path: Path) -> None:
-        headers = {"X-Content-SHA256": file_sha256(path), "Content-Length": str(path.stat().st_size)}
+    def _stream(self, url: str, path: Path, sha256: str | None = None) -> None:
+        headers = {
+            "X-Content-SHA256": sha256 or file_sha256(path),
+            "Content-Length": str(path.stat().st_size),
+        }
         self.request("PUT", url, content=_file_chunks(path), headers=headers)
 
     # -- jobs ------------------------------------------------------------------------------------
+    def validate_job(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Dry run: the service checks ``spec`` (ids of inputs not yet uploaded may be left out) and
+        creates nothing; raises ClientError (HTTP 422) saying what is wrong."""
+        out: dict[str, Any] = self.request("POST", "/v1/jobs/validate", json=spec)
+        return out
+
+    def paged(self, path: str, limit: int = 50, **params: Any) -> list[dict[str, Any]]:
+        """Up to ``limit`` items of a cursor-paginated list endpoint."""
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while len(items) < limit:
+            query = {k: v for k, v in params.items() if v is not None}
+            query["limit"] = min(200, limit - len(items))
+            if cursor:
+                query["cursor"] = cursor
+            page = self.request("GET", path, params=query)
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        return items
+
     def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         """Create a job from a spec (see JobSpec in the API docs)."""
         out: dict[str, Any] = self._create("/v1/jobs", spec, idempotency_key)

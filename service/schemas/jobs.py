@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from service.schemas.common import MAX_INT32, ResourceId, Strict
 
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=200)]
 Technique = Literal["quantsim", "ptq", "autoquant", "qat", "analyze"]
 PtqStep = Literal["bn_fold", "cle", "adaround", "bn_reestimation", "bias_correction"]
 
@@ -81,6 +83,10 @@ class JobSpec(Strict):
     allowed_accuracy_drop: float | None = Field(default=None, ge=0, le=1)
     compute: Literal["cpu", "gpu"] = "cpu"
     priority: int = Field(default=5, ge=0, le=9)
+    name: str | None = Field(default=None, max_length=200, description="a name people give the job")
+    labels: dict[LabelKey, LabelValue] = Field(
+        default={}, max_length=32, description="key/value labels (keys: letters, digits, ._/-)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
@@ -95,6 +101,15 @@ class JobSpec(Strict):
 
 
 JobCreate = JobSpec
+
+
+class JobSpecDraft(JobSpec):
+    """A spec checked before its inputs exist (``POST /v1/jobs/validate``, the client's dry run before
+    uploading): everything but the model and calibration references, which the real create checks."""
+
+    model_id: ResourceId | None = None  # type: ignore[assignment]
+    calib_dataset_id: ResourceId | None = None  # type: ignore[assignment]
+
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelling", "cancelled"]
 

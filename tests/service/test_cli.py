@@ -30,7 +30,15 @@ def _lowbit(env: dict[str, str], *args: str, module: str = "service.cli") -> sub
 def test_exit_codes_match_core() -> None:
     from core.commands import exit_codes
 
-    for name in ("OK", "FAILURE", "USAGE", "ACCURACY_TARGET_MISSED", "CANCELLED", "SERVICE_ERROR"):
+    for name in (
+        "OK",
+        "FAILURE",
+        "USAGE",
+        "BAD_INPUT",
+        "ACCURACY_TARGET_MISSED",
+        "CANCELLED",
+        "SERVICE_ERROR",
+    ):
         assert getattr(cli, name) == getattr(exit_codes, name)
 
 
@@ -67,8 +75,8 @@ def test_cli_round_trip_on_embedded_defaults(tmp_path: Path) -> None:
         assert _lowbit(client_env, "cancel", job_id).stdout.strip() == "cancelled"
         assert _lowbit(client_env, "job", job_id, "--wait").returncode == cli.CANCELLED
         down = _lowbit(client_env, "download", job_id, str(tmp_path / "out"))
-        assert down.returncode == 0 and down.stdout == ""  # a cancelled job has no artifacts
+        assert down.returncode == cli.CANCELLED and down.stdout == ""  # a cancelled job has no artifacts
         bad = _lowbit({**client_env, "LOWBIT_API_KEY": "lb_wrong"}, "jobs")
         assert bad.returncode == cli.SERVICE_ERROR and "unauthorized" in bad.stderr
         wrong = _lowbit(client_env, "job", "0" * 26)
-        assert wrong.returncode == cli.SERVICE_ERROR and "not_found" in wrong.stderr
+        assert wrong.returncode == cli.BAD_INPUT and "not_found" in wrong.stderr

@@ -24,8 +24,13 @@ def test_submit_wait_download(api: Api, tmp_path: Path) -> None:
         version = client.upload_model(tmp_path / "net.onnx", name="client-net")
         assert version["status"] == "ready"
         again = client.upload_model(tmp_path / "net.onnx", name="client-net")
-        assert again["version"] == version["version"] + 1 and again["sha256"] == version["sha256"]
+        assert again == version  # identical content: the stored version is reused
+        (tmp_path / "net2.onnx").write_bytes(onnx_bytes(10))
+        other = client.upload_model(tmp_path / "net2.onnx", name="client-net")
+        assert other["version"] == version["version"] + 1 and other["sha256"] != version["sha256"]
         data = client.upload_dataset(tmp_path / "calib.npz")
+        assert client.upload_dataset(tmp_path / "calib.npz", name="another-name") == data
+        assert client.upload_dataset(tmp_path / "calib.npz", kind="evaluation")["id"] != data["id"]
         job = client.submit(
             {"model_id": version["model_id"], "calib_dataset_id": data["id"], "technique": "quantsim"}
         )

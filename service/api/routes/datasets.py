@@ -11,8 +11,8 @@ from service.api.routes import dataset_shards, uploads
 from service.db.models import Dataset
 from service.db.repositories import resources
 from service.errors import InvalidInputError
-from service.schemas.common import Page
-from service.schemas.resources import DatasetCreate, DatasetRead
+from service.schemas.common import Page, Sha256
+from service.schemas.resources import DatasetCreate, DatasetFormat, DatasetKind, DatasetRead, ReadyStatus
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -49,11 +49,17 @@ async def create_dataset(
 def list_datasets(
     cursor: str | None = None,
     limit: int | None = None,
+    sha256: Sha256 | None = None,
+    kind: DatasetKind | None = None,
+    format: DatasetFormat | None = None,
+    status: ReadyStatus | None = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),
 ) -> Page[DatasetRead]:
-    rows, nxt = resources.list_datasets(session, who.project_id, page_limit(ctx, limit), cursor)
+    """The project's datasets; ``sha256`` (with ``kind``, ``format``, ``status``) finds stored content."""
+    filters = {"sha256": sha256, "kind": kind, "format": format, "status": status}
+    rows, nxt = resources.list_datasets(session, who.project_id, page_limit(ctx, limit), cursor, **filters)
     return Page(items=[DatasetRead.model_validate(d) for d in rows], next_cursor=nxt)
 
 

@@ -25,7 +25,15 @@ from service.db.repositories import jobs_loop, references, resources
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.jobs import state
 from service.schemas.common import MAX_INT32, Page
-from service.schemas.jobs import ArtifactRead, JobCreate, JobLogRead, JobRead, JobStatus, Technique
+from service.schemas.jobs import (
+    ArtifactRead,
+    JobCreate,
+    JobLogRead,
+    JobRead,
+    JobSpecDraft,
+    JobStatus,
+    Technique,
+)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -69,6 +77,13 @@ def _check_inputs(found: resources.JobInputs, body: JobCreate) -> None:
             raise InvalidInputError(
                 f"{role} dataset {dataset_id} is {status}; upload it first", code="dataset_not_ready"
             )
+
+
+@router.post("/validate", status_code=200)
+def validate_job(body: JobSpecDraft, who: Principal = Depends(principal)) -> dict[str, Any]:
+    """Dry run: check a spec (model and calibration ids may be left out) without creating anything, so a
+    client learns that a spec is refused before it uploads any file. 422 says what is wrong."""
+    return {"valid": True, "spec": body.model_dump(mode="json", exclude_none=True)}
 
 
 @router.post("", status_code=201, response_model=JobRead)

@@ -62,7 +62,24 @@ def latest_versions(session: Session, model_ids: Sequence[str]) -> dict[str, int
 
 
 def create_version(session: Session, model: Model, fmt: str) -> ModelVersion:
-    """The next version (number = highest + 1) of ``model``, pending until its upload completes."""
+    """The next version (number = highest + 1) of ``model``, pending until its upload completes.
+
+    A model's versions keep one format: schedules compare runs across versions, and an ONNX file and a
+    torch.export program of "the same" model are different models to quantize.
+    """
+    other = session.scalar(
+        select(ModelVersion.format)
+        .where(
+            ModelVersion.model_id == model.id, ModelVersion.format != fmt, ModelVersion.status != "rejected"
+        )
+        .limit(1)
+    )
+    if other is not None:
+        raise ConflictError(
+            f"model {model.name!r} holds {other} versions; a {fmt} file is another model: upload it under "
+            f"another name (e.g. --model-name {model.name}-{fmt})",
+            code="format_mismatch",
+        )
     for _ in range(5):
         number = (
             session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id))
@@ -180,11 +197,17 @@ def get_dataset(session: Session, project_id: str, dataset_id: str) -> Dataset:
 
 
 def list_datasets(
-    session: Session, project_id: str, limit: int, cursor: str | None
+    session: Session, project_id: str, limit: int, cursor: str | None, **filters: str | None
 ) -> tuple[Sequence[Dataset], str | None]:
-    return paginate(
-        session, select(Dataset).where(Dataset.project_id == project_id), Dataset.id, limit, cursor
-    )
+    """A page of the project's datasets; ``filters`` (sha256, kind, format, status) narrow it, so a client
+    finds stored content it can reuse instead of uploading it again."""
+    stmt = select(Dataset).where(Dataset.project_id == project_id)
+    columns = {"sha256": Dataset.blob_sha256, "kind": Dataset.kind, "format": Dataset.format,
+               "status": Dataset.status}  # fmt: skip
+    for key, value in filters.items():
+        if value is not None:
+            stmt = stmt.where(columns[key] == value)
+    return paginate(session, stmt, Dataset.id, limit, cursor)
 
 
 def project_has_blob(session: Session, project_id: str, sha256: str) -> bool:

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from tests.service.conftest import Api
-from tests.service.samples import npz_bytes, onnx_bytes
+from tests.service.samples import make_ready_dataset, make_ready_model, npz_bytes, onnx_bytes
 
 
 def _presigned(client: httpx.Client, path: str, body: dict[str, object], data: bytes) -> dict[str, object]:
@@ -139,3 +139,25 @@ def test_local_signed_urls_tampered_or_expired_refused(api: Api, client: httpx.C
     time.sleep(2.1)
     resp = httpx.get(short)
     assert resp.status_code == 401 and resp.json()["error"]["code"] == "url_expired"
+
+
+def test_versions_keep_one_format_and_datasets_are_found_by_content(client: httpx.Client) -> None:
+    """A model's versions keep one format (409 says how to name the other file); datasets can be
+    listed by sha256, so a client reuses stored content."""
+    model = make_ready_model(client, f"fmt-{os.urandom(3).hex()}")
+    clash = client.post(f"/v1/models/{model['id']}/versions", json={"format": "pt2"})
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "format_mismatch"
+    assert "another name" in clash.json()["error"]["message"]
+    data = make_ready_dataset(client, f"sha-{os.urandom(3).hex()}", seed=77)
+    sha256 = hashlib.sha256(npz_bytes(77)).hexdigest()
+    found = client.get("/v1/datasets", params={"sha256": sha256, "kind": "calibration"}).json()["items"]
+    assert [d["id"] for d in found] == [data["id"]]
+    assert client.get("/v1/datasets", params={"sha256": "f" * 64}).json()["items"] == []
+    assert client.get("/v1/datasets", params={"sha256": "not-hex"}).status_code == 422
+
+
+def test_dry_run_checks_a_spec_without_inputs(client: httpx.Client) -> None:
+    ok = client.post("/v1/jobs/validate", json={"technique": "ptq", "param_bw": 4})
+    assert ok.status_code == 200 and ok.json()["spec"]["params"]["steps"] == ["bn_fold", "cle"]
+    bad = client.post("/v1/jobs/validate", json={"technique": "autoquant"})
+    assert bad.status_code == 422 and "allowed_accuracy_drop" in bad.json()["error"]["message"]

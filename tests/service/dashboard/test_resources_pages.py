@@ -12,12 +12,12 @@ def test_models_and_datasets_show_versions_sizes_and_jobs(dash: Dash) -> None:
     job = make_job(dash, dash.a, technique="analyze")
     with session_scope(dash.sessions) as session:
         model = resources.get_model(session, dash.a.project_id, dash.a.model_id)
-        v2 = resources.create_version(session, model, "pt2")  # pending upload: no size yet
+        v2 = resources.create_version(session, model, "onnx")  # pending upload: no size yet
         v2_number = v2.version
     with dash.client() as client:
         sign_in(client, dash.a.key)
         models = client.get("/dashboard/models").text
-        assert "net-a" in models and "2.0 KiB" in models and f"v{v2_number} · pt2 · pending" in models
+        assert "net-a" in models and "2.0 KiB" in models and f"v{v2_number} · onnx · pending" in models
         detail = client.get(f"/dashboard/models/{dash.a.model_id}")
         assert detail.status_code == 200
         assert "v1" in detail.text and f"v{v2_number}" in detail.text and "—" in detail.text

@@ -1,0 +1,122 @@
+"""Which module provides which `lowbit` command, learned from source text without importing it.
+
+Importing every command module to build the parser costs seconds (the engine commands pull in torch),
+so `lowbit --help` and `lowbit jobs` would pay for commands they never run. A command module's
+``register(subparsers)`` names its commands in literal ``subparsers.add_parser("name", help="...")``
+calls; reading those from the module's syntax tree costs milliseconds. A module whose register
+function builds its parsers any other way is marked unknown and imported when the parser is built.
+
+>>> [c.name for s in discover() for c in s.commands]        # doctest: +SKIP
+['analyze', 'autoquant', 'export', 'quantize', 'validate', 'cancel', 'submit', ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+
+ENTRY_POINT_GROUP = "lowbit.commands"
+Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
+class CommandSource:
+    """A ``module:attr`` register function and the commands its source declares.
+
+    ``commands`` is None when they could not be read from source (the module must be imported).
+    """
+
+    module: str
+    attr: str
+    commands: tuple[Command, ...] | None
+
+    def load(self) -> Register:
+        register: Register = getattr(importlib.import_module(self.module), self.attr)
+        return register
+
+
+def declared_commands(module: str, attr: str = "register") -> tuple[Command, ...] | None:
+    """The commands that ``module.attr(subparsers)`` adds, read from its source; None if not readable.
+
+    Only calls on the function's first parameter count, so nested sub-parsers (``db upgrade``) are not
+    mistaken for top-level commands.
+    """
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    try:
+        with open(spec.origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), filename=spec.origin)
+    except (OSError, SyntaxError, ValueError):
+        return None
+    func = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == attr),
+        None,
+    )
+    if func is None or not func.args.args:
+        return None
+    param = func.args.args[0].arg
+    found: list[Command] = []
+    for node in ast.walk(func):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_parser"
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == param
+        ):
+            continue
+        if (
+            not node.args
+            or not isinstance(node.args[0], ast.Constant)
+            or not isinstance(node.args[0].value, str)
+        ):
+            return None  # a computed name: only importing the module tells
+        help_kw = next((k.value for k in node.keywords if k.arg == "help"), None)
+        help_text = (
+            help_kw.value if isinstance(help_kw, ast.Constant) and isinstance(help_kw.value, str) else ""
+        )
+        found.append(Command(node.args[0].value, help_text))
+    return tuple(found) or None
+
+
+def _engine_sources() -> list[CommandSource]:
+    import core.commands as commands_pkg
+
+    sources = []
+    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
+        module = f"core.commands.{info.name}"
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.origin:
+            continue
+        with open(spec.origin, encoding="utf-8") as fh:
+            if "def register(" not in fh.read():
+                continue  # shared helpers (options, exit_codes), not commands
+        sources.append(CommandSource(module, "register", declared_commands(module)))
+    return sources
+
+
+def discover() -> list[CommandSource]:
+    """Engine commands (modules in core/commands with a ``register``), then the ``lowbit.commands``
+    entry points of installed packages (service, worker, ...)."""
+    sources = _engine_sources()
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        module, _, attr = ep.value.partition(":")
+        attr = attr.strip() or "register"
+        sources.append(CommandSource(module.strip(), attr, declared_commands(module.strip(), attr)))
+    return sources

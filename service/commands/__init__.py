@@ -1,0 +1,1 @@
+"""The service's `lowbit` sub-commands, one module per group; service/cli.py registers them."""
