@@ -101,9 +101,8 @@ def submit(args: argparse.Namespace) -> int:
 
 
 def _follow(client: LowbitClient, job_id: str, as_json: bool, download: str | None) -> int:
-    job = client.wait(
-        job_id, on_update=None if as_json else progress_printer(), on_reconnect=reconnect_notice()
-    )
+    # Progress and reconnect notices go to stderr, so stdout stays the table (or JSON) alone.
+    job = client.wait(job_id, on_update=progress_printer(), on_reconnect=reconnect_notice())
     code = print_finished(job, client.url, as_json)
     if download and job["status"] == "succeeded":
         for path in client.download(job_id, download):

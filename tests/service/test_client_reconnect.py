@@ -77,7 +77,7 @@ def test_wait_survives_api_restart(tmp_path: Path) -> None:
         client_env["LOWBIT_RECONNECT_MAX_SLEEP_S"] = "1"
         with err.open("wb") as err_out:
             waiting = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "job", job_id, "--wait"],
+                [sys.executable, "-m", "service.cli", "job", job_id, "--wait", "--json"],
                 env=client_env,
                 stdout=subprocess.PIPE,
                 stderr=err_out,
