@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     job_status_cache_entries: int = Field(default=10_000, ge=0)
     presign_expiry_s: int = Field(default=3600, gt=0, le=7 * 24 * 3600)
     multipart_part_bytes: int = Field(default=64 * 1024**2, ge=5 * 1024**2)
+    # Upload check budgets (service/uploads/budgets.py): one zip member inflated, its inflation ratio,
+    # a model input's declared elements, one ONNX tensor.
+    upload_max_member_bytes: int = Field(default=8 * 1024**3, gt=0)
+    upload_max_inflation_ratio: int = Field(default=200, ge=1)
+    upload_max_input_elements: int = Field(default=1 << 25, gt=0)
+    upload_max_tensor_bytes: int = Field(default=4 * 1024**3, gt=0)
 
     # HMAC key for local-store URL signatures. Embedded mode generates nothing: set it in production.
     secret_key: str = "lowbit-embedded-insecure-secret"

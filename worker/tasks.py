@@ -28,6 +28,7 @@ from service.errors import UploadRejectedError
 from service.jobs import state
 from service.settings import Settings
 from service.storage import ArtifactStore, make_store
+from service.uploads.budgets import UploadBudgets
 from worker.app import RECONCILE, RUN_JOB, SCHEDULE_TICK
 from worker.claim import claim_job, finish_job, requeue_job
 from worker.db import WorkerDb
@@ -84,7 +85,10 @@ def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> s
         tempfile.TemporaryDirectory(prefix=f"lowbit-job-{job_id}-") as tmp,
         JobMonitor(db, job_id, worker, STAGES) as monitor,
     ):
-        ctx = JobContext(job_id, spec, Path(tmp), store, monitor, wsettings, device=device)
+        ctx = JobContext(
+            job_id, spec, Path(tmp), store, monitor, wsettings, device=device,
+            budgets=UploadBudgets.from_settings(settings),
+        )  # fmt: skip
         return _run_and_finish(ctx, db, worker)
 
 

@@ -1,16 +1,21 @@
-"""Cheap structural checks of uploaded files, without torch and without unpickling anything.
+"""The structural check of every upload at complete, without torch and without unpickling anything,
+within the budgets of service/uploads/budgets.py (zip members: service/uploads/zip_members.py; array
+contents: service/uploads/array_checks.py). The worker runs the same check again before loading.
 
-- ``onnx``: the protobuf parses, ``onnx.checker`` passes, no external-data references.
-- ``npz``: a well-formed zip whose members are all ``.npy`` with a non-object dtype header; headers are
-  read from the members without extracting them; declared sizes within the limit.
-- ``safetensors``: the JSON header is sane (known dtypes, offsets inside the file, sizes match shapes).
+- ``onnx``: the protobuf parses, ``onnx.checker`` passes, no external-data references; declared input
+  shapes and tensor sizes within the budgets (the worker builds example inputs from the former).
+- ``npz``: a well-formed zip of stored/deflated members that are all ``.npy`` with an accepted numeric
+  dtype, samples, a data size matching the header and finite floats (streamed, never inflated whole).
+- ``safetensors``: the JSON header is sane (known dtypes, offsets inside the file, sizes match shapes);
+  tensors have samples and finite floats (streamed).
 - ``pt2`` (``torch.export.save`` archive): a well-formed zip with ``archive_format`` = ``pt2`` whose
   members all match the layout torch.export writes. The rule on pickles: ``torch.export.save`` always
   writes ``data/sample_inputs/*.pt``, a nested ``torch.save`` archive whose ``data.pkl`` is a pickle. Such
   a member is accepted only when a static scan of its opcodes (``pickletools.genops``, never
   ``pickle.loads``) finds no imports besides torch's tensor-rebuild functions, storage classes and
   ``collections.OrderedDict``. Any other pickle (``.pkl`` members, legacy ``serialized_*.pt`` archives,
-  pickled constants) is refused. The worker loads sample inputs only with ``weights_only=True``.
+  pickled constants, ``use_pickle`` weights) is refused. The worker loads sample inputs only with
+  ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,19 @@ import pickletools
 import re
 import struct
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from service.errors import UploadRejectedError
+from service.uploads.array_checks import ACCEPTED_DTYPES, FiniteCheck, dtype_problem, samples_problem
+from service.uploads.budgets import UploadBudgets
+from service.uploads.zip_members import check_member_header, member_chunks, open_zip, read_member, reject
+
+_SMALL_MEMBER = 64 * 1024 * 1024  # a pickle of tensor metadata, a weights config: read whole
+_SAMPLE_INPUTS = 64 * 1024 * 1024  # the nested torch.save archive of example inputs: read whole
 
 MODEL_FORMATS = ("onnx", "pt2")
 DATASET_FORMATS = ("npz", "safetensors")
@@ -47,13 +58,71 @@ _SAFE_GLOBALS = re.compile(
 
 
 def _reject(fmt: str, why: str) -> UploadRejectedError:
-    return UploadRejectedError(f"not a valid .{fmt} file: {why}")
+    return reject(fmt, why)
 
 
-def check_onnx(path: Path, max_bytes: int) -> None:
-    """Parse the ONNX protobuf and run the checker; refuse external data (nothing outside the file)."""
+def _budgets(budgets: UploadBudgets | int) -> UploadBudgets:
+    return UploadBudgets(max_file_bytes=budgets) if isinstance(budgets, int) else budgets
+
+
+def _onnx_tensors(graph: object) -> Iterator[object]:
+    yield from graph.initializer  # type: ignore[attr-defined]
+    for node in graph.node:  # type: ignore[attr-defined]
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _onnx_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_tensors(sub)
+
+
+def _check_onnx_sizes(model: object, budgets: UploadBudgets, file_size: int) -> None:
+    """Declared input shapes and tensor sizes against the budgets (the worker builds example inputs
+    from the former and allocates the latter)."""
     import onnx
 
+    graph = model.graph  # type: ignore[attr-defined]
+    stored = {t.name for t in graph.initializer}
+    for value in graph.input:
+        if value.name in stored:
+            continue
+        dims = [d.dim_value for d in value.type.tensor_type.shape.dim if d.HasField("dim_value")]
+        numel = math.prod(d for d in dims if d > 0)
+        if numel > budgets.max_input_elements:
+            raise _reject(
+                "onnx",
+                f"model input {value.name!r} declares shape {dims} ({numel} elements); accepted: at most "
+                f"{budgets.max_input_elements} elements per input (make the batch dimension dynamic)",
+            )
+    for tensor in _onnx_tensors(graph):
+        numel = math.prod(tensor.dims)  # type: ignore[attr-defined]
+        if any(d < 0 for d in tensor.dims):  # type: ignore[attr-defined]
+            raise _reject("onnx", f"tensor {tensor.name!r} has negative dimensions")  # type: ignore[attr-defined]
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize  # type: ignore[attr-defined]
+        except (KeyError, TypeError, ValueError):
+            itemsize = 1
+        nbytes = numel * itemsize
+        name = tensor.name  # type: ignore[attr-defined]
+        if nbytes > budgets.max_tensor_bytes:
+            raise _reject(
+                "onnx",
+                f"tensor {name!r} declares {nbytes} bytes; accepted: at most {budgets.max_tensor_bytes}",
+            )
+        if tensor.HasField("raw_data") and len(tensor.raw_data) != nbytes:  # type: ignore[attr-defined]
+            raise _reject("onnx", f"tensor {name!r} declares {list(tensor.dims)} but holds other data")  # type: ignore[attr-defined]
+        if not tensor.HasField("raw_data") and numel > file_size:  # type: ignore[attr-defined]
+            raise _reject("onnx", f"tensor {name!r} declares {numel} elements, more than the file holds")
+
+
+def check_onnx(path: Path, budgets: UploadBudgets | int) -> None:
+    """Parse the ONNX protobuf and run the checker; refuse external data (nothing outside the file) and
+    declared sizes over the budgets."""
+    import onnx
+
+    budgets = _budgets(budgets)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # the protobuf parser raises several unrelated types
@@ -61,22 +130,11 @@ def check_onnx(path: Path, max_bytes: int) -> None:
     for tensor in model.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise _reject("onnx", f"initializer {tensor.name!r} uses external data; embed all weights")
+    _check_onnx_sizes(model, budgets, path.stat().st_size)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise _reject("onnx", f"onnx.checker: {str(exc).splitlines()[0][:300]}") from None
-
-
-def _open_zip(path: Path, fmt: str, max_bytes: int) -> zipfile.ZipFile:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise _reject(fmt, f"not a zip archive ({exc})") from None
-    total = sum(info.file_size for info in zf.infolist())
-    if total > max_bytes:
-        zf.close()
-        raise _reject(fmt, f"members expand to {total} bytes, over the {max_bytes}-byte limit")
-    return zf
 
 
 def _npy_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
@@ -89,32 +147,49 @@ def _npy_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def check_npz(path: Path, max_bytes: int) -> None:
-    """Every member is a ``.npy`` whose header declares a plain (non-object) dtype and a matching size."""
-    with _open_zip(path, "npz", max_bytes) as zf:
+def check_npz(path: Path, budgets: UploadBudgets | int) -> None:
+    """Every member is a top-level ``.npy`` with an accepted dtype, samples, a data size matching its
+    header, and only finite floats (checked while the member streams)."""
+    budgets = _budgets(budgets)
+    with open_zip(path, "npz", budgets) as zf:
         infos = zf.infolist()
         if not infos:
             raise _reject("npz", "the archive has no arrays")
         for info in infos:
             if not info.filename.endswith(".npy") or "/" in info.filename:
                 raise _reject("npz", f"member {info.filename!r} is not a top-level .npy array")
+            key = info.filename[:-4]
             try:
                 with zf.open(info) as member:
                     shape, dtype = _npy_header(member)
                     header_len = member.tell()
-            except (ValueError, OSError, zipfile.BadZipFile, SyntaxError) as exc:
+            except (ValueError, OSError, zipfile.BadZipFile, SyntaxError, EOFError) as exc:
                 raise _reject("npz", f"member {info.filename!r} has no valid .npy header ({exc})") from None
             if dtype.hasobject:
-                raise _reject(
-                    "npz", f"array {info.filename[:-4]!r} has an object dtype (pickles are refused)"
-                )
+                raise _reject("npz", f"array {key!r} has an object dtype (pickles are refused)")
+            why = dtype_problem(dtype)
+            if why is not None:
+                raise _reject("npz", f"array {key!r} has {why}; accepted: {ACCEPTED_DTYPES}")
+            why = samples_problem(shape)
+            if why is not None:
+                raise _reject("npz", f"array {key!r} {why}")
             expected = math.prod(shape) * dtype.itemsize
             if info.file_size - header_len != expected:
-                raise _reject("npz", f"array {info.filename[:-4]!r}: header says {expected} bytes of data")
+                raise _reject("npz", f"array {key!r}: header says {expected} bytes of data")
+            finite = FiniteCheck(dtype)
+            for chunk in member_chunks(zf, info, "npz", budgets, skip=header_len):
+                finite.feed(chunk)
+            if finite.bad:
+                raise _reject(
+                    "npz",
+                    f"array {key!r} holds {finite.bad} NaN or infinite values; accepted: finite numbers",
+                )
 
 
-def check_safetensors(path: Path, max_bytes: int) -> None:
-    """The header parses, names known dtypes, and its offsets tile the data section exactly."""
+def check_safetensors(path: Path, budgets: UploadBudgets | int) -> None:
+    """The header parses, names known dtypes, and its offsets tile the data section exactly; every
+    tensor has samples and only finite floats (checked while the data streams)."""
+    budgets = _budgets(budgets)
     size = path.stat().st_size
     with path.open("rb") as fh:
         raw = fh.read(8)
@@ -132,6 +207,7 @@ def check_safetensors(path: Path, max_bytes: int) -> None:
     if not isinstance(header, dict):
         raise _reject("safetensors", "the header is not a JSON object")
     spans: list[tuple[int, int]] = []
+    dtypes: dict[tuple[int, int], tuple[str, str]] = {}
     for name, entry in header.items():
         if name == "__metadata__":
             continue
@@ -146,7 +222,11 @@ def check_safetensors(path: Path, max_bytes: int) -> None:
             raise _reject("safetensors", f"tensor {name!r}: data_offsets must be [begin, end]")
         if offsets[1] - offsets[0] != math.prod(shape) * _SAFETENSORS_DTYPES[entry["dtype"]]:
             raise _reject("safetensors", f"tensor {name!r}: data_offsets do not match shape and dtype")
+        why = samples_problem(shape)
+        if why is not None:
+            raise _reject("safetensors", f"tensor {name!r} {why}")
         spans.append((offsets[0], offsets[1]))
+        dtypes[(offsets[0], offsets[1])] = (name, entry["dtype"])
     if not spans:
         raise _reject("safetensors", "no tensors")
     spans.sort()
@@ -157,6 +237,29 @@ def check_safetensors(path: Path, max_bytes: int) -> None:
         cursor = end
     if cursor != size - 8 - n:
         raise _reject("safetensors", f"tensors cover {cursor} bytes but the data section has {size - 8 - n}")
+    _check_safetensors_values(path, 8 + n, spans, dtypes, budgets.chunk_bytes)
+
+
+def _check_safetensors_values(
+    path: Path, start: int, spans: list[tuple[int, int]], dtypes: dict[tuple[int, int], tuple[str, str]],
+    chunk: int,
+) -> None:  # fmt: skip
+    with path.open("rb") as fh:
+        fh.seek(start)
+        for span in spans:
+            name, dtype = dtypes[span]
+            finite, left = FiniteCheck(dtype), span[1] - span[0]
+            while left > 0:
+                data = fh.read(min(chunk, left))
+                if not data:
+                    raise _reject("safetensors", f"tensor {name!r} is truncated")
+                finite.feed(data)
+                left -= len(data)
+            if finite.bad:
+                raise _reject(
+                    "safetensors",
+                    f"tensor {name!r} holds {finite.bad} NaN or infinite values; accepted: finite numbers",
+                )
 
 
 def _pickle_globals(data: bytes) -> list[str]:
@@ -175,7 +278,7 @@ def _pickle_globals(data: bytes) -> list[str]:
     return found
 
 
-def _check_sample_inputs(data: bytes, name: str) -> None:
+def _check_sample_inputs(data: bytes, name: str, budgets: UploadBudgets) -> None:
     import io
 
     try:
@@ -184,11 +287,14 @@ def _check_sample_inputs(data: bytes, name: str) -> None:
         raise _reject("pt2", f"member {name!r} is not a torch.save archive") from None
     with inner:
         for info in inner.infolist():
+            check_member_header(info, "pt2", budgets)
             if info.filename.endswith(".pkl"):
                 if info.filename.rsplit("/", 1)[-1] != "data.pkl":
                     raise _reject("pt2", f"member {name!r} holds an extra pickle {info.filename!r}")
                 try:
-                    imports = _pickle_globals(inner.read(info))
+                    imports = _pickle_globals(read_member(inner, info, "pt2", budgets, _SMALL_MEMBER))
+                except UploadRejectedError:
+                    raise
                 except Exception:
                     raise _reject("pt2", f"member {name!r} holds a malformed pickle") from None
                 bad = [g for g in imports if not _SAFE_GLOBALS.match(g)]
@@ -196,12 +302,35 @@ def _check_sample_inputs(data: bytes, name: str) -> None:
                     raise _reject("pt2", f"member {name!r} pickles non-tensor objects ({', '.join(bad[:3])})")
 
 
-def check_pt2(path: Path, max_bytes: int) -> None:
-    """A torch.export archive in the PT2 layout with no pickles beyond tensor-only sample inputs."""
-    with _open_zip(path, "pt2", max_bytes) as zf:
+def _check_payload_config(data: bytes, name: str) -> None:
+    """Weights and constants are raw tensors: ``use_pickle`` entries would be unpickled by torch."""
+    try:
+        config = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise _reject("pt2", f"member {name!r} is not valid JSON") from None
+    entries = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(entries, dict):
+        raise _reject("pt2", f"member {name!r} is not a payload config")
+    for fqn, meta in entries.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
+            raise _reject(
+                "pt2",
+                f"{fqn!r} in {name.split('/', 1)[-1]!r} is stored as a pickle; accepted: raw tensors as "
+                "torch.export.save writes them (pickled weights, constants and objects are refused)",
+            )
+        file = meta.get("path_name")
+        if "constants" in name and not (isinstance(file, str) and file.startswith("tensor_")):
+            raise _reject("pt2", f"constant {fqn!r} is a custom or opaque object; accepted: tensors")
+
+
+def check_pt2(path: Path, budgets: UploadBudgets | int) -> None:
+    """A torch.export archive in the PT2 layout with no pickles beyond tensor-only sample inputs and
+    no pickled weights or constants; every member streamed within the budgets."""
+    budgets = _budgets(budgets)
+    with open_zip(path, "pt2", budgets) as zf:
         names = zf.namelist()
         formats = [n for n in names if n.count("/") == 1 and n.endswith("/archive_format")]
-        if not formats or zf.read(formats[0]).strip() != b"pt2":
+        if not formats or read_member(zf, zf.getinfo(formats[0]), "pt2", budgets, 64).strip() != b"pt2":
             raise _reject("pt2", "no archive_format 'pt2' member; save the program with torch.export.save")
         for info in zf.infolist():
             if info.is_dir():
@@ -209,12 +338,17 @@ def check_pt2(path: Path, max_bytes: int) -> None:
             if not _PT2_MEMBER.match(info.filename) or info.filename.endswith(".pkl"):
                 raise _reject("pt2", f"unexpected member {info.filename!r} (pickled modules are refused)")
             if "/data/sample_inputs/" in info.filename:
-                if info.file_size > 256 * 1024 * 1024:
-                    raise _reject("pt2", "sample inputs over 256 MiB")
-                _check_sample_inputs(zf.read(info), info.filename)
+                _check_sample_inputs(
+                    read_member(zf, info, "pt2", budgets, _SAMPLE_INPUTS), info.filename, budgets
+                )
+            elif re.search(r"/data/(weights|constants)/[^/]+_config\.json$", info.filename):
+                _check_payload_config(read_member(zf, info, "pt2", budgets, _SMALL_MEMBER), info.filename)
+            else:
+                for _chunk in member_chunks(zf, info, "pt2", budgets):
+                    pass  # sizes and CRC verified as the bytes stream
 
 
-CHECKS: dict[str, Callable[[Path, int], None]] = {
+CHECKS: dict[str, Callable[[Path, UploadBudgets], None]] = {
     "onnx": check_onnx,
     "pt2": check_pt2,
     "npz": check_npz,
@@ -222,10 +356,11 @@ CHECKS: dict[str, Callable[[Path, int], None]] = {
 }
 
 
-def check_file(fmt: str, path: Path, max_bytes: int) -> None:
-    """Run the check for ``fmt`` on ``path``; UploadRejectedError says what is wrong."""
+def check_file(fmt: str, path: Path, max_bytes: int, budgets: UploadBudgets | None = None) -> None:
+    """Run the check for ``fmt`` on ``path`` within ``budgets`` (default: the defaults with
+    ``max_bytes`` as the file limit); UploadRejectedError says what is wrong and what is accepted."""
     try:
         check = CHECKS[fmt]
     except KeyError:
         raise UploadRejectedError(f"unknown format {fmt!r}; accepted: {', '.join(CHECKS)}") from None
-    check(path, max_bytes)
+    check(path, budgets or UploadBudgets(max_file_bytes=max_bytes))

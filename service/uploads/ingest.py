@@ -21,6 +21,7 @@ from service.db.repositories import resources
 from service.errors import InvalidInputError, NotFoundError, PayloadTooLargeError, UploadRejectedError
 from service.settings import Settings
 from service.storage import ArtifactStore, blob_key
+from service.uploads.budgets import UploadBudgets
 from service.uploads.checks import check_file
 from service.uploads.shards import shard_samples
 
@@ -77,12 +78,12 @@ def attach_file(
             "this upload already completed; create a new version", code="already_uploaded"
         )
     try:
-        check_file(target.format, path, settings.max_upload_bytes)
+        check_file(target.format, path, settings.max_upload_bytes, UploadBudgets.from_settings(settings))
         if isinstance(target, DatasetShard):
             target.samples = shard_samples(target.format, path)
-    except UploadRejectedError:
+    except UploadRejectedError as exc:
         target.status = "rejected"
-        raise
+        raise UploadRejectedError(f"{describe(target)}: {exc.message}") from None
     blob = resources.get_blob(session, sha256)
     if blob is None or not store.exists(blob.storage_key):
         key = blob_key(sha256)
@@ -90,6 +91,15 @@ def attach_file(
         blob = resources.add_blob(session, sha256, size, key)
     target.blob_sha256, target.size, target.status = blob.sha256, size, "ready"
     return target
+
+
+def describe(target: Target) -> str:
+    """How the user names ``target``: "dataset 'calib' (01h...)" or "model version 3 (01h...)"."""
+    if isinstance(target, Dataset):
+        return f"dataset {target.name!r} ({target.id})"
+    if isinstance(target, DatasetShard):
+        return f"shard {target.index} of dataset {target.dataset_id}"
+    return f"model version {target.version} ({target.id})"
 
 
 def load_target(session: Session, upload: Upload) -> Target:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from service.storage import ArtifactStore
+from service.uploads.budgets import UploadBudgets
 from worker.monitor import JobMonitor
 from worker.settings import WorkerSettings
 
@@ -41,6 +42,7 @@ class JobContext:
     evaluation: Any = None  # core.io.CalibrationData or None
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
+    budgets: UploadBudgets = field(default_factory=UploadBudgets)  # the upload check's, re-run on fetch
 
     @property
     def params(self) -> dict[str, Any]:

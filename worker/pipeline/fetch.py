@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from service.db.models import Blob, Dataset, Job, ModelVersion
+from service.uploads.checks import check_file
 from worker.db import WorkerDb
 from worker.pipeline.context import JobContext
 from worker.storage_io import download
@@ -49,5 +50,8 @@ def fetch_inputs(ctx: JobContext, db: WorkerDb) -> None:
             path = download(ctx.store, key, inputs / f"{role}.{fmt}", ctx.wsettings)
         except KeyError:
             raise InputMissingError(f"the {role} object {key} is missing from the object store") from None
+        # The upload check again, before anything is loaded: a blob stored before a check existed,
+        # or by another path, must not size an allocation (UploadRejectedError fails the job at once).
+        check_file(fmt, path, ctx.budgets.max_file_bytes, ctx.budgets)
         setattr(ctx, f"{role}_path", path)
         ctx.monitor.progress((i + 1) / len(found))

@@ -131,8 +131,10 @@ def test_npz_truncated_member_and_foreign_member_refused(tmp_path: Path) -> None
 
 def test_npz_zip_bomb_limit(tmp_path: Path) -> None:
     data = _npz(x=np.zeros(1_000_000, np.float32))  # 4 MB that compresses to a few KB
-    with pytest.raises(UploadRejectedError, match="expand to"):
+    with pytest.raises(UploadRejectedError, match="inflate to 4000128 bytes; accepted: at most 1000000"):
         check_file("npz", _write(tmp_path, data), 1_000_000)
+    with pytest.raises(UploadRejectedError, match=r"'x.npy' inflates 1007x .*accepted: at most 200x"):
+        check_file("npz", _write(tmp_path, data), LIMIT)
 
 
 def _safetensors(header: dict[str, object], data: bytes) -> bytes:
@@ -174,3 +176,102 @@ def test_onnx_external_data_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, helper.make_model(graph).SerializeToString())
     with pytest.raises(UploadRejectedError, match="external data"):
         check_file("onnx", path, LIMIT)
+
+
+# Hostile files (tests/service/uploads/hostile_files.py): each refused with a message naming what is
+# wrong and what is accepted, within bounded memory.
+
+
+def _refused(tmp_path: Path, fmt: str, data: bytes, match: str) -> None:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(UploadRejectedError, match=match):
+        check_file(fmt, _write(tmp_path, data, f"h.{fmt}"), 20 << 30)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024  # KiB
+
+
+def test_zip_bombs_refused_from_their_headers(tmp_path: Path) -> None:
+    from tests.service.uploads import hostile_files as hf
+
+    _refused(
+        tmp_path, "npz", hf.bzip2_npz(16), r"'x.npy' is compressed with bzip2; accepted: stored or deflate"
+    )
+    _refused(tmp_path, "npz", hf.deflate_bomb_npz(1), r"'x.npy' inflates 10\d\dx .* accepted: at most 200x")
+
+
+def test_deflate_bomb_is_a_valid_npz_that_numpy_would_inflate(tmp_path: Path) -> None:
+    """The oracle for the generator: zipfile reads the bomb's first bytes as a real .npy header."""
+    from tests.service.uploads import hostile_files as hf
+
+    with zipfile.ZipFile(io.BytesIO(hf.deflate_bomb_npz(1))) as zf, zf.open("x.npy") as member:
+        assert np.lib.format.read_magic(member) == (1, 0)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        assert dtype == np.float32 and shape[0] * 4 > 1_000_000_000 and member.read(1 << 20) == bytes(1 << 20)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        ({"x": np.array([["a", "b"]])}, r"array 'x' has dtype <U1 \(unicode strings\); accepted: bool, int8"),
+        ({"x": np.zeros((2, 2), np.complex64)}, r"complex numbers\); accepted"),
+        (
+            {"x": np.zeros((0, 4), np.float32)},
+            r"array 'x' has shape \(0, 4\) with no elements \(zero samples\)",
+        ),
+        ({"x": np.float32(1.0)}, r"array 'x' is a scalar"),
+        ({"x": np.array([[1.0, np.nan], [np.inf, 2.0]], np.float32)}, r"holds 2 NaN or infinite values"),
+        ({"x": np.array([1.0, -np.inf], np.float16), "labels": np.arange(2)}, r"holds 1 NaN or infinite"),
+    ],
+)
+def test_npz_contents_refused(tmp_path: Path, arrays: dict[str, np.ndarray], match: str) -> None:
+    _refused(tmp_path, "npz", hf_npz(**arrays), match)
+
+
+def hf_npz(**arrays: np.ndarray) -> bytes:
+    from tests.service.uploads import hostile_files as hf
+
+    return hf.npz(**arrays)
+
+
+def test_lying_headers_refused(tmp_path: Path) -> None:
+    from tests.service.uploads import hostile_files as hf
+
+    _refused(tmp_path, "npz", hf.lying_header_npz(), r"array 'x': header says 4000000000000 bytes")
+    _refused(
+        tmp_path, "safetensors", hf.safetensors_bad_header(), "header length 1099511627776 exceeds the file"
+    )
+    _refused(tmp_path, "safetensors", hf.safetensors_nan(), r"tensor 'x' holds 1 NaN or infinite values")
+
+
+def test_safetensors_bfloat16_infinity_and_empty_tensor_refused(tmp_path: Path) -> None:
+    inf_bf16 = struct.pack("<4H", 0x3F80, 0x7F80, 0, 0x4000)  # 1.0, +inf, 0, 2.0
+    data = _safetensors({"x": {"dtype": "BF16", "shape": [4], "data_offsets": [0, 8]}}, inf_bf16)
+    _refused(tmp_path, "safetensors", data, r"tensor 'x' holds 1 NaN or infinite")
+    ok = struct.pack("<4H", 0x3F80, 0x3F80, 0, 0x4000)
+    check_file(
+        "safetensors",
+        _write(tmp_path, _safetensors({"x": {"dtype": "BF16", "shape": [4], "data_offsets": [0, 8]}}, ok)),
+        LIMIT,
+    )
+    empty = _safetensors({"x": {"dtype": "F32", "shape": [0, 3], "data_offsets": [0, 0]}}, b"")
+    _refused(tmp_path, "safetensors", empty, r"tensor 'x' has shape \(0, 3\) with no elements")
+
+
+def test_onnx_declared_input_over_budget_refused(tmp_path: Path) -> None:
+    from tests.service.uploads import hostile_files as hf
+
+    data = hf.onnx_huge_input()
+    assert len(data) < 200
+    _refused(
+        tmp_path, "onnx", data, r"model input 'x' declares shape \[1000000, 1000000\] .* accepted: at most"
+    )
+
+
+def test_pt2_with_pickled_weight_refused_and_nothing_runs(real_pt2: Path, tmp_path: Path) -> None:
+    from tests.service.uploads import hostile_files as hf
+
+    marker = tmp_path / "ran"
+    data = hf.pt2_with_pickled_weight(real_pt2, marker)
+    _refused(tmp_path, "pt2", data, r"is stored as a pickle; accepted: raw tensors")
+    assert not marker.exists()
