@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from sqlalchemy import select
@@ -58,11 +58,15 @@ class ScheduleCard:
 
 
 def next_run(schedule: Schedule, now: datetime) -> datetime | None:
-    """The next cron fire time after ``now`` in the schedule's time zone, as UTC; None when disabled."""
+    """The next cron fire time after ``now`` in the schedule's time zone, as UTC; None when disabled or
+    when the stored cron never fires (stored before crons were checked: the page must still render)."""
     if not schedule.enabled:
         return None
-    local = now.astimezone(ZoneInfo(schedule.timezone))
-    return croniter(schedule.cron, local).get_next(datetime).astimezone(UTC)
+    try:
+        local = now.astimezone(ZoneInfo(schedule.timezone))
+        return croniter(schedule.cron, local, max_years_between_matches=1).get_next(datetime).astimezone(UTC)
+    except (ValueError, KeyError, OverflowError, ZoneInfoNotFoundError):  # CroniterError is a ValueError
+        return None
 
 
 def trend_points(

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from service.schemas.common import MAX_INT32, ResourceId, Strict
+from service.schemas.common import MAX_INT32, JsonObject, ResourceId, Strict
 
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=200)]
@@ -72,11 +72,11 @@ class JobSpec(Strict):
         description="qat: the training data (a dataset file or a sharded dataset); default: calibration data",
     )
     technique: Technique
-    params: dict[str, Any] = Field(default={}, description="technique parameters; see the *Params schemas")
+    params: JsonObject = Field(default={}, description="technique parameters; see the *Params schemas")
     param_bw: int = Field(default=8, ge=2, le=16)
     output_bw: int = Field(default=8, ge=4, le=32)
     scheme: Literal["min_max", "sqnr", "mse", "percentile"] = "min_max"
-    quantsim_config: dict[str, Any] | None = None
+    quantsim_config: JsonObject | None = None
     preset: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")] | None = None
     encodings_format: Literal["0.6.1", "1.0.0", "2.0.0"] = "1.0.0"
     eval_metric: Literal["accuracy", "cosine", "mse"] | None = None

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.schemas.common import Name, Strict
+from service.schemas.common import JsonObject, Name, Strict
 from service.schemas.jobs import JobSpec
 
 _PLACEHOLDER_MODEL = "0" * 26
@@ -26,8 +26,19 @@ def check_template(template: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_cron(cron: str) -> str:
+    """A 5-field cron expression that fires within a year from now (``0 0 31 2 *`` never does)."""
     if not croniter.is_valid(cron) or len(cron.split()) != 5:
         raise ValueError(f"invalid cron expression {cron!r}; use 5 fields: minute hour day month weekday")
+    now = datetime.now(UTC)
+    try:
+        fire = croniter(cron, now, max_years_between_matches=1).get_next(datetime)
+    except (ValueError, KeyError, OverflowError):  # CroniterBadDateError is a ValueError
+        fire = None
+    if fire is None or fire - now > timedelta(days=366):
+        raise ValueError(
+            f"cron expression {cron!r} does not fire within a year (a date that does not exist, such as "
+            "February 31?); accepted: an expression with a fire time in the next 12 months"
+        )
     return cron
 
 
@@ -52,7 +63,7 @@ class ScheduleCreate(Strict):
 
     name: Name
     model_name: Name
-    template: dict[str, Any]
+    template: JsonObject
     cron: str = Field(max_length=100, examples=["0 2 * * *"])
     timezone: str = Field(default="UTC", max_length=64)
     enabled: bool = True
@@ -71,7 +82,7 @@ class ScheduleUpdate(Strict):
 
     name: Name | None = None
     model_name: Name | None = None
-    template: dict[str, Any] | None = None
+    template: JsonObject | None = None
     cron: str | None = Field(default=None, max_length=100)
     timezone: str | None = Field(default=None, max_length=64)
     enabled: bool | None = None

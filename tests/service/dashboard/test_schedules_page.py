@@ -148,3 +148,19 @@ def test_schedules_are_project_scoped(dash: Dash) -> None:
         assert jobs_a[0] not in parse(client.get(f"/dashboard/jobs?schedule={sid_a}").text).job_rows
     with dash.sessions() as session:
         assert session.get(Schedule, sid_a).enabled is True  # type: ignore[union-attr]
+
+
+def test_a_stored_cron_that_never_fires_does_not_break_the_page(dash: Dash) -> None:
+    """Given a schedule stored with ``0 0 31 2 *`` (February 31, accepted before crons were checked),
+    the schedules page still renders (it answered 500 with CroniterBadDateError) and shows the others."""
+    sid, _ = make_schedule(dash, dash.a, "never-a", [(0.9, False)])
+    ok, _ = make_schedule(dash, dash.a, "fine-a", [])
+    with session_scope(dash.sessions) as session:
+        stored = session.get(Schedule, sid)
+        assert stored is not None
+        stored.cron = "0 0 31 2 *"
+    with dash.client() as client:
+        sign_in(client, dash.a.key)
+        page = client.get("/dashboard/schedules")
+        assert page.status_code == 200, page.text[:500]
+        assert f'id="schedule-{sid}"' in page.text and f'id="schedule-{ok}"' in page.text
