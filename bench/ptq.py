@@ -1,10 +1,11 @@
 """PTQ bench (issue 4): CLE / AdaRound accuracy on a MobileNet-style digits net, AdaRound speed, AutoQuant.
 
 Tables:
-1. MobileNet-style digits net (bench/models/mobilenet_digits.py), per-tensor weights, BN folded in every
-   row: W8A8 nearest vs CLE vs DFQ (CLE + bias correction); W4A8 nearest vs CLE vs DFQ vs AdaRound vs
-   CLE + AdaRound (held-out accuracy). DFQ's bias correction is the analytical one, from the folded BNs'
-   statistics (kept true to the equalized layers by CLE), empirical where a layer has none.
+1. The hard MobileNet-style digits net (ranges spread 10–30× after BN folding, bench/ptq_mobilenet.py):
+   every recipe (nearest, CLE through ReLU6, CLE with ReLU6 → ReLU, DFQ, AdaRound, CLE + AdaRound) per
+   tensor and per channel, min-max and SQNR, with AIMET 2.42's figures from issue 15 beside them. DFQ's
+   bias correction is the analytical one, from the folded BNs' statistics (kept true to the equalized
+   layers by CLE), empirical where a layer has none.
 2. AdaRound on the 4-layer digits CNN (examples/digits), W4A8 per-channel, 5000 iterations per layer:
    time (target ≤ 16 s on 2 CPU threads; AIMET 2.42: 32-40 s) and accuracy (AIMET: 0.976-0.978).
 3. AdaRound time per 1000 iterations per layer on the ResNet-18-shaped net (bench/models/resnet.py).
@@ -34,24 +35,6 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean())
 
 
-def _prepared(model: nn.Module, example: torch.Tensor, cle: bool) -> tuple[fx.GraphModule, dict[str, Any]]:
-    """The prepared, BN-folded (and with ``cle`` equalized) graph and its folded-BN statistics."""
-    from core.graph import prepare_model
-    from core.ptq.bn_fold import fold_all_batch_norms
-    from core.ptq.cle import CleConfig, equalize_model
-
-    gm = prepare_model(copy.deepcopy(model), (example,))
-    if cle:
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ReLU6 → ReLU is expected here and reported in the table
-            fold = equalize_model(gm, CleConfig()).bn_fold
-    else:
-        fold = fold_all_batch_norms(gm)
-    return gm, fold.bn_stats if fold is not None else {}
-
-
 def _sim(gm: fx.GraphModule, example: torch.Tensor, param_bw: int, per_channel: bool, scheme: str) -> Any:
     from core.quantsim import QuantSim
 
@@ -64,50 +47,6 @@ def _sim(gm: fx.GraphModule, example: torch.Tensor, param_bw: int, per_channel: 
         param_scheme=scheme,
         act_scheme="min_max",
         prepared=True,
-    )
-
-
-def _mobilenet_table(iterations: int, scheme: str) -> None:
-    from bench.models.mobilenet_digits import build_trained_mobilenet_digits
-    from core.ptq.adaround import AdaroundConfig, apply_adaround
-    from core.ptq.bias_correction import correct_bias
-
-    bundle = build_trained_mobilenet_digits(seed=0)
-    calib, (ex, ey) = bundle.calib, bundle.eval
-    example = calib[:1]
-    fp32 = _accuracy(bundle.model, ex, ey)
-    graphs = {
-        "nearest": _prepared(bundle.model, example, cle=False),
-        "cle": _prepared(bundle.model, example, True),
-    }
-    rows: list[list[Any]] = [["FP32", "–", fp32, "–"]]
-    for bw in (8, 4):
-        for label, graph, technique in (
-            ("nearest", "nearest", None),
-            ("CLE", "cle", None),
-            ("DFQ: CLE + bias correction", "cle", "bias_correction"),
-            ("AdaRound", "nearest", "adaround"),
-            ("CLE + AdaRound", "cle", "adaround"),
-        ):
-            if bw == 8 and technique == "adaround":
-                continue
-            t0 = time.perf_counter()
-            gm, bn_stats = graphs[graph]
-            sim = _sim(gm, example, bw, per_channel=False, scheme=scheme)
-            if technique == "adaround":
-                apply_adaround(sim, calib, AdaroundConfig(num_iterations=iterations))
-            elif technique == "bias_correction":
-                sim.compute_encodings(calib.split(64))
-                correct_bias(sim, calib, method="analytical", bn_stats=bn_stats, num_samples=len(calib))
-            sim.compute_encodings(calib.split(64))
-            rows.append(
-                [f"W{bw}A8 {label}", scheme, _accuracy(sim.model, ex, ey), f"{time.perf_counter() - t0:.1f}"]
-            )
-    print_table(
-        f"MobileNet-style digits net, per-tensor weights, BN folded; AdaRound {iterations} it/layer "
-        "(CLE rows: ReLU6 replaced by ReLU)",
-        ["configuration", "weight scheme", "eval accuracy", "seconds"],
-        rows,
     )
 
 
@@ -222,7 +161,9 @@ def run(args: list[str]) -> None:
     print(f"torch threads: {torch.get_num_threads()}; load average: {_load()}")
     quick = "--quick" in args
     iterations = 500 if quick else 5000
+    from bench.ptq_mobilenet import mobilenet_recipes_table
+
+    mobilenet_recipes_table(100 if quick else 1000)
     _digits_cnn_table(iterations)
-    _mobilenet_table(iterations, "min_max")
     _autoquant_table(iterations)
     _resnet_table(5 if quick else 20)

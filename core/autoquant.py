@@ -365,6 +365,7 @@ def autoquant(
                 "cls_sets": len(cle.cls_sets),
                 "high_bias_absorbed": len(cle.high_bias_absorbed),
                 "relu6_replaced": cle.relu6_replaced,
+                "clips_scaled": cle.clips_scaled,
                 "warnings": [str(w.message) for w in caught],
             }
             stage("cle", equalized, lambda: (calibrated(equalized, schemes), cle_details))

@@ -28,6 +28,7 @@ from core.errors import ConfigError
 from core.ptq.adaround import _capture, adaroundable_layers
 from core.ptq.bn_fold import BnStats
 from core.ptq.calibration_batches import materialize_batches, to_device
+from core.ptq.channel_clip import ChannelClip
 from core.ptq.graph_walk import CONV_TRANSPOSE_TYPES, ensure_bias, module_of
 from core.ptq.weight_channels import in_channel_sum
 
@@ -53,10 +54,12 @@ def _expected_input(gm: fx.GraphModule, node: fx.Node, bn_stats: dict[str, BnSta
     if not isinstance(src, fx.Node):
         return None
     act = module_of(gm, src)
-    clip: float | None = None
+    clip: float | torch.Tensor | None = None
     relu = False
     if isinstance(act, nn.ReLU):
         relu, src = True, src.args[0]  # type: ignore[assignment]
+    elif isinstance(act, ChannelClip) and not bool(torch.any(act.lower != 0)):
+        relu, clip, src = True, act.upper, src.args[0]  # type: ignore[assignment]
     elif isinstance(act, nn.ReLU6) or (
         isinstance(act, nn.Hardtanh) and (act.min_val, act.max_val) == (0.0, 6.0)
     ):

@@ -13,14 +13,18 @@ A tensor read by anything else (a residual branch) ends the chain; such tensors 
 as residual streams (core/ptq/cle_streams.py: every layer writing a sum scaled against every layer
 reading it), unless ``CleConfig(residual_streams=False)``.
 
-ReLU6 is not homogeneous (its bound 6 would have to become 6/s per channel). ``relu6="replace"``
-(the default, as DFQ and AIMET < 2.4) swaps it for ReLU with a warning — the model then differs
-wherever an activation exceeded 6; ``relu6="skip"`` leaves it and does not equalize across it.
+ReLU6 and other clipping activations (Hardtanh) are not homogeneous: their bounds must follow the
+scale. ``relu6="clip"`` (the default) turns each one equalized across into a per-channel clip
+(core/ptq/channel_clip.py) whose bounds are scaled with the channel, ``clip(x, 0, 6)/s = clip(x/s, 0,
+6/s)``, so the equalized model computes exactly what the original did. ``relu6="replace"`` (DFQ, AIMET
+< 2.4) swaps ReLU6 for ReLU with a warning — the model then differs wherever an activation exceeded 6;
+``relu6="skip"`` (AIMET ≥ 2.4 in effect) does not equalize across clipping activations.
 
 High-bias absorption: where layer 1 had a folded BN (output ≈ N(β, γ²) per channel), the part of the
 bias that ReLU never clips, ``c = max(0, β − 3|γ|)`` (all of β with no activation), moves from
 layer 1's bias into layer 2's: ``b1 −= c``, ``b2 += W2·c``. Exact away from layer 2's zero padding
-and whenever no pre-activation falls below c.
+and whenever no pre-activation falls below c. Through a per-channel clip ``clip(x, 0, u)`` the upper
+bound drops by c too: ``clip(x − c, 0, u − c) + c = clip(x, 0, u)`` when x ≥ c.
 
 ``result.bn_fold.bn_stats`` is updated to describe the equalized layers (scaled by the CLE factors, mean
 lowered by any absorbed bias), so analytical bias correction after CLE — DFQ's full recipe: CLE,
@@ -43,6 +47,7 @@ from torch import fx, nn
 
 from core.errors import ConfigError
 from core.ptq.bn_fold import BnFoldResult, BnStats, fold_all_batch_norms
+from core.ptq.channel_clip import ChannelClip, clip_bounds
 from core.ptq.cle_streams import ResidualStream, find_residual_streams, scale_stream
 from core.ptq.graph_walk import (
     CONV_TRANSPOSE_TYPES,
@@ -72,22 +77,23 @@ _EPS = 1e-12
 class CleConfig:
     """Settings of cross-layer equalization.
 
-    relu6: "replace" (ReLU6 → ReLU with a warning, then equalize across it) or "skip".
+    relu6: "clip" (ReLU6/Hardtanh → per-channel clip with scaled bounds, exact), "replace" (ReLU6 →
+        ReLU with a warning, then equalize across it) or "skip" (no equalization across clips).
     high_bias_fold: absorb high biases where a folded BN gives the statistics.
     num_sigma: how many standard deviations below the mean ReLU is assumed never to clip.
     passes: rounds of scaling over all sets (chains longer than a pair converge over rounds).
     residual_streams: also equalize across residual additions (core/ptq/cle_streams.py; not in AIMET).
     """
 
-    relu6: Literal["replace", "skip"] = "replace"
+    relu6: Literal["clip", "replace", "skip"] = "clip"
     high_bias_fold: bool = True
     num_sigma: float = 3.0
     passes: int = 4
     residual_streams: bool = True
 
     def __post_init__(self) -> None:
-        if self.relu6 not in ("replace", "skip"):
-            raise ConfigError(f"unknown relu6 handling {self.relu6!r}; choose 'replace' or 'skip'")
+        if self.relu6 not in ("clip", "replace", "skip"):
+            raise ConfigError(f"unknown relu6 handling {self.relu6!r}; choose 'clip', 'replace' or 'skip'")
         if self.passes < 1:
             raise ConfigError(f"passes must be >= 1, got {self.passes}")
 
@@ -100,6 +106,7 @@ class CleResult:
     bn_fold: BnFoldResult | None
     cls_sets: list[tuple[str, ...]] = field(default_factory=list)
     relu6_replaced: list[str] = field(default_factory=list)
+    clips_scaled: list[str] = field(default_factory=list)
     high_bias_absorbed: list[tuple[str, str]] = field(default_factory=list)
     residual_streams: list[ResidualStream] = field(default_factory=list)
 
@@ -136,9 +143,24 @@ def _is_relu6(module: nn.Module | None) -> bool:
     )
 
 
+def _is_clip(module: nn.Module | None) -> bool:
+    return isinstance(module, ChannelClip) or clip_bounds(module) is not None
+
+
+def _crossable(relu6: str) -> Any:
+    """Which clipping activations equalization may cross, for a ``relu6`` mode."""
+    if relu6 == "clip":
+        return _is_clip
+    if relu6 == "replace":
+        return _is_relu6
+    return lambda _m: False
+
+
 def _find_links(gm: fx.GraphModule, relu6: str) -> tuple[dict[str, _Link], list[str]]:
-    """One link per layer whose output flows, through at most one homogeneous activation, only into
-    the data input of a layer of the same family. Returns (links by first layer, relu6 nodes used)."""
+    """One link per layer whose output flows, through at most one homogeneous (or, per ``relu6``,
+    clipping) activation, only into the data input of a layer of the same family. Returns (links by
+    first layer, clipping activation nodes crossed)."""
+    crossable = _crossable(relu6)
     links: dict[str, _Link] = {}
     relu6_used: list[str] = []
     for node in gm.graph.nodes:
@@ -150,14 +172,14 @@ def _find_links(gm: fx.GraphModule, relu6: str) -> tuple[dict[str, _Link], list[
             continue
         activation: fx.Node | None = None
         act_module = module_of(gm, user)
-        if isinstance(act_module, _HOMOGENEOUS) or (relu6 == "replace" and _is_relu6(act_module)):
+        if isinstance(act_module, _HOMOGENEOUS) or crossable(act_module):
             activation = user
             user = single_user(user)
             if user is None or not is_module_input(activation, user):
                 continue
         if _family(module_of(gm, user)) != family:
             continue
-        if activation is not None and _is_relu6(module_of(gm, activation)):
+        if activation is not None and crossable(module_of(gm, activation)):
             relu6_used.append(str(activation.target))
         links[str(node.target)] = _Link(
             str(node.target), str(activation.target) if activation is not None else None, str(user.target)
@@ -218,13 +240,16 @@ def _scale_triplet(
 
 
 def _absorb_high_bias(
-    first: Any, second: Any, stats: BnStats, relu: bool, num_sigma: float
+    first: Any, second: Any, stats: BnStats, relu: bool, num_sigma: float, cap: torch.Tensor | None = None
 ) -> torch.Tensor | None:
     """Move the never-clipped part of ``first``'s bias into ``second``; returns the amount moved per
-    channel, or None when nothing moved. ``stats`` already carries the equalization scaling."""
+    channel, or None when nothing moved. ``stats`` already carries the equalization scaling; ``cap``:
+    a clip's upper bounds, never moved past (the clip's output never exceeds them)."""
     if getattr(first, "bias", None) is None or isinstance(second, CONV_TRANSPOSE_TYPES):
         return None
     c = (stats.beta - num_sigma * stats.gamma.abs()).clamp_min(0.0) if relu else stats.beta
+    if cap is not None:
+        c = torch.minimum(c, cap.to(c))
     if not bool(torch.any(c != 0)):
         return None
     with torch.no_grad():
@@ -248,14 +273,25 @@ def equalize_model(model: nn.Module, config: CleConfig | None = None, *, fold_bn
     links, relu6_nodes = _find_links(gm, config.relu6)
     result = CleResult(model=gm, bn_fold=bn_result)
     if config.residual_streams:
-        relu6_ok = _is_relu6 if config.relu6 == "replace" else (lambda _m: False)
-        result.residual_streams = find_residual_streams(gm, _family, _HOMOGENEOUS, relu6_ok)
+        result.residual_streams = find_residual_streams(gm, _family, _HOMOGENEOUS, _crossable(config.relu6))
         relu6_nodes += [n for s in result.residual_streams for n in s.relu6 if n not in relu6_nodes]
+    # The layer whose output each crossed clip reads (its width and family give the clip's shape).
+    clip_source = {link.activation: link.layer for link in links.values() if link.activation is not None}
+    for stream in result.residual_streams:
+        clip_source.update({name: stream.producers[0] for name in stream.relu6})
     for name in relu6_nodes:
         parent_name, _, attr = name.rpartition(".")
         parent = gm.get_submodule(parent_name) if parent_name else gm
-        setattr(parent, attr, nn.ReLU())
-        result.relu6_replaced.append(name)
+        if config.relu6 == "replace":
+            setattr(parent, attr, nn.ReLU())
+            result.relu6_replaced.append(name)
+            continue
+        bounds = clip_bounds(gm.get_submodule(name))
+        if bounds is not None:  # already a ChannelClip otherwise (a model equalized before)
+            source = gm.get_submodule(clip_source[name])
+            dim = -1 if isinstance(source, nn.Linear) else 1
+            setattr(parent, attr, ChannelClip.from_bounds(*bounds, num_out_channels(source), dim))
+        result.clips_scaled.append(name)
     if result.relu6_replaced:
         warnings.warn(
             f"cross-layer equalization replaced ReLU6 with ReLU at {', '.join(result.relu6_replaced)}; "
@@ -282,6 +318,9 @@ def equalize_model(model: nn.Module, config: CleConfig | None = None, *, fold_bn
             for producer in stream.producers:
                 record(producer, factor)
 
+    for name in result.clips_scaled:
+        if clip_source[name] in out_scale:
+            gm.get_submodule(name).scale_(out_scale[clip_source[name]])  # type: ignore[operator]
     if bn_result is not None:
         # Keep the folded-BN statistics true to the edited layers: scaling output channel c by s_c
         # scales its N(β, γ²) to N(s·β, (s·γ)²). Analytical bias correction reads them afterwards.
@@ -295,10 +334,14 @@ def equalize_model(model: nn.Module, config: CleConfig | None = None, *, fold_bn
             if link is None:
                 continue
             act = gm.get_submodule(link.activation) if link.activation is not None else None
-            if act is not None and not isinstance(act, _RELU_LIKE):
+            clip = act if isinstance(act, ChannelClip) and not bool(torch.any(act.lower != 0)) else None
+            if act is not None and not isinstance(act, _RELU_LIKE) and clip is None:
                 continue
             first, second = gm.get_submodule(layer), gm.get_submodule(link.next_layer)
-            moved = _absorb_high_bias(first, second, stats, act is not None, config.num_sigma)
+            cap = clip.upper if clip is not None else None
+            moved = _absorb_high_bias(first, second, stats, act is not None, config.num_sigma, cap)
+            if moved is not None and clip is not None:
+                clip.upper.sub_(moved.to(clip.upper))
             if moved is not None:
                 # The layer's pre-activation mean dropped by what moved; its spread is unchanged.
                 bn_result.bn_stats[layer] = BnStats(gamma=stats.gamma, beta=stats.beta - moved)

@@ -75,7 +75,11 @@ def quantsim_with_ptq(
         if "cle" in techniques:
             cle = equalize_model(gm)
             bn_stats = cle.bn_fold.bn_stats if cle.bn_fold is not None else {}
-            details["cle"] = {"cls_sets": len(cle.cls_sets), "relu6_replaced": cle.relu6_replaced}
+            details["cle"] = {
+                "cls_sets": len(cle.cls_sets),
+                "relu6_replaced": cle.relu6_replaced,
+                "clips_scaled": cle.clips_scaled,
+            }
         else:
             fold = fold_all_batch_norms(gm)
             bn_stats = fold.bn_stats

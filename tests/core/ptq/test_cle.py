@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import fx, nn
 
+from core.ptq.channel_clip import ChannelClip
 from core.ptq.cle import CleConfig, equalize_model
 from core.ptq.weight_channels import in_channel_absmax, out_channel_absmax
 from tests.core.ptq.tiny_models import (
@@ -71,10 +72,66 @@ def test_relu6_replaced_with_warning_or_skipped_exactly():
     model = depthwise_triplet(nn.ReLU6)
     x = torch.randn(4, 4, 6, 6)
     with pytest.warns(UserWarning, match="ReLU6"):
-        replaced, _ = _equalize(model, x)
+        replaced, _ = _equalize(model, x, CleConfig(relu6="replace", high_bias_fold=False))
     assert replaced.relu6_replaced == ["2", "5"] and replaced.cls_sets == [("0", "3", "6")]
     skipped, err = _equalize(model, x, CleConfig(relu6="skip", high_bias_fold=False))
     assert skipped.cls_sets == [] and err <= 1e-6
+
+
+@pytest.mark.parametrize("act", [nn.ReLU6, lambda: nn.Hardtanh(-1.0, 2.0)])
+def test_cle_through_clipping_activations_leaves_outputs_unchanged(act):
+    """Given a conv → depthwise → conv triplet joined by ReLU6 (or Hardtanh) with activations scaled so
+    that they clip often, When equalizing in the default mode, Then the clips become per-channel clips,
+    the ranges are balanced and the output is unchanged on the data (relative error ≤ 1e-4), where the
+    ReLU6 → ReLU replacement is not."""
+    model = depthwise_triplet(act)
+    with torch.no_grad():
+        model[1].weight.mul_(torch.linspace(0.2, 8.0, 12))  # spread and saturating channels
+    x = torch.randn(16, 4, 6, 6)
+    reference = model(x)
+    assert float((model[2](model[1](model[0](x))) >= model[2].max_val).float().mean()) > 0.05
+    result, err = _equalize(model, x)
+    assert err <= TOL and result.cls_sets == [("0", "3", "6")]
+    assert result.relu6_replaced == [] and result.clips_scaled == ["2", "5"]
+    assert all(isinstance(result.model.get_submodule(n), ChannelClip) for n in ("2", "5"))
+    m = [result.model.get_submodule(n) for n in ("0", "3", "6")]
+    torch.testing.assert_close(out_channel_absmax(m[0]), out_channel_absmax(m[1]), rtol=1e-4, atol=1e-6)
+    if isinstance(model[2], nn.ReLU6):
+        with pytest.warns(UserWarning, match="ReLU6"):
+            replaced = equalize_model(fx.symbolic_trace(copy.deepcopy(model)), CleConfig(relu6="replace"))
+        assert relative_error(replaced.model(x), reference) > 10 * TOL
+
+
+def test_high_bias_absorbed_through_relu6_lowers_the_clip_and_keeps_outputs():
+    """Given conv-BN (β well above 3γ) → ReLU6 → 1x1 conv, When equalizing with high-bias absorption,
+    Then the bias moves into the next layer, the clip's bound drops by it and the output is unchanged."""
+    model = randomize_bn(
+        nn.Sequential(nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.ReLU6(), nn.Conv2d(6, 4, 1)), seed=5
+    )
+    x = torch.randn(64, 3, 4, 4)
+    with torch.no_grad():
+        y = model[0](x)
+        model[1].running_mean.copy_(y.mean((0, 2, 3)))
+        model[1].running_var.copy_(y.var((0, 2, 3)))
+        model[1].weight.fill_(0.5)
+        model[1].bias.copy_(torch.linspace(2.0, 9.0, 6))  # some channels always saturate at 6
+    result, err = _equalize(model, x, CleConfig(num_sigma=6.0))
+    assert result.high_bias_absorbed == [("0", "3")] and err <= TOL
+    clip = result.model.get_submodule("2")
+    assert isinstance(clip, ChannelClip) and bool(torch.all(clip.upper >= 0))
+
+
+def test_channel_clip_exports_and_runs_in_onnx_runtime(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    clip = ChannelClip(torch.tensor([0.0, -1.0, 0.5]), torch.tensor([6.0, 1.0, 2.0]))
+    x = torch.randn(2, 3, 4, 4) * 4
+    path = tmp_path / "clip.onnx"
+    torch.onnx.export(clip, (x,), str(path), dynamo=False)
+    session = ort.InferenceSession(str(path))
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(out, clip(x).numpy(), rtol=0, atol=0)
 
 
 def test_high_bias_absorption_is_exact_through_identity_into_unpadded_layer():
