@@ -18,6 +18,7 @@ from torch import fx
 from core.errors import ModelLoadError, UnsupportedOpError
 from core.io.limits import check_probe_shape
 from core.io.onnx_convert.context import GraphBuilder, NodeContext
+from core.io.onnx_convert.fusions import fuse_activations
 from core.io.onnx_convert.registry import HANDLERS, supported_ops
 from core.io.onnx_convert.values import PROBE_SIZES, Dynamic, Static, Value
 
@@ -80,9 +81,11 @@ def convert(model: onnx.ModelProto) -> ConvertedGraph:
     """Convert an ONNX model (external data already loaded) into a torch.fx GraphModule.
 
     Raises UnsupportedOpError naming the op, the node and the supported op list for anything
-    outside the supported set, ModelLoadError for a malformed graph.
+    outside the supported set, ModelLoadError for a malformed graph. Activation patterns are
+    fused in ``model`` itself first (core.io.onnx_convert.fusions).
     """
     opset = default_opset(model)
+    fuse_activations(model)
     supported = supported_ops()
     builder = GraphBuilder()
     graph = model.graph

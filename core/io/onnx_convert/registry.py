@@ -26,6 +26,12 @@ def converts(*op_types: str) -> Callable[[Handler], Handler]:
 
 def supported_ops() -> list[str]:
     """Sorted ONNX op types the converter handles."""
-    from core.io.onnx_convert import ops_elementwise, ops_nn, ops_pool, ops_shape  # noqa: F401
+    from core.io.onnx_convert import (  # noqa: F401
+        ops_activation,
+        ops_elementwise,
+        ops_nn,
+        ops_pool,
+        ops_shape,
+    )
 
     return sorted(HANDLERS)

@@ -107,3 +107,8 @@ def interpolate_to_size(
 ) -> torch.Tensor:
     """Resize to a size computed in the graph (``sizes`` covers every dimension)."""
     return F.interpolate(x, size=[int(s) for s in sizes.tolist()[2:]], mode=mode, align_corners=align_corners)
+
+
+def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """ONNX PRelu with a slope that broadcasts in a way nn.PReLU does not reproduce."""
+    return torch.where(x >= 0, x, x * slope)
