@@ -69,7 +69,7 @@ def write_reports(out_dir: str | Path, report: dict[str, Any]) -> tuple[Path, Pa
     )
     settings = html.escape(json.dumps(report["settings"], indent=1, default=str))
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>lowbit AutoQuant report</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>lowbit AutoQuant report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}code{{font-size:11px}}</style>
 </head><body>

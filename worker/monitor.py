@@ -103,7 +103,13 @@ class JobMonitor:
         return self._lost.is_set()
 
     def enter(self, stage: str) -> None:
-        """Start ``stage`` (one of ``stages``); always written."""
+        """Start ``stage`` (one of ``stages``); always written, with a log line that says how long the
+        previous stage took (the job's log is where users read stage durations)."""
+        now = time.monotonic()
+        previous, started = getattr(self, "_stage_entered", (None, now))
+        self._stage_entered = (stage, now)
+        took = f"; {previous} took {now - started:.1f} s" if previous else ""
+        self.log(f"stage {stage}{took}")
         self.stage = stage
         self.fraction = self._offsets.get(stage, self.fraction)
         self._write_row({"stage": stage, "progress": self.fraction, "eta_s": self._eta()})

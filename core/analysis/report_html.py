@@ -57,6 +57,6 @@ def render_report(
     """A complete HTML document from (heading, inner HTML) sections."""
     body = "".join(f"<h2>{html.escape(h)}</h2>{inner}" for h, inner in sections)
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
     )

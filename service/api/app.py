@@ -20,7 +20,7 @@ from service.api.context import AppContext
 from service.api.hot_lane import HotLane
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.api.ratelimit import TokenBuckets
-from service.api.routes import datasets, health, jobs, models, objects, schedules, uploads
+from service.api.routes import datasets, docs, health, jobs, models, objects, schedules, uploads
 from service.dashboard import make_router as dashboard_router
 from service.db.async_pg import AsyncPgPool
 from service.db.loop_sqlite import LoopSqlite
@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="lowbit",
         version="1",
         description="Model quantization as a service: upload a model and data, run jobs, download results.",
+        docs_url=None,  # served by service/api/routes/docs.py from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.ctx = AppContext(
         settings=settings,
@@ -83,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     # Routes are matched in order, each router's paths scanned in turn: the jobs routes (job-status
     # polling is the busiest request) come first. No two routers share a path prefix.
-    for module in (jobs, health, models, datasets, uploads, objects, schedules):
+    for module in (jobs, health, models, datasets, uploads, objects, schedules, docs):
         app.include_router(module.router)
     app.include_router(dashboard_router())
     # Innermost first: the hot lane answers inside the body limit and the request metrics.

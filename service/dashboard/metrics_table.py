@@ -5,8 +5,9 @@ The worker stores ``metrics`` as JSON. The dashboard reads, tolerating absent pa
 - the metric's name under ``metric`` (or ``eval_metric``), e.g. ``"accuracy"``;
 - one value per evaluation target at the top level or under ``evaluation``: ``fp32``, ``simulated``
   (aliases ``quantsim``, ``quantized``, ``sim``) and ``onnxruntime`` (aliases ``ort``, ``onnx_runtime``);
-- AutoQuant stages as a list under ``stages`` or ``autoquant.stages``, each ``{"name" (or "stage"),
-  <targets as above>, "accepted"?}``.
+- AutoQuant stages as a list under ``stages`` or ``autoquant.stages``: what the worker stores,
+  ``{"name", "status", "score", "cached", "seconds"?}`` (status ``met``/``below``/``info``/
+  ``unreachable``), or older rows ``{"name" (or "stage"), <targets as above>, "accepted"?}``.
 
 Everything else that is a plain number shows up in an "other figures" list.
 
@@ -42,11 +43,24 @@ class MetricRow:
         return None if fp32 is None or quant is None else fp32 - quant
 
 
+@dataclass(frozen=True)
+class StageRow:
+    """One AutoQuant stage: its score on the job's metric, outcome, time and whether it came from cache."""
+
+    label: str
+    score: float | None
+    status: str | None
+    seconds: float | None
+    cached: bool | None
+
+
 @dataclass
 class Comparison:
     metric: str
     rows: list[MetricRow] = field(default_factory=list)
-    stages: list[MetricRow] = field(default_factory=list)
+    stages: list[StageRow] = field(default_factory=list)
+    target: float | None = None
+    message: str = ""
     other: list[tuple[str, Any]] = field(default_factory=list)
 
     def empty(self) -> bool:
@@ -86,12 +100,31 @@ def comparison(metrics: dict[str, Any] | None) -> Comparison:
     for i, stage in enumerate(stages if isinstance(stages, list) else []):
         if not isinstance(stage, dict):
             continue
-        label = str(stage.get("name") or stage.get("stage") or f"stage {i + 1}")
-        accepted = stage.get("accepted")
-        result.stages.append(
-            MetricRow(label, _targets(stage), accepted if isinstance(accepted, bool) else None)
-        )
+        result.stages.append(_stage_row(i, stage))
+    if isinstance(autoquant, dict):
+        result.target = _num(autoquant.get("target"))
+        result.message = str(autoquant.get("message") or "")
     for key, value in sorted(metrics.items()):
         if key not in _KNOWN and _num(value) is not None:
             result.other.append((key, value))
     return result
+
+
+def _stage_row(index: int, stage: dict[str, Any]) -> StageRow:
+    label = str(stage.get("name") or stage.get("stage") or f"stage {index + 1}")
+    score = _num(stage.get("score"))
+    if score is None:  # older rows: one value per evaluation target
+        fp32, sim, ort = _targets(stage)
+        score = ort if ort is not None else sim if sim is not None else fp32
+    status = stage.get("status")
+    accepted = stage.get("accepted")
+    if status is None and isinstance(accepted, bool):
+        status = "met" if accepted else "below"
+    cached = stage.get("cached")
+    return StageRow(
+        label,
+        score,
+        str(status) if status is not None else None,
+        _num(stage.get("seconds")),
+        cached if isinstance(cached, bool) else None,
+    )

@@ -60,9 +60,9 @@ def _error_page(request: Request, status: int, message: str) -> Response:
 
 def make_router() -> APIRouter:
     """The dashboard router; the app factory includes it (``app.include_router(make_router())``)."""
-    from service.dashboard.pages import assets, jobs, resources, schedules, signin
+    from service.dashboard.pages import archive, assets, jobs, resources, schedules, signin
 
     router = APIRouter(prefix=PREFIX, include_in_schema=False)
-    for module in (assets, signin, jobs, resources, schedules):
+    for module in (assets, signin, jobs, archive, resources, schedules):
         router.include_router(module.router)
     return router

@@ -119,8 +119,13 @@ class ArtifactStore(ABC):
         self.delete(src)
 
     @abstractmethod
-    def presign_get(self, key: str, expires_s: int, filename: str | None = None) -> str:
-        """A URL that downloads ``key`` with plain HTTP GET until ``expires_s`` seconds from now."""
+    def presign_get(
+        self, key: str, expires_s: int, filename: str | None = None, inline_type: str | None = None
+    ) -> str:
+        """A URL that downloads ``key`` with plain HTTP GET until ``expires_s`` seconds from now.
+
+        ``filename``: served as an attachment of that name (a download). ``inline_type``: served with
+        that Content-Type and no attachment disposition, so a browser shows it (reports, plots)."""
 
     @abstractmethod
     def presign_put(self, key: str, expires_s: int) -> str:

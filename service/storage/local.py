@@ -128,7 +128,11 @@ class LocalArtifactStore(ArtifactStore):
         query = {"op": op, "exp": str(exp), **params, "sig": self.sign(op, key, exp, extra)}
         return f"{self.public_url}/v1/objects/{quote(check_key(key))}?{urlencode(query)}"
 
-    def presign_get(self, key: str, expires_s: int, filename: str | None = None) -> str:
+    def presign_get(
+        self, key: str, expires_s: int, filename: str | None = None, inline_type: str | None = None
+    ) -> str:
+        if inline_type and not filename:
+            return self._url("get", key, expires_s, inline=inline_type)
         return self._url("get", key, expires_s)
 
     def presign_put(self, key: str, expires_s: int) -> str:

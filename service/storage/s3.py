@@ -129,10 +129,15 @@ class S3ArtifactStore(ArtifactStore):
         except ClientError as exc:
             raise StorageError(f"object store copy failed: {exc}") from exc
 
-    def presign_get(self, key: str, expires_s: int, filename: str | None = None) -> str:
+    def presign_get(
+        self, key: str, expires_s: int, filename: str | None = None, inline_type: str | None = None
+    ) -> str:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": check_key(key)}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        elif inline_type:  # objects are stored without a type: S3 would answer octet-stream (a download)
+            params["ResponseContentType"] = inline_type
+            params["ResponseContentDisposition"] = "inline"
         return str(self.presigner.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_s))
 
     def presign_put(self, key: str, expires_s: int) -> str:

@@ -120,6 +120,7 @@ def test_watch_real_jobs_to_done_download_and_cancel_one(stack: Stack, browser: 
             wait_job(api, long_job["id"], {"running"}, timeout=60)
             page.goto(f"{stack.api_url}/dashboard/jobs/{long_job['id']}")
             expect(page.locator("#job-status")).to_have_text("Running")
+            page.once("dialog", lambda dialog: dialog.accept())  # the page asks before cancelling
             page.get_by_role("button", name="Cancel job").click()
             expect(page.get_by_role("status")).to_have_text("Cancellation requested.")
             expect(page.locator("#job-status")).to_have_text(re.compile("Cancelling|Cancelled"))

@@ -89,6 +89,6 @@ def run_autoquant(ctx: JobContext) -> TechniqueResult:
         k: report[k]
         for k in ("fp32_score", "target", "best_stage", "best_score", "target_met", "message", "metric")
     }
-    summary["stages"] = [{"name": s["name"], "status": s["status"], "score": s["score"], "cached": s["cached"]}
-                         for s in report["stages"]]  # fmt: skip
+    summary["stages"] = [{"name": s["name"], "status": s["status"], "score": s["score"], "cached": s["cached"],
+                          "seconds": s["seconds"]} for s in report["stages"]]  # fmt: skip
     return TechniqueResult(sim=result.sim.to(ctx.device), metrics={"autoquant": summary}, files=files)

@@ -16,6 +16,9 @@ from service.api.context import AppContext, app_context
 from service.errors import NotFoundError, PayloadTooLargeError
 from service.storage.local import LocalArtifactStore
 
+# Reports are self-contained HTML with inline styles and SVG, and no script.
+INLINE_POLICY = "sandbox; default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'"
+
 router = APIRouter(prefix="/v1/objects", tags=["objects"], include_in_schema=False)
 
 
@@ -31,13 +34,20 @@ def get_object(
     op: str = Query(),
     exp: str = Query(),
     sig: str = Query(),
+    inline: str | None = Query(default=None, max_length=100),
     ctx: AppContext = Depends(app_context),
 ) -> Response:
+    """The object as a download, or with ``inline`` (a signed Content-Type) for the browser to show.
+    Inline objects are served sandboxed: this is the dashboard's origin, and a report must not run
+    script in it."""
     store = _local(ctx)
-    store.verify(op if op == "get" else "invalid", key, exp, sig)
+    store.verify(op if op == "get" else "invalid", key, exp, sig, f"inline={inline}" if inline else "")
     path = store.local_path(key)
     if not path.is_file():
         raise NotFoundError("object not found")
+    if inline:
+        headers = {"Content-Security-Policy": INLINE_POLICY, "X-Content-Type-Options": "nosniff"}
+        return FileResponse(path, media_type=inline, headers=headers)
     return FileResponse(path, filename=key.rsplit("/", 1)[-1])
 
 

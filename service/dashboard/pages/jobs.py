@@ -26,6 +26,8 @@ router = APIRouter(route_class=DashboardRoute)
 PAGE_SIZE = 25
 LOG_TAIL_LINES = 50
 TECHNIQUES = tuple(TECHNIQUE_PARAMS)
+_INLINE_TYPES = {"html": "text/html; charset=utf-8", "htm": "text/html; charset=utf-8", "png": "image/png",
+                 "svg": "image/svg+xml", "jpg": "image/jpeg", "jpeg": "image/jpeg"}  # fmt: skip
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -79,6 +81,7 @@ def _artifact_links(ctx: AppContext, artifacts: list[Artifact]) -> list[dict[str
     links = []
     for a in artifacts:
         lower = a.name.lower()
+        suffix = lower.rsplit(".", 1)[-1]
         kind = "plot" if lower.endswith((".png", ".svg", ".jpg", ".jpeg")) else "file"
         if lower.endswith((".html", ".htm")):
             kind = "report"
@@ -88,7 +91,11 @@ def _artifact_links(ctx: AppContext, artifacts: list[Artifact]) -> list[dict[str
                 "kind": kind,
                 "url": ctx.store.presign_get(a.storage_key, expiry, filename=a.name),
                 # Inline views (plots, reports) must not be served as attachments.
-                "view_url": ctx.store.presign_get(a.storage_key, expiry) if kind != "file" else None,
+                "view_url": (
+                    ctx.store.presign_get(a.storage_key, expiry, inline_type=_INLINE_TYPES[suffix])
+                    if suffix in _INLINE_TYPES
+                    else None
+                ),
             }
         )
     return links

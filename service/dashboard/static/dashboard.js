@@ -46,6 +46,12 @@
     box.addEventListener("change", schedule);
     schedule();
   }
+  // Forms marked data-confirm (cancel) ask first; delegated, so forms swapped in by a refresh ask too.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form && form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
   document.addEventListener("DOMContentLoaded", function () {
     var regions = document.querySelectorAll("[data-refresh]");
     for (var i = 0; i < regions.length; i++) start(regions[i]);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import httpx
 from fastapi.testclient import TestClient
@@ -125,3 +126,15 @@ def test_readyz_reports_a_dead_broker(api: Api) -> None:
     with TestClient(create_app(settings)) as tc:
         resp = tc.get("/readyz")
     assert resp.status_code == 503 and resp.json()["checks"]["broker"].startswith("error")
+
+
+def test_docs_page_loads_its_assets_from_the_api(client: httpx.Client) -> None:
+    """/docs works offline: every script and stylesheet it references is served by the API itself."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    refs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert refs and all(r.startswith("/docs/assets/") for r in refs), refs
+    for ref in refs:
+        asset = client.get(ref)
+        assert asset.status_code == 200 and len(asset.content) > 500, ref
+    assert client.get("/docs/assets/..%2Fsecrets").status_code == 404

@@ -22,7 +22,9 @@ METRICS = {
     "fp32": 0.9812,
     "simulated": 0.9771,
     "onnxruntime": 0.9765,
-    "stages": [{"name": "bn_fold", "simulated": 0.95, "accepted": False}, {"name": "adaround", "simulated": 0.9771, "accepted": True}],
+    "autoquant": {"target": 0.9712, "message": "target met at adaround", "stages": [
+        {"name": "bn_fold", "status": "below", "score": 0.95, "cached": False, "seconds": 2.5},
+        {"name": "adaround", "status": "met", "score": 0.9771, "cached": True, "seconds": 12.25}]},
 }  # fmt: skip
 
 
@@ -82,6 +84,11 @@ def test_job_detail_shows_metrics_timeline_logs_plots_and_working_downloads(dash
         text = page.text
         for expected in ("0.9812", "0.9771", "0.9765", "bn_fold", "adaround", "calibrating on 8 batches"):
             assert expected in text
+        stages = text[
+            text.index('id="stages-table"') : text.index("</table>", text.index('id="stages-table"'))
+        ]
+        for expected in ("0.95", "below", "2.5 s", "0.9771", "met", "12.2 s", "target met at adaround"):
+            assert expected in stages or expected in text, expected
         assert "&lt;b&gt;not markup&lt;/b&gt;" in text and "<b>not markup</b>" not in text
         assert 'data-live="off"' in text  # a finished job stops refreshing
         assert "Cancel job" not in text and "Re-run" in text

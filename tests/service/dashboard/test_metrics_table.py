@@ -24,10 +24,34 @@ def test_nested_evaluation_and_autoquant_stages() -> None:
         }
     )
     assert table.metric == "cosine" and table.rows[0].values == (1.0, 0.9, None)
-    assert [(s.label, s.values[1], s.accepted) for s in table.stages] == [
-        ("bn_fold", 0.8, False),
+    assert [(s.label, s.score, s.status) for s in table.stages] == [
+        ("bn_fold", 0.8, "below"),
         ("stage 2", 0.95, None),
     ]
+
+
+def test_autoquant_stages_as_the_worker_stores_them() -> None:
+    """worker/techniques/autoquant.py stores {name, status, score, cached, seconds} per stage."""
+    table = comparison(
+        {
+            "evaluation": {"metric": "accuracy", "fp32": 0.98, "sim": 0.975},
+            "autoquant": {
+                "target": 0.97,
+                "message": "target met at cle",
+                "stages": [
+                    {"name": "quantsim", "status": "below", "score": 0.95, "cached": False, "seconds": 1.25},
+                    {"name": "cle", "status": "met", "score": 0.975, "cached": True, "seconds": 0.5},
+                    {"name": "prepare", "status": "info", "score": None, "cached": False},
+                ],
+            },
+        }
+    )
+    assert [(s.label, s.score, s.status, s.seconds, s.cached) for s in table.stages] == [
+        ("quantsim", 0.95, "below", 1.25, False),
+        ("cle", 0.975, "met", 0.5, True),
+        ("prepare", None, "info", None, False),
+    ]
+    assert table.target == 0.97 and table.message == "target met at cle"
 
 
 def test_worker_shape_names_its_metric_inside_evaluation() -> None:

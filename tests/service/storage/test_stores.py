@@ -86,6 +86,19 @@ def test_s3_presigned_put_get_with_plain_http(seaweed: SeaweedS3) -> None:
     assert httpx.get(f"{seaweed.endpoint}/{seaweed.bucket}/{key}").status_code in (401, 403)
 
 
+def test_s3_inline_and_download_urls(seaweed: SeaweedS3) -> None:
+    """A view URL serves a report as HTML with no attachment disposition (the browser shows it); a
+    download URL names the file as an attachment."""
+    store = make_store(Settings(**s3_settings(seaweed)))  # type: ignore[arg-type]
+    key = f"jobs/{os.urandom(6).hex()}/report.html"
+    store.put_bytes(key, b"<!doctype html><title>r</title>")
+    shown = httpx.get(store.presign_get(key, 60, inline_type="text/html; charset=utf-8"))
+    assert shown.status_code == 200 and shown.headers["content-type"].startswith("text/html")
+    assert "attachment" not in shown.headers.get("content-disposition", "")
+    saved = httpx.get(store.presign_get(key, 60, filename="report.html"))
+    assert saved.headers["content-disposition"] == 'attachment; filename="report.html"'
+
+
 def test_s3_tampered_and_expired_urls_refused(seaweed: SeaweedS3) -> None:
     store = make_store(Settings(**s3_settings(seaweed)))  # type: ignore[arg-type]
     key = f"uploads/{os.urandom(6).hex()}"
