@@ -49,6 +49,10 @@ def _encoding_for(
     return enc
 
 
+def _is_accumulator_bias(record: EncodingRecord | None) -> bool:
+    return record is not None and record.dtype == "int" and record.bitwidth == 32
+
+
 def load_encodings(
     sim: Any,
     source: str | os.PathLike[str] | Mapping[str, Any] | EncodingsDoc,
@@ -91,8 +95,13 @@ def load_encodings(
             continue  # disabled stays disabled; the tensor's encoding belongs to another quantizer
         is_param = binding is not None and binding.role == "param" and record.name in params
         shape = tuple(params[record.name].shape) if is_param else None
+        if _is_accumulator_bias(record):
+            continue  # a quantizer of the sim's own on a bias keeps its encoding
         updates.append((key, q, _encoding_for(record, q.spec, shape, where)))
-    unknown = sorted(doc.names() - used)
+    # int32 entries are biases on the accumulator grid (AIMET 2.0.0 writes them by default): the sim
+    # derives that grid from the input and weight encodings, so they need no quantizer.
+    accumulator = {n for n in doc.names() if _is_accumulator_bias(doc.get(n))}
+    unknown = sorted(doc.names() - used - accumulator)
     if strict and (missing or unknown):
         parts = []
         if missing:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from core.errors import LowbitError
+from core.export.constant_inputs import add_clip_bound_encodings
 from core.export.formats import get_format
 from core.export.onnx_export import DEFAULT_OPSET, export_marked_onnx
 from core.export.qdq import build_qdq_model
@@ -214,6 +215,7 @@ def export_sim(
     out.mkdir(parents=True, exist_ok=True)
     proto, tmap = trace_tensor_map(sim, input_names, output_names, opset)
     doc, items, warnings = collect_encodings(sim, tmap)
+    add_clip_bound_encodings(doc, proto, int(doc.quantizer_args.get("activation_bitwidth", 8)))
     onnx_path = out / f"{prefix}.onnx"
     onnx.save(proto, onnx_path)
     enc_path = write_encodings_file(doc, out / f"{prefix}.encodings", encoding_version)

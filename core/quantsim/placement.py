@@ -29,6 +29,7 @@ from torch import fx, nn
 from core.graph.op_types import has_op_type, onnx_op_type
 from core.quant.encoding import QuantSpec
 from core.quantsim.config import Override, QuantSimConfig
+from core.quantsim.supergroups import FOLDABLE_INTO, excluded_from_supergroups, supergroup_chains
 
 # Op types whose output holds exactly the values of their (first) input, so the quantization
 # state of the tensor passes through them unchanged.
@@ -144,7 +145,7 @@ DATA_MOVEMENT_ATEN = frozenset(
 )
 _NOT_QUANTIZED_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 _PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
-_FOLDABLE_INTO = frozenset({"Conv", "ConvTranspose", "Gemm"})
+_FOLDABLE_INTO = FOLDABLE_INTO
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,8 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
         for pname in plans[bn].params:
             plans[bn].params[pname] = None
         plans[bn].reasons["params"] = f"folded into {layer} on target"
-    for chain in _supergroup_chains(qnodes, op_types, config.supergroups):
+    excluded = excluded_from_supergroups(modules)
+    for chain in supergroup_chains(qnodes, op_types, config.supergroups, excluded):
         for first, second in itertools.pairwise(chain):
             plans[first].output = None
             fused_outputs.add(first)
@@ -375,50 +377,6 @@ def _foldable_bn_pairs(qnodes: list[fx.Node], op_types: dict[str, str]) -> list[
             ):
                 pairs.append((name, str(user.target)))
     return pairs
-
-
-def _supergroup_chains(
-    qnodes: list[fx.Node], op_types: dict[str, str], supergroups: tuple[tuple[str, ...], ...]
-) -> list[list[str]]:
-    """Chains of single-consumer module nodes matching a supergroup's op list (BN after a layer skipped)."""
-    chains = []
-    for n in qnodes:
-        for group in supergroups:
-            if op_types[str(n.target)] != group[0]:
-                continue
-            chain = [str(n.target)]
-            cur = n
-            ok = True
-            for want in group[1:]:
-                nxt = _single_module_user(cur, op_types)
-                if (
-                    nxt is not None
-                    and op_types[str(nxt.target)] == "BatchNormalization"
-                    and want != "BatchNormalization"
-                    and op_types[str(cur.target)] in _FOLDABLE_INTO
-                ):
-                    chain.append(str(nxt.target))
-                    cur = nxt
-                    nxt = _single_module_user(cur, op_types)
-                if nxt is None or op_types[str(nxt.target)] != want:
-                    ok = False
-                    break
-                chain.append(str(nxt.target))
-                cur = nxt
-            if ok:
-                chains.append(chain)
-                break
-    return chains
-
-
-def _single_module_user(node: fx.Node, op_types: dict[str, str]) -> fx.Node | None:
-    users = list(node.users)
-    if len(users) != 1:
-        return None
-    user = users[0]
-    if user.op == "call_module" and str(user.target) in op_types and user.args and user.args[0] is node:
-        return user
-    return None
 
 
 def _output_producers(gm: fx.GraphModule) -> list[fx.Node]:

@@ -103,9 +103,13 @@ def read_entry(entry: Any, where: str) -> EncodingRecord:
     if output_dtype in ("float16", "float32"):
         return EncodingRecord(name=name, dtype="float", bitwidth=int(output_dtype[5:]))
     match = _DTYPE.match(output_dtype)
+    if output_dtype == "int32":
+        # AIMET writes each bias it rounds to the int32 accumulator grid (scale = input × weight
+        # scale) by default; lowbit's sim derives that grid itself (core/quantsim/bias.py).
+        return EncodingRecord(name=name, dtype="int", bitwidth=32, symmetric=True)
     if not match or not 2 <= int(match.group(2)) <= 16:
         raise ConfigError(
-            f"{where}: output_dtype {output_dtype!r} not supported; choose int2..int16, uint2..uint16 or float16"
+            f"{where}: output_dtype {output_dtype!r} not supported; choose int2..int16, uint2..uint16, int32 (a bias) or float16"
         )
     unsigned, bitwidth = bool(match.group(1)), int(match.group(2))
     scale = _array(require(entry, "y_scale", (float, list), where), f"{where}, key 'y_scale'")

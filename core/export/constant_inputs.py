@@ -1,0 +1,50 @@
+"""Encodings for the constant bounds of Clip, which AIMET quantizes as activations.
+
+A ReLU6 exports as ``Clip(x, min, max)`` with ``min``/``max`` as Constant nodes or initializers.
+aimet-onnx places an activation quantizer on every such input (they are not parameters of an op it
+knows), so its strict loader expects an encoding for each. The target reads them as constants;
+an encoding from the value itself (AIMET's min-max on a scalar: the grid spans [min(v, 0), max(v, 0)])
+represents the bound exactly, so adding them changes nothing the model computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from core.export.records import EncodingRecord, EncodingsDoc
+from core.quant.encoding import Encoding, QuantSpec
+
+
+def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(attr.t)
+    return values
+
+
+def add_clip_bound_encodings(doc: EncodingsDoc, model: onnx.ModelProto, bitwidth: int) -> list[str]:
+    """Add an activation encoding for each constant bound of a quantized Clip; the names added."""
+    if bitwidth > 16:
+        return []
+    constants = _constants(model.graph)
+    added = []
+    for node in model.graph.node:
+        if node.op_type != "Clip" or not node.output or node.output[0] not in doc.activations:
+            continue
+        for name in node.input[1:3]:
+            value = constants.get(name)
+            if not name or value is None or value.size != 1 or name in doc.activations or name in doc.params:
+                continue
+            v = torch.tensor([float(value.reshape(-1)[0])])
+            enc = Encoding.from_min_max(
+                v, v, bitwidth=bitwidth, symmetric=False, spec=QuantSpec(bitwidth=bitwidth)
+            )
+            doc.activations[name] = EncodingRecord.from_encoding(name, enc)
+            added.append(name)
+    return added
