@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     upload_max_input_elements: int = Field(default=1 << 25, gt=0)
     upload_max_tensor_bytes: int = Field(default=4 * 1024**3, gt=0)
 
+    # Networks (comma-separated CIDRs) that schedule webhooks may reach besides public addresses
+    # (service/webhook_target.py): loopback, link-local, private and multicast are refused otherwise.
+    webhook_allowed_networks: str = ""
+
     # HMAC key for local-store URL signatures. Embedded mode generates nothing: set it in production.
     secret_key: str = "lowbit-embedded-insecure-secret"
 

@@ -17,12 +17,14 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.db.schedule_tables import Schedule, ScheduleRun
+from service.webhook_target import WebhookTargetError, allowed_networks, check_webhook_target
 from worker.db import WorkerDb
 
 log = logging.getLogger("lowbit.schedules")
@@ -32,6 +34,11 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
     """The X-Lowbit-Signature header value of ``body``."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={mac}"
+
+
+def _host_header(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc.rsplit("@", 1)[-1]
 
 
 def _payload(run: ScheduleRun, schedule: Schedule) -> dict[str, Any]:
@@ -84,11 +91,22 @@ def deliver(db: WorkerDb, run_id: str) -> str:
         if secret:
             headers["X-Lowbit-Signature"] = sign(body, secret, int(time.time()))
         try:
-            resp = httpx.post(url, content=body, headers=headers, timeout=ws.webhook_timeout_s)
+            # Resolved and checked at each send, then sent to the checked address (DNS rebinding).
+            target = check_webhook_target(url, allowed_networks(db.settings.webhook_allowed_networks))
+            with httpx.Client(timeout=ws.webhook_timeout_s) as client:
+                resp = client.post(
+                    target.pinned_url(),
+                    content=body,
+                    headers={**headers, "Host": _host_header(url)},
+                    extensions={"sni_hostname": target.host},
+                )
             if 200 <= resp.status_code < 300:
                 status = "sent"
                 break
             log.warning("webhook %s answered %s (attempt %d)", run_id, resp.status_code, attempts)
+        except WebhookTargetError as exc:
+            log.warning("webhook %s refused: %s", run_id, exc.message)
+            break  # the target is not allowed: retrying cannot help
         except httpx.HTTPError as exc:
             log.warning("webhook %s failed (attempt %d): %s", run_id, attempts, exc)
         time.sleep(min(30.0, ws.retry_base_s * 2**attempt))

@@ -14,6 +14,7 @@ from service.db.repositories import schedules as repo
 from service.db.schedule_tables import Schedule
 from service.schemas.common import Page
 from service.schemas.schedules import ScheduleCreate, ScheduleRead, ScheduleRunRead, ScheduleUpdate
+from service.webhook_target import allowed_networks, check_webhook_target
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 
@@ -26,12 +27,17 @@ def _read(schedule: Schedule) -> ScheduleRead:
 
 @router.post("", status_code=201, response_model=ScheduleRead)
 def create_schedule(
-    body: ScheduleCreate, who: Principal = Depends(principal), session: Session = Depends(db_session)
+    body: ScheduleCreate,
+    who: Principal = Depends(principal),
+    ctx: AppContext = Depends(app_context),
+    session: Session = Depends(db_session),
 ) -> ScheduleRead:
     """Create a schedule for one of the project's models (404 when the model name or a dataset of the
     template is not the project's)."""
     resources.get_model_by_name(session, who.project_id, body.model_name)
     references.check_references(session, who.project_id, body.template)
+    if body.webhook_url is not None:
+        check_webhook_target(body.webhook_url, allowed_networks(ctx.settings.webhook_allowed_networks))
     schedule = repo.create_schedule(session, who.project_id, body.model_dump())
     session.commit()
     return _read(schedule)
@@ -61,6 +67,7 @@ def update_schedule(
     schedule_id: str,
     body: ScheduleUpdate,
     who: Principal = Depends(principal),
+    ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),
 ) -> ScheduleRead:
     """Change the given fields (omitted ones stay)."""
@@ -70,6 +77,8 @@ def update_schedule(
         resources.get_model_by_name(session, who.project_id, values["model_name"])
     if values.get("template") is not None:
         references.check_references(session, who.project_id, values["template"])
+    if values.get("webhook_url") is not None:
+        check_webhook_target(values["webhook_url"], allowed_networks(ctx.settings.webhook_allowed_networks))
     repo.update_schedule(session, schedule, values)
     session.commit()
     return _read(schedule)

@@ -65,3 +65,94 @@ def test_cron_that_never_fires_is_422_on_create_and_patch(
     patched = client.patch(f"/v1/schedules/{created.json()['id']}", json={"cron": "0 0 31 2 *"})
     assert patched.status_code == 422 and "within a year" in patched.text
     assert client.get(f"/v1/schedules/{created.json()['id']}").json()["cron"] == "0 2 1 * *"
+
+
+REFUSED_HOOKS = [
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://127.0.0.1:9/hook", "loopback"),
+    ("http://localhost/hook", "loopback"),
+    ("http://[::1]/hook", "loopback"),
+    ("http://10.1.2.3/hook", "private"),
+    ("http://192.168.0.1/hook", "private"),
+    ("http://[::ffff:169.254.169.254]/", "link-local"),
+    ("http://224.0.0.1/hook", "multicast"),
+]
+
+
+def test_webhook_to_internal_addresses_is_refused(client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    model, dataset = ready_inputs
+    template = {"calib_dataset_id": dataset["id"], "technique": "ptq"}
+    body = {"model_name": model["name"], "cron": "0 2 * * *", "template": template}
+    for url, reason in REFUSED_HOOKS:
+        resp = client.post(
+            "/v1/schedules", json={**body, "name": f"h-{os.urandom(3).hex()}", "webhook_url": url}
+        )
+        assert resp.status_code == 422, (url, resp.text)
+        error = resp.json()["error"]
+        assert error["code"] == "webhook_target_refused" and f"a {reason} address" in error["message"], error
+    public = client.post(
+        "/v1/schedules", json={**body, "name": "pub", "webhook_url": "https://93.184.216.34/h"}
+    )
+    assert public.status_code == 201, public.text
+    patched = client.patch(f"/v1/schedules/{public.json()['id']}", json={"webhook_url": "http://127.0.0.1/x"})
+    assert patched.status_code == 422 and patched.json()["error"]["code"] == "webhook_target_refused"
+
+
+def test_webhook_target_is_checked_again_at_send_time(api: Api) -> None:
+    """Given a stored schedule whose webhook points at a loopback receiver (stored before the check, or
+    a name that resolved elsewhere at create time: DNS rebinding), the send refuses it and the receiver
+    gets nothing; with the receiver's network allowed, it gets the signed POST with the original Host."""
+    import threading
+    from datetime import UTC, datetime
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from service.db.models import Model
+    from service.db.repositories import schedules as schedules_repo
+    from service.db.schedule_tables import ScheduleRun
+    from service.db.session import make_engine, make_sessionmaker, session_scope
+    from tests.service.samples import make_ready_dataset, make_ready_model
+    from worker.db import WorkerDb
+    from worker.schedules.webhook import deliver
+    from worker.settings import WorkerSettings
+
+    got: list[tuple[str, str]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            got.append((self.headers["host"], self.headers.get("x-lowbit-event", "")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with api.client() as c:
+        model = make_ready_model(c, f"w-{os.urandom(3).hex()}")
+        dataset = make_ready_dataset(c, f"w-{os.urandom(3).hex()}")
+    engine = make_engine(api.settings)
+    wsettings = WorkerSettings(webhook_attempts=1, retry_base_s=0.01)
+    try:
+        run_ids = []
+        with session_scope(make_sessionmaker(engine)) as session:
+            project_id = session.get(Model, model["id"]).project_id  # type: ignore[union-attr]
+            schedule = schedules_repo.create_schedule(session, project_id, {
+                "name": "rebind", "model_name": model["name"], "cron": "0 2 * * *",
+                "template": {"calib_dataset_id": dataset["id"], "technique": "ptq"},
+                "webhook_url": f"http://localhost:{server.server_port}/hook"})  # fmt: skip
+            for i in range(2):
+                run = ScheduleRun(schedule_id=schedule.id, scheduled_for=datetime(2026, 1, 1 + i, tzinfo=UTC),
+                                  status="compared", message="", webhook_status="pending", webhook_attempts=0)  # fmt: skip
+                session.add(run)
+                session.flush()
+                run_ids.append(run.id)
+        refused = deliver(WorkerDb(api.settings, wsettings), run_ids[0])
+        assert refused == "failed" and got == []
+        allowed = api.settings.model_copy(update={"webhook_allowed_networks": "127.0.0.0/8,::1/128"})
+        assert deliver(WorkerDb(allowed, wsettings), run_ids[1]) == "sent"
+        assert got == [(f"localhost:{server.server_port}", "schedule.regressed")]
+    finally:
+        server.shutdown()
+        engine.dispose()
