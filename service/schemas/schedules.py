@@ -68,7 +68,7 @@ class ScheduleCreate(Strict):
     timezone: str = Field(default="UTC", max_length=64)
     enabled: bool = True
     webhook_url: str | None = Field(default=None, max_length=2000)
-    webhook_secret: str | None = Field(default=None, min_length=16, max_length=200)
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=100)
     regression_threshold: float = Field(default=0.01, ge=0, le=1)
 
     _template = field_validator("template")(classmethod(lambda cls, v: check_template(v)))
@@ -87,7 +87,7 @@ class ScheduleUpdate(Strict):
     timezone: str | None = Field(default=None, max_length=64)
     enabled: bool | None = None
     webhook_url: str | None = Field(default=None, max_length=2000)
-    webhook_secret: str | None = Field(default=None, min_length=16, max_length=200)
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=100)
     regression_threshold: float | None = Field(default=None, ge=0, le=1)
 
     _template = field_validator("template")(classmethod(lambda cls, v: v if v is None else check_template(v)))

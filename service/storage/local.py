@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import secrets
 import shutil
@@ -22,10 +23,15 @@ from service.settings import Settings
 from service.storage.base import ArtifactStore, ObjectStat, ObjectWriter, check_key, register_store
 
 
+def _private_file(path: Path) -> io.BufferedWriter:
+    """``path`` opened for writing with mode 0600 whatever the umask: objects hold every project's data."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
+
+
 class _FileWriter(ObjectWriter):
     def __init__(self, tmp: Path, final: Path) -> None:
         self._tmp, self._final = tmp, final
-        self._fh = tmp.open("wb")
+        self._fh = _private_file(tmp)
 
     def write(self, chunk: bytes) -> None:
         self._fh.write(chunk)
@@ -47,7 +53,8 @@ class LocalArtifactStore(ArtifactStore):
         self.root = Path(root).resolve()
         self.public_url = public_url.rstrip("/")
         self._secret = secret.encode()
-        (self.root / ".tmp").mkdir(parents=True, exist_ok=True)
+        (self.root / ".tmp").mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)  # other users of the host cannot reach any project's objects
 
     # -- paths -----------------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -97,6 +104,7 @@ class LocalArtifactStore(ArtifactStore):
             raise KeyError(src)
         tmp = self._tmp()
         shutil.copyfile(source, tmp)
+        os.chmod(tmp, 0o600)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, target)
 
@@ -155,7 +163,7 @@ class LocalArtifactStore(ArtifactStore):
             raise NotFoundError("unknown multipart upload")
         digest = hashlib.md5(usedforsecurity=False)
         tmp = self._tmp()
-        with tmp.open("wb") as fh:
+        with _private_file(tmp) as fh:
             for chunk in chunks:
                 digest.update(chunk)
                 fh.write(chunk)

@@ -3,7 +3,7 @@ logs and secrets, and the settings every child process gets.
 
 Layout of ``DATA_DIR`` (default ``./.lowbit``)::
 
-    lowbit.db        SQLite database (WAL)
+    lowbit.db        SQLite database (WAL); the directory is 0700, files 0600 (umask 077)
     broker/          filesystem broker (queue, processed, control folders)
     objects/         local object store
     logs/            one log file per child process
@@ -40,8 +40,15 @@ class DataDir:
     def at(cls, path: str | os.PathLike[str] | None = None) -> DataDir:
         """The data directory at ``path`` (default ``./.lowbit``), created if missing."""
         root = Path(path if path is not None else DEFAULT_DATA_DIR).expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
+        # Every project's data lives here: only this user may read it. The umask covers what this
+        # process and its children create from now on (database, broker messages, logs, objects).
+        os.umask(0o077)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)
         (root / "logs").mkdir(exist_ok=True)
+        for name in ("lowbit.db", "lowbit.db-wal", "lowbit.db-shm"):  # made by an earlier, laxer version
+            if (root / name).exists():
+                os.chmod(root / name, 0o600)
         return cls(root)
 
     @property

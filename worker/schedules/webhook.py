@@ -24,6 +24,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from service.db.schedule_tables import Schedule, ScheduleRun
+from service.sealed_secrets import unseal
 from service.webhook_target import WebhookTargetError, allowed_networks, check_webhook_target
 from worker.db import WorkerDb
 
@@ -73,7 +74,8 @@ def deliver(db: WorkerDb, run_id: str) -> str:
         if run is None or schedule is None or not schedule.webhook_url:
             return None
         body = json.dumps(_payload(run, schedule), sort_keys=True).encode()
-        return schedule.webhook_url, schedule.webhook_secret, body
+        secret = schedule.webhook_secret
+        return schedule.webhook_url, unseal(secret, db.settings.secret_key) if secret else None, body
 
     claimed = db.write(claim, "claim webhook")
     if claimed is None:

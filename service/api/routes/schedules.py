@@ -5,6 +5,8 @@ The beat tick (worker/schedules/tick.py) enqueues due runs; missed runs after do
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy.orm import Session
 
@@ -14,6 +16,7 @@ from service.db.repositories import schedules as repo
 from service.db.schedule_tables import Schedule
 from service.schemas.common import Page
 from service.schemas.schedules import ScheduleCreate, ScheduleRead, ScheduleRunRead, ScheduleUpdate
+from service.sealed_secrets import seal
 from service.webhook_target import allowed_networks, check_webhook_target
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
@@ -23,6 +26,13 @@ def _read(schedule: Schedule) -> ScheduleRead:
     out = ScheduleRead.model_validate(schedule)
     out.has_webhook_secret = bool(schedule.webhook_secret)
     return out
+
+
+def _sealed(values: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
+    """``values`` with the webhook secret encrypted at rest (service/sealed_secrets.py)."""
+    if values.get("webhook_secret"):
+        values = {**values, "webhook_secret": seal(values["webhook_secret"], ctx.settings.secret_key)}
+    return values
 
 
 @router.post("", status_code=201, response_model=ScheduleRead)
@@ -38,7 +48,7 @@ def create_schedule(
     references.check_references(session, who.project_id, body.template)
     if body.webhook_url is not None:
         check_webhook_target(body.webhook_url, allowed_networks(ctx.settings.webhook_allowed_networks))
-    schedule = repo.create_schedule(session, who.project_id, body.model_dump())
+    schedule = repo.create_schedule(session, who.project_id, _sealed(body.model_dump(), ctx))
     session.commit()
     return _read(schedule)
 
@@ -79,7 +89,7 @@ def update_schedule(
         references.check_references(session, who.project_id, values["template"])
     if values.get("webhook_url") is not None:
         check_webhook_target(values["webhook_url"], allowed_networks(ctx.settings.webhook_allowed_networks))
-    repo.update_schedule(session, schedule, values)
+    repo.update_schedule(session, schedule, _sealed(values, ctx))
     session.commit()
     return _read(schedule)
 

@@ -156,3 +156,38 @@ def test_webhook_target_is_checked_again_at_send_time(api: Api) -> None:
     finally:
         server.shutdown()
         engine.dispose()
+
+
+def test_webhook_secret_is_sealed_at_rest(api: Api, client: httpx.Client, ready_inputs) -> None:  # type: ignore[no-untyped-def]
+    """The stored column holds AES-GCM ciphertext under the server secret, never the plaintext; the
+    worker's unseal (same LOWBIT_SECRET_KEY) gives it back; another server secret cannot open it."""
+    import pytest
+
+    from service.db.schedule_tables import Schedule
+    from service.db.session import make_engine, make_sessionmaker
+    from service.sealed_secrets import SealedSecretError, unseal
+
+    model, dataset = ready_inputs
+    secret = "tenant-webhook-secret-" + os.urandom(8).hex()
+    body = {"name": f"sealed-{os.urandom(3).hex()}", "model_name": model["name"], "cron": "0 2 * * *",
+            "template": {"calib_dataset_id": dataset["id"], "technique": "ptq"},
+            "webhook_url": "https://93.184.216.34/hook", "webhook_secret": secret}  # fmt: skip
+    created = client.post("/v1/schedules", json=body)
+    assert created.status_code == 201 and created.json()["has_webhook_secret"] is True, created.text
+    assert secret not in created.text
+    rotated = "rotated-webhook-secret-" + os.urandom(8).hex()
+    assert (
+        client.patch(f"/v1/schedules/{created.json()['id']}", json={"webhook_secret": rotated}).status_code
+        == 200
+    )
+    engine = make_engine(api.settings)
+    try:
+        with make_sessionmaker(engine)() as session:
+            stored = session.get(Schedule, created.json()["id"])
+            assert stored is not None and stored.webhook_secret is not None
+            assert stored.webhook_secret.startswith("v1:") and rotated not in stored.webhook_secret
+            assert unseal(stored.webhook_secret, api.settings.secret_key) == rotated
+            with pytest.raises(SealedSecretError):
+                unseal(stored.webhook_secret, "another-server-secret")
+    finally:
+        engine.dispose()
