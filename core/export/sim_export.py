@@ -28,6 +28,7 @@ from core.export.qdq import build_qdq_model
 from core.export.reader import write_encodings_file
 from core.export.records import EncodingRecord, EncodingsDoc
 from core.export.tensor_map import TensorBinding, TensorMap, build_tensor_map
+from core.export.user_names import recorded_names, rename_tensors
 from core.quant.encoding import Encoding
 
 # AIMET's names for the range-setting schemes (quantizer_args.quant_scheme).
@@ -104,7 +105,8 @@ def trace_tensor_map(
         in_names = list(input_names or _default_names(sim, "input_names", len(inputs), "input"))
         out_names = list(output_names or _default_names(sim, "output_names", n_out, "output"))
         marked = export_marked_onnx(model, inputs, module_names, in_names, out_names, opset)
-    return marked.model, build_tensor_map(list(sim.quantizers()), marked)
+    param_names = rename_tensors(marked, recorded_names(sim.model))
+    return marked.model, build_tensor_map(list(sim.quantizers()), marked, param_names=param_names)
 
 
 def _quantizer_args(sim: Any) -> dict[str, Any]:
@@ -169,7 +171,8 @@ def collect_encodings(
     param_records: dict[str, EncodingRecord] = {}
     for tensor, (binding, enc) in chosen.items():
         if binding.role == "param":
-            shape = tuple(params[tensor].shape) if tensor in params else None
+            fqn = f"{binding.module}.{binding.index}" if binding.module else binding.index
+            shape = tuple(params[fqn].shape) if fqn in params else None
             param_records[tensor] = EncodingRecord.from_encoding(tensor, enc, shape)
         else:
             activations[tensor] = EncodingRecord.from_encoding(tensor, enc)

@@ -77,9 +77,16 @@ def _split_key(key: str) -> tuple[str, Role, str]:
 
 
 def build_tensor_map(
-    quantizer_keys: list[str], marked: MarkedExport, proto: onnx.ModelProto | None = None
+    quantizer_keys: list[str],
+    marked: MarkedExport,
+    proto: onnx.ModelProto | None = None,
+    param_names: Mapping[str, str] | None = None,
 ) -> TensorMap:
-    """Bind each key (``<module>.input.<i>`` / ``.output.<i>`` / ``.param.<name>``) to an ONNX tensor."""
+    """Bind each key (``<module>.input.<i>`` / ``.output.<i>`` / ``.param.<name>``) to an ONNX tensor.
+
+    A parameter's tensor is the initializer named like it, or ``param_names[<module>.<name>]`` (the
+    user's name of an imported ONNX model's initializer, core/export/user_names.py).
+    """
     graph = (proto or marked.model).graph
     known = {t.name for t in graph.initializer} | {i.name for i in graph.input}
     for node in graph.node:
@@ -90,6 +97,7 @@ def build_tensor_map(
         module, role, index = _split_key(key)
         if role == "param":
             tensor = f"{module}.{index}" if module else index
+            tensor = (param_names or {}).get(tensor, tensor)
             if tensor in known:
                 bindings[key] = TensorBinding(key, module, role, index, tensor)
             else:

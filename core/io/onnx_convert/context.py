@@ -14,6 +14,11 @@ from torch import fx, nn
 from core.errors import ModelLoadError, UnsupportedOpError
 from core.io.onnx_convert.values import Dynamic, Static, Value
 
+# Graph-node meta keys: the ONNX tensor a node computes, and the initializers its module's
+# parameters came from (read by core.export to keep the user's tensor names).
+ONNX_TENSOR = "onnx_tensor"
+ONNX_PARAMS = "onnx_params"
+
 # A folded constant bigger than this is refused: a crafted ConstantOfShape/Expand must not make
 # conversion allocate gigabytes.
 MAX_FOLDED_ELEMENTS = 1 << 27
@@ -156,12 +161,23 @@ class NodeContext:
             )
         return Static(tensor)
 
-    def module(self, module: nn.Module, *args: Value, name: str | None = None) -> Dynamic:
-        """Add ``module`` as a submodule (named after the ONNX node) and call it on ``args``."""
+    def module(
+        self, module: nn.Module, *args: Value, name: str | None = None, params: dict[str, int] | None = None
+    ) -> Dynamic:
+        """Add ``module`` as a submodule (named after the ONNX node) and call it on ``args``.
+
+        ``params`` maps a parameter of ``module`` to the node input it holds unchanged (up to a
+        transpose), e.g. ``{"weight": 1, "bias": 2}`` for Conv: export names the parameter after
+        that input, the user's initializer (meta ``onnx_params`` of the graph node).
+        """
         module.eval()
         target = name or self.module_name()
         self.builder.root.add_module(target, module)
         node = self.builder.graph.call_module(target, self.builder.to_graph_arg(args))
+        inputs = list(self.node.input)
+        names = {p: inputs[i] for p, i in (params or {}).items() if i < len(inputs) and inputs[i]}
+        if names:
+            node.meta[ONNX_PARAMS] = names
         with torch.no_grad():
             probes = tuple(module(*_on_probe(args, i)) for i in range(2))
         return Dynamic(node, probes)

@@ -17,7 +17,7 @@ from torch import fx
 
 from core.errors import ModelLoadError, UnsupportedOpError
 from core.io.limits import check_probe_shape
-from core.io.onnx_convert.context import GraphBuilder, NodeContext
+from core.io.onnx_convert.context import ONNX_TENSOR, GraphBuilder, NodeContext
 from core.io.onnx_convert.fusions import fuse_activations
 from core.io.onnx_convert.registry import HANDLERS, supported_ops
 from core.io.onnx_convert.values import PROBE_SIZES, Dynamic, Static, Value
@@ -143,3 +143,6 @@ def _convert_node(
     for name, value in zip(onnx_node.output, results, strict=False):
         if name and value is not None:
             env[name] = value
+            if isinstance(value, Dynamic):
+                # First writer wins: an Identity passes its input's node on under that node's name.
+                value.node.meta.setdefault(ONNX_TENSOR, name)

@@ -97,7 +97,7 @@ def prelu(ctx: NodeContext) -> list[Value | None]:
         if weight.numel() == 1 or per_channel:
             layer = nn.PReLU(weight.numel())
             layer.weight.data = weight.reshape(-1).clone()
-            return [ctx.module(layer, x)]
+            return [ctx.module(layer, x, params={"weight": 1})]
     return [ctx.call(runtime.prelu, x, slope)]
 
 

@@ -88,7 +88,7 @@ def conv(ctx: NodeContext) -> list[Value | None]:
     layer.weight.data = w.detach().clone().to(torch.float32)
     if isinstance(bias, Static):
         layer.bias.data = bias.tensor.detach().clone().to(torch.float32)  # type: ignore[union-attr]
-    return [ctx.module(layer, x)]
+    return [ctx.module(layer, x, params={"weight": 1, "bias": 2})]
 
 
 @converts("ConvTranspose")
@@ -119,7 +119,7 @@ def conv_transpose(ctx: NodeContext) -> list[Value | None]:
     layer.weight.data = w.detach().clone().to(torch.float32)
     if b is not None:
         layer.bias.data = b.detach().clone().to(torch.float32)  # type: ignore[union-attr]
-    return [ctx.module(layer, x)]
+    return [ctx.module(layer, x, params={"weight": 1, "bias": 2})]
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -141,13 +141,17 @@ def gemm(ctx: NodeContext) -> list[Value | None]:
         weight = (b.tensor if trans_b else b.tensor.T) * alpha
         out_features = weight.shape[0]
         bias = None
+        # Initializers scaled by alpha/beta or broadcast are not the user's tensors any more.
+        same = {"weight": 1} if alpha == 1.0 else {}
         if c is not None:
             row = c.tensor.reshape(-1) if c.tensor.numel() in (1, out_features) else None
             if row is None:
                 product = ctx.module(_linear(weight, None), a)
                 return [ctx.call(torch.add, product, Static(c.tensor * beta))]
             bias = (row * beta).expand(out_features)
-        return [ctx.module(_linear(weight, bias), a)]
+            if beta == 1.0 and c.tensor.numel() == out_features:
+                same["bias"] = 2
+        return [ctx.module(_linear(weight, bias), a, params=same)]
     bt = b if not trans_b else ctx.call(torch.transpose, b, 0, 1)
     y: Value = ctx.call(torch.matmul, a, bt)
     if alpha != 1.0:
@@ -167,7 +171,7 @@ def matmul(ctx: NodeContext) -> list[Value | None]:
         and b.tensor.is_floating_point()
         and not isinstance(a, Static)
     ):
-        return [ctx.module(_linear(b.tensor.T, None), a)]
+        return [ctx.module(_linear(b.tensor.T, None), a, params={"weight": 1})]
     return [ctx.call(torch.matmul, a, b)]
 
 
@@ -187,7 +191,7 @@ def batch_norm(ctx: NodeContext) -> list[Value | None]:
     layer.bias.data = bias.detach().clone().float()
     layer.running_mean.data = mean.detach().clone().float()  # type: ignore[union-attr]
     layer.running_var.data = var.detach().clone().float()  # type: ignore[union-attr]
-    return [ctx.module(layer, x)]
+    return [ctx.module(layer, x, params={"weight": 1, "bias": 2})]
 
 
 @converts("LayerNormalization")
@@ -205,4 +209,5 @@ def layer_norm(ctx: NodeContext) -> list[Value | None]:
         layer.bias.data = bias.detach().clone().float().expand(shapes[0]).contiguous()  # type: ignore[union-attr]
     if len(ctx.node.output) > 1 and any(ctx.node.output[1:]):
         raise ctx.unsupported("Mean/InvStdDev outputs")
-    return [ctx.module(layer, x)]
+    same = {"weight": 1, "bias": 2} if tuple(scale.shape) == shapes[0] else {}
+    return [ctx.module(layer, x, params=same)]
