@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     default_page_size: int = Field(default=50, gt=0)
     rate_limit_per_minute: int = Field(default=600, ge=0)  # per API key; 0 disables
     rate_limit_burst: int = Field(default=120, ge=1)
+    # Failed API-key checks and dashboard sign-ins per client address (service/api/auth_throttle.py).
+    auth_failures_per_minute: int = Field(default=10, ge=0)  # 0 disables
+    auth_failure_burst: int = Field(default=20, ge=1)
+    # /metrics: answered for clients in these networks (comma-separated CIDRs) or with
+    # "Authorization: Bearer <metrics_token>" when a token is set; anyone else gets 404.
+    metrics_allowed_networks: str = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    metrics_token: str = ""
     # PostgreSQL: job-status responses are cached per API process and dropped on the jobs trigger's
     # NOTIFY (service/db/status_cache.py); 0 turns the cache off.
     job_status_cache_entries: int = Field(default=10_000, ge=0)

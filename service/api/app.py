@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from service.api import errors
+from service.api.auth_throttle import AuthFailures
 from service.api.cache_metrics import StatusCacheCollector
 from service.api.context import AppContext
 from service.api.hot_lane import HotLane
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions=make_sessionmaker(engine),
         store=make_store(settings),
         limiter=TokenBuckets(settings.rate_limit_per_minute, settings.rate_limit_burst),
+        auth_failures=AuthFailures(settings.auth_failures_per_minute, settings.auth_failure_burst),
         registry=registry,
         pg_loop=pg_loop,
         sqlite_loop=sqlite_loop,

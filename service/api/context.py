@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.api.auth_throttle import AuthFailures
 from service.api.ratelimit import TokenBuckets
 from service.db.async_pg import AsyncPgPool
 from service.db.loop_sqlite import LoopSqlite
@@ -39,6 +40,7 @@ class AppContext:
     sessions: sessionmaker[Session]
     store: ArtifactStore
     limiter: TokenBuckets
+    auth_failures: AuthFailures
     registry: CollectorRegistry
     # The job-status read and the job create run on the event loop, without a thread hop: on
     # PostgreSQL on async connections (service.db.async_pg), on SQLite on the loop's own connection
@@ -94,7 +96,13 @@ async def principal(request: Request) -> Principal:
     digest = projects.hash_key(token)
     who = _verified(ctx, digest)
     if who is None:
-        cached = await run_in_threadpool(_authenticate, ctx, token)
+        client = request.client.host if request.client else "unknown"
+        ctx.auth_failures.check(client)
+        try:
+            cached = await run_in_threadpool(_authenticate, ctx, token)
+        except AuthError:
+            ctx.auth_failures.failed(client)
+            raise
         ctx.auth_cache.pop(digest, None)
         if len(ctx.auth_cache) >= _AUTH_CACHE_SIZE:
             del ctx.auth_cache[next(iter(ctx.auth_cache))]  # the oldest verification

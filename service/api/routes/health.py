@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from pathlib import Path
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from service.api.context import AppContext, app_context
+from service.errors import NotFoundError
 from service.settings import Settings
 
 router = APIRouter(tags=["health"])
@@ -67,5 +70,25 @@ def readyz(ctx: AppContext = Depends(app_context)) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(ctx: AppContext = Depends(app_context)) -> Response:
+def metrics(request: Request, ctx: AppContext = Depends(app_context)) -> Response:
+    """Prometheus metrics, for scrapers the settings admit (see ``metrics_allowed``); 404 for others."""
+    if not metrics_allowed(ctx.settings, request.client.host if request.client else None,
+                           request.headers.get("authorization", "")):  # fmt: skip
+        raise NotFoundError("not found")
     return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_allowed(settings: Settings, client: str | None, authorization: str) -> bool:
+    """Whether a scrape from ``client`` may read /metrics: a matching ``LOWBIT_METRICS_TOKEN`` bearer
+    token, or a client address inside ``LOWBIT_METRICS_ALLOWED_NETWORKS`` (private networks and loopback
+    by default: in-cluster scrapers, not the internet)."""
+    if settings.metrics_token:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), settings.metrics_token):
+            return True
+    try:
+        address = ipaddress.ip_address(client or "")
+    except ValueError:
+        return False
+    networks = [n.strip() for n in settings.metrics_allowed_networks.split(",") if n.strip()]
+    return any(address in ipaddress.ip_network(n, strict=False) for n in networks)

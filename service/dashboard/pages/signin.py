@@ -72,9 +72,12 @@ def login(
     nonce = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not nonce or not sessions.check_csrf(nonce, csrf_token):
         return _form(request, sessions, ctx, target, "The sign-in form expired. Please try again.")
+    client = request.client.host if request.client else "unknown"
+    ctx.auth_failures.check(client)  # 429 after repeated wrong keys from this client
     try:
         key = projects.authenticate(session, api_key.strip())
     except AuthError:
+        ctx.auth_failures.failed(client)
         return _form(request, sessions, ctx, target, "Unknown or revoked API key. Keys start with 'lb_'.")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
