@@ -20,6 +20,7 @@ import torch
 
 from core.analysis.metrics import cosine, flat_outputs, sqnr_db
 from core.export.runtime import OnnxRunner
+from core.runtime_verdict import sim_warning
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class EvaluationReport:
     onnxruntime: float | None = None
     sim_vs_fp32_sqnr_db: float | None = None
     sim_vs_ort: dict[str, float] = field(default_factory=dict)
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +59,8 @@ class EvaluationReport:
         width = max(len(r[0]) for r in rows)
         lines = [f"{'measure'.ljust(width)}  value", f"{'-' * width}  -----"]
         lines += [f"{name.ljust(width)}  {value}" for name, value in rows]
+        if self.warning:
+            lines.append(f"WARNING: {self.warning}")
         return "\n".join(lines)
 
 
@@ -129,6 +133,7 @@ def evaluate(
         onnxruntime=ort_score,
         sim_vs_fp32_sqnr_db=sqnr_db(fp, q),
         sim_vs_ort=agreement,
+        warning=sim_warning(sim, agreement) if agreement and hasattr(sim, "config") else None,
     )
 
 

@@ -52,7 +52,17 @@ def results_table(metrics: dict[str, Any]) -> str:
     metric = str(ev.get("metric", "score"))
     lines = [f"  {'model':<{width}}  {metric:>9}", f"  {'-' * width}  {'-' * 9}"]
     lines += [f"  {name:<{width}}  {_num(value):>9}" for name, value in rows]
+    agreement = ev.get("sim_vs_onnxruntime")
+    if isinstance(agreement, dict):
+        top1, sqnr = agreement.get("top1_agreement"), agreement.get("sqnr_db")
+        lines.append(f"  ONNX Runtime vs simulated: top-1 agreement {_num(top1)}, SQNR {_db(sqnr)}")
+    if ev.get("warning"):
+        lines.append(f"  WARNING: {ev['warning']}")
     return "\n".join(lines)
+
+
+def _db(value: Any) -> str:
+    return f"{value:.1f} dB" if isinstance(value, int | float) else "—"
 
 
 def _num(value: Any) -> str:

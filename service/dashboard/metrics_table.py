@@ -62,6 +62,9 @@ class Comparison:
     target: float | None = None
     message: str = ""
     other: list[tuple[str, Any]] = field(default_factory=list)
+    # The deployed QDQ model in ONNX Runtime vs the simulation, and the worker's warning when they disagree.
+    agreement: dict[str, float] = field(default_factory=dict)
+    warning: str = ""
 
     def empty(self) -> bool:
         return not (self.rows or self.stages or self.other)
@@ -93,6 +96,13 @@ def comparison(metrics: dict[str, Any] | None) -> Comparison:
     values = _targets(source)
     if any(v is not None for v in values):
         result.rows.append(MetricRow(name, values))
+    if isinstance(evaluation, dict):
+        vs = evaluation.get("sim_vs_onnxruntime")
+        if isinstance(vs, dict):
+            result.agreement = {
+                k: v for k in ("top1_agreement", "sqnr_db") if (v := _num(vs.get(k))) is not None
+            }
+        result.warning = str(evaluation.get("warning") or "")
     autoquant = metrics.get("autoquant")
     stages = metrics.get("stages")
     if stages is None and isinstance(autoquant, dict):

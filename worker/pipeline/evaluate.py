@@ -12,6 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.export.runtime import compare_outputs
+from core.runtime_verdict import sim_warning
+
 MAX_EVAL_SAMPLES = 5000
 BATCH = 256
 
@@ -53,8 +56,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of FP32 (``fp_module``), ``sim.model`` and (if given) the QDQ ONNX file on ``data``.
 
-    Returns ``{"metric": name, "fp32": x, "sim": y, "onnxruntime": z, "drop": fp32 - sim,
-    "sim_vs_ort_agreement": fraction of equal argmax}``.
+    Returns ``{"metric": name, "fp32": x, "sim": y, "onnxruntime": z, "drop": fp32 - (z if ONNX Runtime
+    ran else y), "sim_drop": fp32 - y, "sim_vs_onnxruntime": {"top1_agreement", "sqnr_db"}}`` plus
+    ``"warning"`` naming the likely cause when ORT and the sim disagree (core/runtime_verdict.py).
     """
     labels = getattr(data, "labels", None)
     if labels is not None and metric in (None, "accuracy"):
@@ -76,7 +80,14 @@ def evaluate(
         result["sim"] = _cosine(fp, sq)
         if ort is not None:
             result["onnxruntime"] = _cosine(fp, ort)
-    result["drop"] = result["fp32"] - result["sim"]
+    result["sim_drop"] = result["fp32"] - result["sim"]
+    # The drop that counts is the deployed model's: the QDQ model in ONNX Runtime when it ran.
+    result["drop"] = result["fp32"] - result.get("onnxruntime", result["sim"])
     if ort is not None:
         result["sim_vs_onnxruntime_cosine"] = _cosine(sq, ort)
+        agreement = compare_outputs(sq.reshape(len(sq), -1), ort.reshape(len(ort), -1))
+        result["sim_vs_onnxruntime"] = {k: agreement[k] for k in ("top1_agreement", "sqnr_db")}
+        warning = sim_warning(sim, agreement)
+        if warning is not None:
+            result["warning"] = warning
     return result

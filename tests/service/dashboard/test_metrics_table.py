@@ -65,3 +65,22 @@ def test_worker_shape_names_its_metric_inside_evaluation() -> None:
 )
 def test_odd_shapes_render_nothing_rather_than_fail(odd: object) -> None:
     assert comparison(odd).empty()  # type: ignore[arg-type]
+
+
+def test_runtime_agreement_and_warning_as_the_worker_stores_them() -> None:
+    """worker/pipeline/evaluate.py stores the QDQ model's agreement with the sim and a warning."""
+    table = comparison(
+        {
+            "evaluation": {
+                "metric": "accuracy",
+                "fp32": 0.99,
+                "sim": 0.991,
+                "onnxruntime": 0.978,
+                "sim_vs_onnxruntime": {"top1_agreement": 0.976, "sqnr_db": 12.2},
+                "warning": "ONNX Runtime disagrees with the simulation ...",
+            }
+        }
+    )
+    assert table.agreement == {"top1_agreement": 0.976, "sqnr_db": 12.2}
+    assert table.warning.startswith("ONNX Runtime disagrees")
+    assert comparison({"evaluation": {"fp32": 1.0, "sim": 0.9}}).warning == ""
