@@ -69,6 +69,7 @@ Recipe = tuple[str, int, str, Callable[[Any, torch.Tensor, dict[str, Any]], None
 def _recipes(iterations: int) -> list[Recipe]:
     from core.ptq.adaround import AdaroundConfig, apply_adaround
     from core.ptq.bias_correction import correct_bias
+    from core.ptq.seq_mse import SeqMseConfig, apply_seq_mse
 
     def bias_correction(sim: Any, calib: torch.Tensor, bn_stats: dict[str, Any]) -> None:
         sim.compute_encodings(calib.split(64))
@@ -77,9 +78,17 @@ def _recipes(iterations: int) -> list[Recipe]:
     def adaround(sim: Any, calib: torch.Tensor, _bn: dict[str, Any]) -> None:
         apply_adaround(sim, calib, AdaroundConfig(num_iterations=iterations))
 
+    def seq_mse(sim: Any, calib: torch.Tensor, _bn: dict[str, Any]) -> None:
+        apply_seq_mse(sim, calib, SeqMseConfig(num_samples=256))
+
+    def seq_mse_adaround(sim: Any, calib: torch.Tensor, bn: dict[str, Any]) -> None:
+        seq_mse(sim, calib, bn)
+        adaround(sim, calib, bn)
+
     return [
         ("W8A8 nearest", 8, "folded", None, "–"),
         ("nearest", 4, "folded", None, "0.613 (SQNR)"),
+        ("nearest, SeqMSE ranges", 4, "folded", seq_mse, "–"),
         ("CLE (through ReLU6, exact)", 4, "cle", None, "0.198 min-max (CLE stops at ReLU6)"),
         ("CLE, ReLU6 → ReLU", 4, "cle_relu", None, "0.816 min-max (ReLU6 → ReLU by hand)"),
         ("DFQ: CLE + bias correction", 4, "cle", bias_correction, "–"),
@@ -90,6 +99,7 @@ def _recipes(iterations: int) -> list[Recipe]:
             adaround,
             "0.991 at 1000 it/layer, ~122 s (23 layers)",
         ),
+        (f"SeqMSE + AdaRound {iterations} it/layer", 4, "folded", seq_mse_adaround, "–"),
         (f"CLE + AdaRound {iterations} it/layer", 4, "cle", adaround, "–"),
     ]
 
