@@ -77,6 +77,7 @@ class Settings(BaseSettings):
 
     # SSE: how often the job stream polls the database.
     sse_poll_s: float = Field(default=0.5, gt=0)
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod

@@ -56,6 +56,10 @@ def broker_transport_options(settings: Settings, wsettings: WorkerSettings) -> d
     return {}
 
 
+def _events_supported(broker_url: str) -> bool:
+    return broker_url.split("://", 1)[0] in ("redis", "rediss", "amqp", "amqps", "pyamqp")
+
+
 def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -> Celery:
     """A configured Celery app with lowbit's tasks registered (no connection is opened here)."""
     wsettings = wsettings or WorkerSettings()
@@ -77,6 +81,11 @@ def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -
         task_default_queue="cpu",
         task_create_missing_queues=False,
         worker_hijack_root_logger=False,
+        # Task events (sent, started, succeeded, ...) so Flower and `celery events` work against lowbit's
+        # broker as is. Redis/AMQP only: they go out on a fanout (Redis pub/sub; nothing piles up when
+        # no monitor listens); the embedded filesystem broker has no use for them.
+        worker_send_task_events=_events_supported(settings.broker_url),
+        task_send_sent_event=_events_supported(settings.broker_url),
         worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule={
             # An expiring tick on the cpu queue: while every cpu worker is busy, stale ticks are dropped
@@ -97,7 +106,23 @@ def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -
         wsettings.job_memory_limit_bytes, concurrency=wsettings.concurrency, queues=wsettings.queues
     )
     _relay_in_beat(app)
+    _log_format(settings.log_format)
     return app
+
+
+def _log_format(fmt: str) -> None:
+    """Celery's worker and beat logging in lowbit's format (LOWBIT_LOG_FORMAT), with the request and
+    job ids of the job being run on each line (service/log_format.py)."""
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    from service.log_format import install
+
+    def setup(logger: Any = None, **_: Any) -> None:
+        for handler in getattr(logger, "handlers", []):
+            install(handler, fmt)
+
+    after_setup_logger.connect(setup, weak=False)
+    after_setup_task_logger.connect(setup, weak=False)
 
 
 def _relay_in_beat(app: Celery) -> None:

@@ -9,7 +9,6 @@ entry point group, like service/cli.py).
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import socket
@@ -53,7 +52,9 @@ def cmd_relay(args: argparse.Namespace) -> int:
     from worker.tasks import resources
 
     settings, wsettings, app = _apps()
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from service.log_format import configure_logging
+
+    configure_logging(settings.log_format, args.loglevel)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

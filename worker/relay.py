@@ -59,6 +59,9 @@ def publish_pending(db: WorkerDb, app: Celery, limit: int = 100) -> int:
                     priority=payload.get("priority"),
                     retry=True,
                     retry_policy={"max_retries": 1, "interval_start": 0.2},
+                    headers={"lowbit_request_id": payload["request_id"]}
+                    if payload.get("request_id")
+                    else None,
                 )
             except Exception as exc:  # broker down: keep the row, count the attempt, try later
                 row.attempts += 1

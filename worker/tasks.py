@@ -23,6 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from core.errors import CancelledError, LowbitError
+from service import request_context
 from service.db.models import Job
 from service.errors import UploadRejectedError
 from service.jobs import state
@@ -178,10 +179,21 @@ def register(app: Celery) -> None:
     settings: Settings = app.conf.lowbit_settings
     wsettings: WorkerSettings = app.conf.lowbit_worker_settings
 
-    @app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)
-    def run_job(job_id: str) -> str:
-        """Run job ``job_id`` (the message carries only the id; the spec is in the database)."""
-        return execute_job(settings, wsettings, job_id)
+    @app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True, bind=True)
+    def run_job(self: Any, job_id: str) -> str:
+        """Run job ``job_id`` (the message carries only the id; the spec is in the database). Log lines
+        written meanwhile carry the job id and the id of the API request that created it."""
+        req = self.request
+        rid = getattr(req, "lowbit_request_id", None) or (getattr(req, "headers", None) or {}).get(
+            "lowbit_request_id"
+        )
+        tokens = (request_context.request_id.set(rid), request_context.job_id.set(job_id))
+        try:
+            log.info("job %s: received", job_id)
+            return execute_job(settings, wsettings, job_id)
+        finally:
+            request_context.job_id.reset(tokens[1])
+            request_context.request_id.reset(tokens[0])
 
     @app.task(name=RECONCILE, acks_late=False)
     def reconcile_task() -> dict[str, int]:

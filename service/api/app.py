@@ -19,8 +19,10 @@ from service.api.auth_throttle import AuthFailures
 from service.api.cache_metrics import StatusCacheCollector
 from service.api.context import AppContext
 from service.api.hot_lane import HotLane
+from service.api.job_metrics import JobsCollector
 from service.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from service.api.ratelimit import TokenBuckets
+from service.api.request_id import RequestIdMiddleware
 from service.api.routes import datasets, docs, health, jobs, models, objects, schedules, uploads
 from service.dashboard import make_router as dashboard_router
 from service.db.async_pg import AsyncPgPool
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings)
     registry = CollectorRegistry()
+    registry.register(JobsCollector(engine))  # job, queue and worker series, read at scrape time
 
     write_lock: AbstractContextManager[Any] = threading.Lock() if settings.is_sqlite else nullcontext()
     pg_loop = None if settings.is_sqlite else AsyncPgPool.for_engine(engine, size=_ASYNC_CONNECTIONS)
@@ -94,5 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HotLane, ctx=app.state.ctx)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_spec_bytes)
     app.add_middleware(MetricsMiddleware, registry=registry)
+    app.add_middleware(RequestIdMiddleware)  # outermost: ids every request, writes the access log
 
     return app

@@ -45,10 +45,17 @@ def serve_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.api.app import create_app
+    from service.log_format import configure_logging
     from service.settings import get_settings
 
     settings = get_settings()
     if args.public_url:
         settings = settings.model_copy(update={"public_url": args.public_url})
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    configure_logging(settings.log_format, args.log_level)
+    # uvicorn's own loggers go through the root handler (one format); its access log is replaced by
+    # lowbit.access (service/api/request_id.py), which carries the request id.
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level=args.log_level, log_config=None,
+        access_log=False,
+    )  # fmt: skip
     return OK

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Insert, RowMapping, Table, bindparam, insert,
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from service import request_context
 from service.db.base import new_id, utcnow
 from service.db.models import Artifact, Job, JobEvent, JobLog, OutboxMessage
 from service.db.pagination import paginate
@@ -134,12 +135,23 @@ def new_job_rows(
     event = state.creation_event(job["id"], now)
     message = {
         "topic": JOB_TOPIC,
-        "payload": {"job_id": job["id"], "queue": job["compute"], "priority": job["priority"]},
+        "payload": {
+            "job_id": job["id"],
+            "queue": job["compute"],
+            "priority": job["priority"],
+            **_request_id(),
+        },
         "attempts": 0,
         "created_at": now,
         "published_at": None,
     }
     return job, event, message
+
+
+def _request_id() -> dict[str, str]:
+    # The API request creating the job, so the worker's log lines for it carry the same id.
+    rid = request_context.request_id.get()
+    return {"request_id": rid} if rid else {}
 
 
 def inserts_in_one_statement(dialect_name: str) -> bool:

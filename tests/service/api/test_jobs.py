@@ -35,7 +35,13 @@ def test_create_writes_job_and_outbox_together(api: Api, client: httpx.Client, r
     engine, sessions = _db(api)
     with sessions() as session:
         msgs = session.scalars(select(OutboxMessage)).all()
-        assert {"job_id": job["id"], "queue": "gpu", "priority": 7} in [m.payload for m in msgs]
+        expected = {
+            "job_id": job["id"],
+            "queue": "gpu",
+            "priority": 7,
+            "request_id": resp.headers["X-Request-ID"],
+        }
+        assert expected in [m.payload for m in msgs]  # the request id travels to the worker's logs
         row = session.get(Job, job["id"])
         assert row is not None and row.spec == job["spec"] and row.priority == 7 and row.compute == "gpu"
         assert row.created_at.isoformat().replace("+00:00", "Z") == job["created_at"]
