@@ -108,8 +108,10 @@ def finish(args: argparse.Namespace, sim: Any, evald: Any, extra: dict[str, Any]
     """Export, evaluate, write metrics.json and print the results table (shared by quantize/autoquant)."""
     from core.evaluation import evaluate
     from core.export import export_sim
+    from core.graph import inspect_prepared
 
     out = Path(args.out)
+    float_ops = inspect_prepared(sim.fp_model).float_ops  # what `lowbit validate` lists: left in float
     result = export_sim(sim, out, encoding_version=args.encoding_version)
     update, close = progress_bar("evaluating")
     report = evaluate(sim, evald, qdq_path=result.qdq_onnx, progress=update)
@@ -130,6 +132,7 @@ def finish(args: argparse.Namespace, sim: Any, evald: Any, extra: dict[str, Any]
             )
             if v
         },
+        "float_ops": [issue.op for issue in float_ops],
         "warnings": list(result.warnings),
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -138,5 +141,9 @@ def finish(args: argparse.Namespace, sim: Any, evald: Any, extra: dict[str, Any]
         print(json.dumps(metrics, indent=2))
     else:
         print(report.format_table())
+        if float_ops:
+            from core.graph import float_ops_summary
+
+            print(f"\n{float_ops_summary([issue.op for issue in float_ops])}")
         print(f"\nwrote {result.onnx}, {result.encodings}, {result.qdq_onnx} and {out / 'metrics.json'}")
     return OK

@@ -10,7 +10,8 @@ from core.commands.exit_codes import BAD_INPUT, OK
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
-        "validate", help="report what in a model cannot be quantized, and how to fix it"
+        "validate",
+        help="report whether a model can be quantized, which ops stay in float, and how to change that",
     )
     p.add_argument("model", help="model file (.pt2 or .onnx)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -22,7 +23,8 @@ def run(args: argparse.Namespace) -> int:
     from core.io import load_model
 
     loaded = load_model(args.model)
-    report = validate_model(loaded.module, loaded.example_inputs)
+    # The same capture as `lowbit quantize` and service jobs: the .pt2's program, or the module.
+    report = validate_model(loaded.graph_source, loaded.example_inputs)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -33,6 +33,7 @@ from core.graph.aten_registry import (
     output_is_float,
 )
 from core.graph.module_tree import ModuleTree, is_registered_layer, stack_owner
+from core.graph.symbolic_shapes import emit_symbolic
 
 
 def export_program(model: nn.Module, example_inputs: tuple[Any, ...]) -> ExportedProgram:
@@ -189,6 +190,9 @@ def _convert_node(node: fx.Node, ctx: _Context, tree: ModuleTree, graph: fx.Grap
         converter = None
     conversion = converter(node, ctx) if converter is not None and output_is_float(node) else None
     if conversion is None:
+        symbolic = emit_symbolic(node, graph, remap)
+        if symbolic is not None:
+            return symbolic
         target: Any = node.target
         return graph.call_function(target, remap(node.args), remap(node.kwargs))
     name = tree.add_module(_module_name(node, conversion, ctx), conversion.module)

@@ -69,10 +69,14 @@ class CalibrationData:
         """Check the arrays against ``model.example_inputs`` and cast floats to the model's dtypes.
 
         Rank must match; non-leading dimensions must match where the example's size is not 1 (size
-        1 may be a dynamic dimension); float data for integer inputs (or the reverse) is refused.
+        1 may be a dynamic dimension) and the model does not declare the axis dynamic
+        (``model.dynamic_axes``); float data for integer inputs (or the reverse) is refused.
         """
         cast: dict[str, np.ndarray] = {}
-        for (name, array), example in zip(self.inputs.items(), model.example_inputs, strict=True):
+        dynamic = model.dynamic_axes or ((),) * len(model.example_inputs)
+        for (name, array), example, free in zip(
+            self.inputs.items(), model.example_inputs, dynamic, strict=True
+        ):
             expected = tuple(example.shape)
             where = f"data file {_name(self.source)}: array {name!r}"
             if array.ndim != len(expected):
@@ -80,7 +84,7 @@ class CalibrationData:
                     f"{where} has shape {array.shape}; the model expects (samples, ...) like {expected}"
                 )
             for axis in range(1, array.ndim):
-                if expected[axis] != 1 and array.shape[axis] != expected[axis]:
+                if expected[axis] != 1 and axis not in free and array.shape[axis] != expected[axis]:
                     raise DataLoadError(
                         f"{where} has shape {array.shape}; dimension {axis} must be {expected[axis]} "
                         f"(model input shape {expected})"

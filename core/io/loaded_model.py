@@ -36,6 +36,8 @@ class LoadedModel:
     # The torch.export program a .pt2 came from: graph capture rebuilds modules from it directly
     # (``module`` is then its ATen-level ``.module()``, which cannot be re-exported).
     program: Any = None
+    # Per input, the axes the file declares dynamic (batch, sequence...): data may differ there.
+    dynamic_axes: tuple[tuple[int, ...], ...] = ()
 
     @property
     def graph_source(self) -> Any:

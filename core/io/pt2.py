@@ -11,6 +11,7 @@ import contextlib
 import math
 import operator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -69,17 +70,56 @@ def load_exported_program(path: Path) -> torch.export.ExportedProgram:
             f"accepted: archives written by torch.export.save with torch {torch.__version__.split('+')[0]}"
         ) from exc
     _check_graph(program, path)
+    # Guards are inert data here (see core.io.pt2_archive): nothing may later turn them into code.
+    program._guards_code = []
     return program
 
 
-def _example_inputs(program: torch.export.ExportedProgram) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+def _input_values(program: torch.export.ExportedProgram) -> list[tuple[str, torch.Tensor]]:
     placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
-    names, tensors = [], []
+    values = []
     for name in program.graph_signature.user_inputs:
         value = placeholders[name].meta.get("val")
         if not isinstance(value, torch.Tensor):
             raise ModelLoadError(f"program input {name!r} is not a tensor; only tensor inputs are supported")
-        # Symbolic (dynamic) dimensions become 1, or their lower bound when that is larger.
+        values.append((name, value))
+    return values
+
+
+def _saved_examples(program: torch.export.ExportedProgram, values: list[tuple[str, torch.Tensor]]) -> Any:
+    """The sample inputs torch.export.save stored (checked by core.io.pt2_archive), if they fit the inputs."""
+    saved = program.example_inputs
+    if not saved or saved[1] or len(saved[0]) != len(values):
+        return None
+    for tensor, (_, value) in zip(saved[0], values, strict=True):
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != value.dtype or tensor.dim() != value.dim():
+            return None
+        for size, dim in zip(tensor.shape, value.shape, strict=True):
+            if isinstance(dim, int) and size != dim:
+                return None
+    return tuple(t.detach().clone() for t in saved[0])
+
+
+def _example_inputs(
+    program: torch.export.ExportedProgram,
+) -> tuple[list[str], tuple[torch.Tensor, ...], tuple[tuple[int, ...], ...]]:
+    """(input names, example tensors, dynamic axes per input).
+
+    The examples are the sample inputs saved in the file when they fit the program's inputs, else
+    zeros whose symbolic (dynamic) dimensions take their lower bound (at least 1).
+    """
+    values = _input_values(program)
+    names = [name for name, _ in values]
+    dynamic = tuple(
+        tuple(axis for axis, dim in enumerate(value.shape) if not isinstance(dim, int)) for _, value in values
+    )
+    saved = _saved_examples(program, values)
+    if saved is not None:
+        for name, tensor in zip(names, saved, strict=True):
+            check_probe_shape(list(tensor.shape), what=f"program input {name!r}", error=ModelLoadError)
+        return names, saved, dynamic
+    tensors = []
+    for name, value in values:
         shape = []
         for dim in value.shape:
             if isinstance(dim, int):
@@ -89,22 +129,27 @@ def _example_inputs(program: torch.export.ExportedProgram) -> tuple[list[str], t
                 lower = int(bound.lower) if bound is not None and math.isfinite(bound.lower) else 1
                 shape.append(max(1, lower))
         check_probe_shape(shape, what=f"program input {name!r}", error=ModelLoadError)
-        names.append(name)
         tensors.append(torch.zeros(shape, dtype=value.dtype))
-    return names, tuple(tensors)
+    return names, tuple(tensors), dynamic
 
 
 def load_pt2(path: Path) -> LoadedModel:
-    """Load a ``.pt2`` file as a LoadedModel whose module is ``ExportedProgram.module()``."""
+    """Load a ``.pt2`` file as a LoadedModel whose module is ``ExportedProgram.module()``.
+
+    The module is built without torch's ``_guards_fn`` (its guards are Python source from the file);
+    input shapes are checked from the program's symbolic shapes instead (``dynamic_axes``).
+    """
     program = load_exported_program(path)
-    names, examples = _example_inputs(program)
-    module = program.module()
+    names, examples, dynamic = _example_inputs(program)
+    module = program.module(check_guards=False)
     # torch 2.13's exported modules refuse .eval(); the graph already holds the behaviour (BN,
     # dropout) of the mode the model was exported in.
     with contextlib.suppress(NotImplementedError, RuntimeError):
         module.eval()
     outputs = [str(name) for name in program.graph_signature.user_outputs]
-    return LoadedModel(module, examples, names, outputs, "pt2", Path(path), program=program)
+    return LoadedModel(
+        module, examples, names, outputs, "pt2", Path(path), program=program, dynamic_axes=dynamic
+    )
 
 
 register_format("pt2", (".pt2",), load_pt2)

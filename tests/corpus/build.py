@@ -32,6 +32,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -127,7 +128,10 @@ class CorpusEntry:
         self.directory.mkdir(parents=True, exist_ok=True)
         with _locked(self.directory / f".{self.name}.lock"):
             if not target.exists() and not error.exists():
-                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                # Same file name in a private folder: torch.export.save names the archive's root after it.
+                staging = self.directory / f".staging-{os.getpid()}"
+                staging.mkdir(exist_ok=True)
+                tmp = staging / target.name
                 start = time.perf_counter()
                 try:
                     write(tmp)
@@ -137,7 +141,7 @@ class CorpusEntry:
                     tmp.replace(target)
                     _record_time(self.directory, target.name, time.perf_counter() - start)
                 finally:
-                    tmp.unlink(missing_ok=True)
+                    shutil.rmtree(staging, ignore_errors=True)
         if target.exists():
             return target
         raise CorpusBuildError(f"corpus model {self.name!r}, {what}: {error.read_text()}")

@@ -198,11 +198,20 @@ def _resnet() -> nn.Module:
     return ResNetForImageClassification(config)
 
 
+def _kaiming(model: nn.Module) -> nn.Module:
+    # transformers initialises these convs with std 0.02: through 17+ blocks the random net's logits
+    # vanish (~1e-25), which would make every cosine meaningless. He init keeps activations O(1).
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+    return model
+
+
 def _mobilenet_v2() -> nn.Module:
     from transformers import MobileNetV2Config, MobileNetV2ForImageClassification
 
     config = MobileNetV2Config(image_size=IMAGE, depth_multiplier=0.35, num_labels=10)
-    return MobileNetV2ForImageClassification(config)
+    return _kaiming(MobileNetV2ForImageClassification(config))
 
 
 def _mobilevit() -> nn.Module:
@@ -212,7 +221,7 @@ def _mobilevit() -> nn.Module:
         image_size=IMAGE, hidden_sizes=[32, 48, 64], neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 128],
         num_attention_heads=2, num_labels=10,
     )  # fmt: skip
-    return MobileViTForImageClassification(config)
+    return _kaiming(MobileViTForImageClassification(config))
 
 
 def _whisper_encoder() -> nn.Module:

@@ -50,7 +50,9 @@ def test_round_trip_matches_original_outputs(digits_artifacts):
     with torch.no_grad():
         torch.testing.assert_close(loaded.module(x), program.module()(x), rtol=0, atol=0)
     assert loaded.source_format == "pt2" and loaded.path == digits_artifacts.model_pt2
-    assert [tuple(t.shape) for t in loaded.example_inputs] == [(1, 1, 8, 8)]
+    # the sample inputs torch.export.save stored (batch 2); the batch axis is declared dynamic
+    assert [tuple(t.shape) for t in loaded.example_inputs] == [(2, 1, 8, 8)]
+    assert loaded.dynamic_axes == ((0,),)
     assert len(loaded.input_names) == 1 and len(loaded.output_names) == 1
     assert isinstance(load_exported_program(digits_artifacts.model_pt2), torch.export.ExportedProgram)
 
@@ -98,15 +100,31 @@ def test_shape_expressions_that_would_be_evaluated_are_refused(digits_artifacts,
         load_model(bad)
 
 
-def test_guard_code_is_refused(digits_artifacts, tmp_path):
+def test_guard_code_is_kept_as_data_and_never_executed(digits_artifacts, tmp_path):
+    """torch 2.13 writes guards on dynamic dimensions as Python source; ExportedProgram.module() would
+    exec() them. Given a program whose guard would write a marker file, when it is loaded, run and
+    prepared, then the marker never appears and the module carries no _guards_fn."""
+    from core.graph import prepare_model
+
+    marker = tmp_path / MARKER
     with zipfile.ZipFile(digits_artifacts.model_pt2) as z:
         program = json.loads(z.read("model/models/model.json"))
-    program["guards_code"] = ["__import__('os').system('true')"]
+    program["guards_code"] = [f"open({str(marker)!r}, 'w').write('x') is None"]
     bad = _rewrite(
         digits_artifacts.model_pt2, tmp_path / "g.pt2", {"models/model.json": json.dumps(program).encode()}
     )
-    with pytest.raises(ModelLoadError, match="guard code"):
-        load_model(bad)
+    loaded = load_model(bad)
+    with torch.no_grad():
+        loaded.module(torch.zeros(3, 1, 8, 8))
+        prepare_model(loaded.graph_source, loaded.example_inputs)(torch.zeros(3, 1, 8, 8))
+    assert not hasattr(loaded.module, "_guards_fn") and loaded.program._guards_code == []
+    assert not marker.exists()
+    program["guards_code"] = [{"not": "a string"}]
+    odd = _rewrite(
+        digits_artifacts.model_pt2, tmp_path / "o.pt2", {"models/model.json": json.dumps(program).encode()}
+    )
+    with pytest.raises(ModelLoadError, match="guards_code is not a list of strings"):
+        load_model(odd)
 
 
 @pytest.mark.parametrize("depth", [100_000, 950])  # past the JSON parser's limit; just under it
