@@ -6,10 +6,12 @@ Flow (each stage recorded with its score and time; target = FP32 score − allow
 2. ``scheme_selection`` W/A range-scheme pairs (min-max / SQNR), best kept.
 3. ``w32_check``        float weights, quantized activations: below target → stop early; only QAT or a
                         higher activation bitwidth can help.
-4. ``bn_fold``          BN folding.                          } the first stage meeting the target
-5. ``cle``              cross-layer equalization (+ BN fold). } stops the run; otherwise the best of
-6. ``adaround``         AdaRound on the best model so far.    } them is returned.
-7. ``mixed_precision``  (optional) raise the bitwidth of the most sensitive modules, one at a time, until
+4. ``bn_fold``          BN folding.                          }
+5. ``cle``              cross-layer equalization (+ BN fold). } the first stage meeting the target
+6. ``seq_mse``          weight ranges by output error (SeqMSE) } stops the run; otherwise the best
+                        on the better of the two above.        } of them is returned.
+7. ``adaround``         AdaRound on the best model so far.    }
+8. ``mixed_precision``  (optional) raise the bitwidth of the most sensitive modules, one at a time, until
                         the target is met; reported as a separate stage.
 
 ``eval_fn(model) -> float`` is the user's metric (higher is better); without one, a label-free metric is
@@ -42,6 +44,7 @@ from core.ptq.adaround import AdaroundConfig, apply_adaround
 from core.ptq.bn_fold import fold_all_batch_norms
 from core.ptq.calibration_batches import Batch, materialize_batches
 from core.ptq.cle import equalize_model
+from core.ptq.seq_mse import SeqMseConfig, apply_seq_mse
 
 ProgressFn = Callable[[str, float], None]
 CancelFn = Callable[[], bool]
@@ -52,7 +55,7 @@ DEFAULT_SCHEME_CANDIDATES: tuple[tuple[str, str], ...] = (
     ("min_max", "sqnr"),
     ("sqnr", "sqnr"),
 )
-CANDIDATE_STAGES = ("bn_fold", "cle", "adaround", "mixed_precision")
+CANDIDATE_STAGES = ("bn_fold", "cle", "seq_mse", "adaround", "mixed_precision")
 
 
 @dataclass
@@ -167,6 +170,7 @@ def autoquant(
     per_channel: bool | None = None,
     scheme_candidates: tuple[tuple[str, str], ...] | None = None,
     adaround: AdaroundConfig | None = None,
+    seq_mse: SeqMseConfig | None = SeqMseConfig(),
     mixed_precision: bool = True,
     mixed_precision_bw: tuple[int, int] = (8, 16),
     eval_data: Any = None,
@@ -230,6 +234,7 @@ def autoquant(
         "config": config if isinstance(config, str | type(None)) else "custom",
         "scheme_candidates": [list(c) for c in candidates],
         "adaround": asdict(adaround),
+        "seq_mse": asdict(seq_mse) if seq_mse is not None else None,
         "mixed_precision": mixed_precision,
         "mixed_precision_bw": list(mixed_precision_bw),
         "metric": metric,
@@ -369,13 +374,32 @@ def autoquant(
                 "warnings": [str(w.message) for w in caught],
             }
             stage("cle", equalized, lambda: (calibrated(equalized, schemes), cle_details))
+        if not met and seq_mse is not None:
+            assert best is not None
+            seq_parent_name = "cle" if best[0] == "cle" else "bn_fold"
+            seq_parent = models[seq_parent_name]
+            seq_config = seq_mse
+
+            def run_seq_mse() -> tuple[Any, dict[str, Any]]:
+                sim = make_sim(seq_parent, schemes)
+                seq = apply_seq_mse(sim, batches, seq_config, cancel=cancel)
+                sim.compute_encodings(batches, cancel=cancel)
+                layers = [asdict(r) for r in seq.layers]
+                return sim, {"applied_to": seq_parent_name, "seconds": seq.seconds, "layers": layers}
+
+            models["seq_mse"] = seq_parent
+            stage("seq_mse", seq_parent, run_seq_mse)
         if not met:
             assert best is not None
-            parent_name = "cle" if best[0] == "cle" else "bn_fold"
+            # AdaRound rounds on the weight ranges of the best stage so far (SeqMSE's when it led).
+            parent_name = best[0] if best[0] in ("cle", "seq_mse") else "bn_fold"
             parent = models[parent_name]
+            seq_first = parent_name == "seq_mse"
 
             def run_adaround() -> tuple[Any, dict[str, Any]]:
                 sim = make_sim(parent, schemes)
+                if seq_first:
+                    apply_seq_mse(sim, batches, seq_mse, cancel=cancel)
                 ada = apply_adaround(
                     sim, batches, adaround, progress=lambda f: report("adaround", f), cancel=cancel
                 )

@@ -1,8 +1,9 @@
 """Applying a list of PTQ techniques around a QuantSim (``lowbit quantize --ptq cle,adaround``).
 
 Graph-level techniques (``bn_fold``, ``cle``) edit the prepared FP32 graph before the sim is built;
-sim-level ones (``adaround``, ``bias_correction``) run on the sim before activation calibration.
-The order of application is fixed (fold → CLE → AdaRound → bias correction) whatever the order given.
+sim-level ones (``seq_mse``, ``adaround``, ``bias_correction``) run on the sim before activation
+calibration. The order of application is fixed (fold → CLE → SeqMSE → AdaRound → bias correction)
+whatever the order given; AdaRound after SeqMSE rounds on SeqMSE's weight ranges.
 
 ``cle`` means DFQ (Nagel et al. 2019), whose recipe is CLE + high-bias absorption + bias correction: when
 AdaRound is not also requested, bias correction follows CLE (``cle_bias_correction=False`` turns that
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from core.errors import ConfigError
 
 GRAPH_TECHNIQUES = ("bn_fold", "cle")
-SIM_TECHNIQUES = ("adaround", "bias_correction")
+SIM_TECHNIQUES = ("seq_mse", "adaround", "bias_correction")
 TECHNIQUES = GRAPH_TECHNIQUES + SIM_TECHNIQUES
 
 
@@ -58,6 +59,7 @@ def quantsim_with_ptq(
     from core.ptq.bias_correction import correct_bias
     from core.ptq.bn_fold import fold_all_batch_norms
     from core.ptq.cle import equalize_model
+    from core.ptq.seq_mse import SeqMseConfig, apply_seq_mse
     from core.quantsim import QuantSim
 
     details: dict[str, Any] = {}
@@ -86,6 +88,9 @@ def quantsim_with_ptq(
             details["bn_fold"] = {"folded": len(fold.folded) + len(fold.folded_forward)}
         sim = QuantSim(gm, examples, prepared=True, **sim_kwargs)
         sim.input_names, sim.output_names = list(loaded.input_names), list(loaded.output_names)
+    if "seq_mse" in techniques:
+        seq = apply_seq_mse(sim, calib, SeqMseConfig(num_samples=min(num_samples, 512), batch_size=batch_size))
+        details["seq_mse"] = {"seconds": round(seq.seconds, 2), "layers": len(seq.layers)}
     if "adaround" in techniques:
         config = AdaroundConfig(num_samples=num_samples, batch_size=batch_size)
         result = apply_adaround(sim, calib, config, progress=progress)

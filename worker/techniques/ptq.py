@@ -1,6 +1,6 @@
 """``ptq``: the chosen post-training steps in a fixed order, then calibration.
 
-Order: BN fold or CLE (on the FP32 graph) → QuantSim → AdaRound → calibration → bias correction (it
+Order: BN fold or CLE (on the FP32 graph) → QuantSim → SeqMSE weight ranges → AdaRound → calibration → bias correction (it
 runs the quantized model, so it needs the encodings; calibrated again after it) → BN re-estimation
 (the statistics then describe the quantized activations, as AIMET does after QAT).
 """
@@ -15,7 +15,7 @@ from worker.pipeline.context import JobContext, TechniqueResult
 from worker.techniques import register_technique
 from worker.techniques.quantsim import build_sim, calibrate
 
-SUPPORTED = ("bn_fold", "cle", "adaround", "bias_correction", "bn_reestimation")
+SUPPORTED = ("bn_fold", "cle", "seq_mse", "adaround", "bias_correction", "bn_reestimation")
 BIAS_CORRECTION_METHODS = ("empirical", "analytical")
 
 
@@ -68,6 +68,11 @@ def run_ptq(ctx: JobContext) -> TechniqueResult:
         notes["bn_fold"] = "folded"
     ctx.monitor.progress(0.1)
     sim = build_sim(ctx, module)
+    if "seq_mse" in steps:
+        from core.ptq.seq_mse import apply_seq_mse
+
+        seq = apply_seq_mse(sim, ctx.calib, cancel=ctx.cancel_check)
+        notes["seq_mse"] = {"layers": len(seq.layers), "seconds": round(seq.seconds, 2)}
     if "adaround" in steps:
         from core.ptq.adaround import AdaroundConfig, apply_adaround
 
