@@ -89,7 +89,9 @@ def quantsim_with_ptq(
         sim = QuantSim(gm, examples, prepared=True, **sim_kwargs)
         sim.input_names, sim.output_names = list(loaded.input_names), list(loaded.output_names)
     if "seq_mse" in techniques:
-        seq = apply_seq_mse(sim, calib, SeqMseConfig(num_samples=min(num_samples, 512), batch_size=batch_size))
+        seq = apply_seq_mse(
+            sim, calib, SeqMseConfig(num_samples=min(num_samples, 512), batch_size=batch_size)
+        )
         details["seq_mse"] = {"seconds": round(seq.seconds, 2), "layers": len(seq.layers)}
     if "adaround" in techniques:
         config = AdaroundConfig(num_samples=num_samples, batch_size=batch_size)
