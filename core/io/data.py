@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,9 @@ class CalibrationData:
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
     source: Path | None = None
+    # Model input name -> the array's key in the file, where they differ (a single array given to a
+    # one-input model): errors name the key the user wrote.
+    file_keys: dict[str, str] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -78,7 +81,10 @@ class CalibrationData:
             self.inputs.items(), model.example_inputs, dynamic, strict=True
         ):
             expected = tuple(example.shape)
-            where = f"data file {_name(self.source)}: array {name!r}"
+            key = self.file_keys.get(name, name)
+            where = f"data file {_name(self.source)}: array {key!r}" + (
+                f" (model input {name!r})" if key != name else ""
+            )
             if array.ndim != len(expected):
                 raise DataLoadError(
                     f"{where} has shape {array.shape}; the model expects (samples, ...) like {expected}"
@@ -93,7 +99,7 @@ class CalibrationData:
             if (array.dtype.kind == "f") != (target.kind == "f"):
                 raise DataLoadError(f"{where} has dtype {array.dtype}; the model input is {target}")
             cast[name] = array.astype(target, copy=False)
-        return CalibrationData(cast, self.labels, self.source)
+        return CalibrationData(cast, self.labels, self.source, self.file_keys)
 
 
 def _name(path: Path | None) -> str:
@@ -150,8 +156,9 @@ def load_data(path: str | os.PathLike[str], input_names: list[str] | None = None
             f"data file {str(p)!r} holds only {LABELS_KEY!r}; accepted: one array per model input"
         )
     inputs = _select_inputs(arrays, input_names, p)
+    renamed = {name: key for name, key in zip(inputs, arrays, strict=False) if name not in arrays}
     for name, array in inputs.items():
-        _check_array(name, array, p)
+        _check_array(renamed.get(name, name), array, p)
     if labels is not None:
         _check_array(LABELS_KEY, labels, p)
     counts = {name: a.shape[0] for name, a in inputs.items()}
@@ -162,4 +169,4 @@ def load_data(path: str | os.PathLike[str], input_names: list[str] | None = None
             f"data file {str(p)!r}: arrays have different sample counts {counts}; "
             "accepted: the same leading dimension for every array"
         )
-    return CalibrationData(inputs, labels, p)
+    return CalibrationData(inputs, labels, p, renamed)

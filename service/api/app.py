@@ -91,7 +91,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Routes are matched in order, each router's paths scanned in turn: the jobs routes (job-status
     # polling is the busiest request) come first. No two routers share a path prefix.
     for module in (jobs, health, models, datasets, uploads, objects, schedules, docs):
-        app.include_router(module.router)
+        # The error answers every /v1 route may give are documented once (schemathesis checks them).
+        documented = (
+            errors.ERROR_RESPONSES if module in (jobs, models, datasets, uploads, schedules) else None
+        )
+        app.include_router(module.router, responses=documented)
     app.include_router(dashboard_router())
     # Innermost first: the hot lane answers inside the body limit and the request metrics.
     app.add_middleware(HotLane, ctx=app.state.ctx)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from service.errors import ServiceError, http_status_for
+from service.schemas.common import ErrorBody
 
 log = logging.getLogger("lowbit.api")
 
@@ -31,6 +35,40 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+def _leaf_routes(routes: list[Any]) -> Iterator[Any]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI's wrapper of an included router
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette's 405 names only the first
+    matching route's, and FastAPI has one route per method)."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        match, _ = route.matches({**request.scope, "method": "\0"})  # never a full match: path only
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
+# Error responses every API route may answer, documented once for all (service/api/app.py).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (401, "missing, unknown or revoked API key"),
+        (404, "no such resource in the caller's project"),
+        (409, "conflicts with the resource's state"),
+        (413, "body over the size limit"),
+        (422, "invalid request; the message names the field and what is accepted"),
+        (429, "rate limited; retry after Retry-After seconds"),
+    )
+}
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
@@ -43,8 +81,14 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid_request", _describe(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            return error_response(
+                405, code, f"method {request.method} is not allowed here; allowed: {', '.join(allowed)}",
+                {"Allow": ", ".join(allowed)},
+            )  # fmt: skip
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(DBAPIError)

@@ -127,3 +127,16 @@ def test_load_tensors_reads_all_arrays_in_order(tmp_path):
 def test_batches_refuses_bad_batch_size():
     with pytest.raises(DataLoadError, match="batch_size"):
         next(CalibrationData({"input": IMAGES}).batches(0))
+
+
+def test_errors_name_the_files_key_not_only_the_model_input(tmp_path):
+    """A single array keyed 'pixels' fed to the one-input model (input 'input'): a shape error names
+    'pixels', the key the user wrote, and the model input it was matched to."""
+    np.savez(tmp_path / "k.npz", pixels=np.zeros((4, 1, 8, 9), np.float32))
+    with pytest.raises(
+        DataLoadError, match=r"array 'pixels' \(model input 'input'\) has shape \(4, 1, 8, 9\)"
+    ):
+        load_data(tmp_path / "k.npz", ["input"]).for_model(_model())
+    np.savez(tmp_path / "n.npz", pixels=np.array([[[[np.nan]]]], np.float32))
+    with pytest.raises(DataLoadError, match=r"array 'pixels' contains NaN"):
+        load_data(tmp_path / "n.npz", ["input"])
