@@ -20,3 +20,12 @@ if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev
         echo "system-deps: no Compose CLI and not root; the Compose CLI check in tests/deploy will be skipped" >&2
     fi
 fi
+# kubectl for tests/deploy (`kubectl kustomize` renders every kustomization; no cluster needed).
+if ! command -v kubectl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubectl >/dev/null
+    else
+        echo "system-deps: kubectl missing and not root; tests/deploy cannot render the manifests" >&2
+    fi
+fi

@@ -92,6 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     up = db_sub.add_parser("upgrade", help="apply migrations (LOWBIT_DATABASE_URL)")
     up.add_argument("revision", nargs="?", default="head")
     up.set_defaults(func=guard(admin.db_upgrade))
+    wait = db_sub.add_parser("wait", help="wait until migrations are applied (init containers)")
+    wait.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    wait.add_argument("--interval", type=float, default=2.0, help="seconds between checks")
+    wait.set_defaults(func=guard(admin.db_wait))
 
     p = subparsers.add_parser("admin", help="projects and API keys")
     admin_sub = p.add_subparsers(dest="admin_command", required=True)

@@ -107,7 +107,25 @@ def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -
     )
     _relay_in_beat(app)
     _log_format(settings.log_format)
+    _liveness(app)
     return app
+
+
+def _liveness(app: Celery) -> None:
+    """Worker and beat main processes touch the liveness file (worker/liveness.py): their health check
+    does not go through the broker."""
+    from celery.signals import beat_init, worker_ready
+
+    from worker.liveness import start_heartbeat
+
+    def start(sender: Any = None, **_: Any) -> None:
+        owner = getattr(sender, "app", None)
+        if owner is not None and id(owner) != id(app):
+            return
+        start_heartbeat()
+
+    worker_ready.connect(start, weak=False)
+    beat_init.connect(start, weak=False)
 
 
 def _log_format(fmt: str) -> None:

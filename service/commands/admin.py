@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.commands.exit_codes import OK, USAGE
+from service.commands.exit_codes import FAILURE, OK, USAGE
 
 
 def db_upgrade(args: argparse.Namespace) -> int:
@@ -14,6 +14,27 @@ def db_upgrade(args: argparse.Namespace) -> int:
 
     upgrade(get_settings(), args.revision)
     print(f"database at {args.revision}")
+    return OK
+
+
+def db_wait(args: argparse.Namespace) -> int:
+    """Wait until the database is at the newest migration (Kubernetes init containers: pods start only
+    after the migration Job); exit 1 after ``--timeout`` seconds."""
+    import time
+
+    from service.db.migrate import at_head
+    from service.settings import get_settings
+
+    settings = get_settings()
+    deadline = time.monotonic() + args.timeout
+    while not at_head(settings):
+        if time.monotonic() > deadline:
+            print(
+                f"lowbit: error: database not at the newest migration after {args.timeout} s", file=sys.stderr
+            )
+            return FAILURE
+        time.sleep(args.interval)
+    print("database at head")
     return OK
 
 

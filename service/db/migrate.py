@@ -36,3 +36,21 @@ def upgrade(settings: Settings, revision: str = "head", engine: Engine | None = 
     finally:
         if own:
             engine.dispose()
+
+
+def at_head(settings: Settings, engine: Engine | None = None) -> bool:
+    """Whether the database of ``settings`` is at the newest migration (False when unreachable)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    own = engine is None
+    engine = engine or make_engine(settings)
+    try:
+        heads = set(ScriptDirectory.from_config(alembic_config(settings.database_url)).get_heads())
+        with engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads()) == heads
+    except Exception:  # not reachable yet, or not migrated: the caller waits
+        return False
+    finally:
+        if own:
+            engine.dispose()

@@ -1,17 +1,34 @@
-"""What the deploy tests render: the kustomizations under deploy/, each rendered once per session."""
+"""What the deploy tests render: every kustomization under deploy/, rendered once per session by the
+real tool (``kubectl kustomize``, Debian package ``kubectl``; scripts/system-deps.sh installs it)."""
 
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from tests.deploy.kustomize_render import Manifest, render
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 
-# Every kustomization a user may apply, and the namespace its objects must land in.
+Manifest = dict[str, Any]
+
+# Where each workload kind keeps its pod template.
+POD_TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+
+# Kustomizations with known expectations: the namespace their objects must land in. Every
+# kustomization under deploy/ is rendered and schema-validated whether listed here or not.
 KUSTOMIZATIONS: dict[str, str] = {
     "base": "lowbit",
     "overlays/dev": "lowbit-dev",
@@ -28,13 +45,29 @@ EXTERNAL_SECRETS: dict[str, set[str]] = {
 }
 
 
+def all_kustomizations() -> list[str]:
+    """Every directory under deploy/ holding a kustomization, relative to deploy/."""
+    names = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+    return sorted({str(p.parent.relative_to(DEPLOY)) for n in names for p in DEPLOY.rglob(n)})
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    assert path is not None, "kubectl is not on PATH: run scripts/system-deps.sh (Debian package kubectl)"
+    return path
+
+
 @cache
 def _rendered(name: str) -> tuple[Manifest, ...]:
-    return tuple(render(DEPLOY / name))
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(DEPLOY / name)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, f"kubectl kustomize deploy/{name} failed: {out.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
 
 
 def rendered(name: str) -> list[Manifest]:
-    """The objects of deploy/<name>, rendered; a fresh copy the caller may modify."""
+    """The objects of deploy/<name> as kubectl kustomize renders them; a fresh copy the caller may modify."""
     return copy.deepcopy(list(_rendered(name)))
 
 

@@ -1,44 +1,57 @@
 """docker-compose.yml, validated without a Docker engine.
 
-The file is interpolated as Compose does and parsed by the compose-spec package (a strict Rust
-parser of the Compose specification: unknown keys, bad durations, unknown depends_on conditions
-are errors). Where a Compose CLI is on PATH (Debian's docker-compose, installed by
-scripts/system-deps.sh, or the `docker compose` plugin) `config -q` must accept it too. Then
-lowbit's own rules: start-up ordering by health, one-shots, the GPU profile, named volumes and
-settings names.
+The file is interpolated and normalized by the real Compose CLI (`docker-compose config`, Debian's
+docker-compose installed by scripts/system-deps.sh, or the `docker compose` plugin), with no
+variables set, as on a fresh machine; the result is also parsed by the compose-spec package (a strict
+parser of the Compose specification: unknown keys, bad durations, unknown depends_on conditions are
+errors). Then lowbit's own rules: start-up ordering by health, one-shots, the GPU profile, named
+volumes and settings names.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from compose_spec import PyCompose
 
-from tests.deploy.compose_interpolation import interpolate
 from tests.deploy.dockerfile_stages import parse
 from tests.deploy.overlays import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
-RAW = yaml.safe_load(COMPOSE_FILE.read_text())
-# No variables set: every ${VAR:-default} takes its default, as on a fresh machine.
-COMPOSE: dict[str, Any] = interpolate(RAW, {})
-SERVICES: dict[str, Any] = COMPOSE["services"]
 LOWBIT = ("migrate", "api", "worker", "worker-gpu", "beat")
 ONE_SHOTS = ("migrate", "minio-init")
+_OUR_VARIABLES = ("LOWBIT_", "POSTGRES_", "MINIO_")
 
 
-def _compose_cli() -> list[str] | None:
+def _compose_cli() -> list[str]:
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
         if probe.returncode == 0:
             return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return None
+    cli = shutil.which("docker-compose")
+    assert cli is not None, "no Compose CLI on PATH: run scripts/system-deps.sh (Debian docker-compose)"
+    return [cli]
+
+
+def compose_config(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose -f docker-compose.yml ARGS config` with only ``variables`` of ours set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARIABLES)}
+    return subprocess.run(
+        [*_compose_cli(), "-f", str(COMPOSE_FILE), *args, "config"],
+        env={**env, **variables}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+_rendered = compose_config("--profile", "gpu")
+assert _rendered.returncode == 0, _rendered.stderr
+COMPOSE: dict[str, Any] = yaml.safe_load(_rendered.stdout)
+SERVICES: dict[str, Any] = COMPOSE["services"]
 
 
 def test_compose_spec_parser_accepts_the_file() -> None:
@@ -58,16 +71,9 @@ def test_compose_spec_parser_rejects_broken_services(service: str, change: dict[
         PyCompose.from_yaml(yaml.safe_dump(broken))
 
 
-@pytest.mark.skipif(
-    _compose_cli() is None, reason="no Compose CLI on PATH (scripts/system-deps.sh installs one)"
-)
 @pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
 def test_compose_cli_validates_the_file(profile: list[str]) -> None:
-    cli = _compose_cli()
-    assert cli is not None
-    result = subprocess.run(
-        [*cli, "-f", str(COMPOSE_FILE), *profile, "config", "-q"], capture_output=True, text=True, timeout=120
-    )
+    result = compose_config(*profile)
     assert result.returncode == 0, result.stderr
 
 
@@ -103,7 +109,7 @@ def test_lowbit_services_build_dockerfile_targets() -> None:
     images: dict[str, str] = {}
     for name in LOWBIT:
         build = SERVICES[name]["build"]
-        assert build["context"] == "." and build["target"] in stages
+        assert Path(build["context"]) == REPO and build["target"] in stages
         # One image per target: services on the same target share the tag.
         assert images.setdefault(build["target"], SERVICES[name]["image"]) == SERVICES[name]["image"]
     assert SERVICES["migrate"]["build"]["target"] == SERVICES["api"]["build"]["target"] == "api"
@@ -144,3 +150,19 @@ def test_lowbit_environment_is_distributed_mode_with_known_settings() -> None:
         assert values.storage == "s3" and not values.is_sqlite
         assert values.broker_url.startswith("redis://redis:")
         assert f"mb --ignore-existing lowbit/{values.s3_bucket}" in SERVICES["minio-init"]["entrypoint"][-1]
+
+
+def test_third_party_images_are_pinned() -> None:
+    for name, service in SERVICES.items():
+        image = service["image"]
+        if image.startswith("lowbit/"):
+            continue
+        tag = image.rsplit(":", 1)[-1] if ":" in image.split("/")[-1] else ""
+        assert tag and tag != "latest", f"{name}: {image} is not pinned"
+
+
+def test_beat_has_a_health_check_that_does_not_use_the_broker() -> None:
+    for name in ("beat", "worker", "worker-gpu"):
+        check = SERVICES[name].get("healthcheck", {})
+        assert not check.get("disable"), f"{name}: health check disabled"
+    assert SERVICES["beat"]["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.liveness"]

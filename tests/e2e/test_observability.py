@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.worker_procs import Proc, processes, start_relay
 from tests.fixtures.worker_stack import Stack, wait_job
+from worker.liveness import is_alive
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,7 @@ def test_metrics_series_and_request_id_reach_the_worker_log(stack: Stack, tmp_pa
     """Given a worker logging JSON, When jobs succeed, fail and wait on a queue nobody serves, Then
     /metrics counts them by state, technique, duration, queue and error, and the X-Request-ID the API
     echoed for a create is on the worker's log lines of that job."""
-    env = stack.env(log_format="json")
+    env = {**stack.env(log_format="json"), "LOWBIT_LIVENESS_FILE": str(tmp_path / "alive")}
     with processes() as procs, stack.client() as api:
         before = scrape(api)
         rid = f"e2e-{uuid.uuid4().hex[:12]}"
@@ -75,6 +76,7 @@ def test_metrics_series_and_request_id_reach_the_worker_log(stack: Stack, tmp_pa
         wait_job(api, failing["id"], {"failed"}, timeout=120)
         after = scrape(api)
         api.post(f"/v1/jobs/{parked['id']}/cancel")
+        assert is_alive(tmp_path / "alive")  # the worker's own liveness file, no broker involved
 
     ok = {"status": "succeeded", "technique": "quantsim"}
     assert value(after, "lowbit_jobs", **ok) >= value(before, "lowbit_jobs", **ok) + 1

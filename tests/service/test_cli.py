@@ -80,3 +80,13 @@ def test_cli_round_trip_on_embedded_defaults(tmp_path: Path) -> None:
         assert bad.returncode == cli.SERVICE_ERROR and "unauthorized" in bad.stderr
         wrong = _lowbit(client_env, "job", "0" * 26)
         assert wrong.returncode == cli.BAD_INPUT and "not_found" in wrong.stderr
+
+
+def test_db_wait_returns_once_the_schema_is_at_head(tmp_path: Path) -> None:
+    """`lowbit db wait` (the Kubernetes init container) fails on an unmigrated database and passes once
+    `lowbit db upgrade` ran."""
+    env = {"LOWBIT_DATABASE_URL": f"sqlite:///{tmp_path / 'lowbit.db'}"}
+    waited = _lowbit(env, "db", "wait", "--timeout", "0.5", "--interval", "0.1")
+    assert waited.returncode == cli.FAILURE and "not at the newest migration" in waited.stderr
+    assert _lowbit(env, "db", "upgrade").returncode == 0
+    assert _lowbit(env, "db", "wait", "--timeout", "5").returncode == 0
