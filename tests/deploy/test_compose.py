@@ -101,7 +101,7 @@ def test_start_up_waits_for_health_and_one_shots() -> None:
         assert conditions["minio-init"] == "service_completed_successfully"
         assert conditions["redis"] == "service_healthy"
     assert SERVICES["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    assert SERVICES["migrate"]["command"] == ["lowbit", "db", "upgrade"]
+    assert SERVICES["migrate"]["command"][-1].rstrip().endswith("exec lowbit db upgrade")
 
 
 def test_lowbit_services_build_dockerfile_targets() -> None:
@@ -144,7 +144,9 @@ def test_lowbit_environment_is_distributed_mode_with_known_settings() -> None:
     settings = pytest.importorskip("service.settings")
     known = {f"LOWBIT_{field.upper()}" for field in settings.Settings.model_fields}
     for name in LOWBIT:
-        env = SERVICES[name]["environment"]
+        env = {
+            k: v for k, v in SERVICES[name]["environment"].items() if k != "BIND_ADDRESS"
+        }  # migrate's guard
         assert set(env) <= known, f"{name}: unknown settings {sorted(set(env) - known)}"
         values = settings.Settings(**{k.removeprefix("LOWBIT_").lower(): v for k, v in env.items()})
         assert values.storage == "s3" and not values.is_sqlite
@@ -166,3 +168,35 @@ def test_beat_has_a_health_check_that_does_not_use_the_broker() -> None:
         check = SERVICES[name].get("healthcheck", {})
         assert not check.get("disable"), f"{name}: health check disabled"
     assert SERVICES["beat"]["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.liveness"]
+
+
+def test_ports_are_published_on_localhost_unless_asked() -> None:
+    for name in ("api", "minio"):
+        assert all(str(port).startswith("127.0.0.1:") for port in SERVICES[name]["ports"]), name
+    exposed = yaml.safe_load(compose_config(BIND_ADDRESS="0.0.0.0").stdout)["services"]
+    assert all(str(port).startswith("0.0.0.0:") for port in exposed["api"]["ports"])
+
+
+def _run_migrate(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    """The migrate service's command as its container runs it (real sh), with a stand-in `lowbit`."""
+    migrate = yaml.safe_load(compose_config(**variables).stdout)["services"]["migrate"]
+    stub = tmp_path / "lowbit"
+    stub.write_text('#!/bin/sh\necho "lowbit $*"\n')
+    stub.chmod(0o755)
+    command = [part.replace("$$", "$") for part in migrate["command"]]  # Compose's escape, undone
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", **{k: str(v) for k, v in migrate["environment"].items()}}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_nothing_starts_exposed_with_default_secrets(tmp_path: Path) -> None:
+    """Given ports bound beyond localhost, migrate (which every lowbit service waits for) refuses the
+    default secrets; on localhost, or with both secrets set, it migrates."""
+    assert _run_migrate(tmp_path).stdout.strip() == "lowbit db upgrade"
+    refused = _run_migrate(tmp_path, BIND_ADDRESS="0.0.0.0")
+    assert refused.returncode == 1 and "refusing to start" in refused.stderr and refused.stdout == ""
+    half = _run_migrate(tmp_path, BIND_ADDRESS="0.0.0.0", LOWBIT_SECRET_KEY="s" * 32)
+    assert half.returncode == 1  # MinIO's default password is still set
+    ok = _run_migrate(
+        tmp_path, BIND_ADDRESS="0.0.0.0", LOWBIT_SECRET_KEY="s" * 32, MINIO_ROOT_PASSWORD="m" * 24
+    )
+    assert ok.returncode == 0 and ok.stdout.strip() == "lowbit db upgrade"
