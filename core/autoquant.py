@@ -11,8 +11,10 @@ Flow (each stage recorded with its score and time; target = FP32 score − allow
 6. ``seq_mse``          weight ranges by output error (SeqMSE) } stops the run; otherwise the best
                         on the better of the two above.        } of them is returned.
 7. ``adaround``         AdaRound on the best model so far.    }
-8. ``mixed_precision``  (optional) raise the bitwidth of the most sensitive modules, one at a time, until
-                        the target is met; reported as a separate stage.
+8. ``mixed_precision``  (optional) raise the bitwidth of the most sensitive modules, one at a time,
+                        re-measuring after each and keeping only raises that do not lower the score,
+                        until the target is met; the accepted steps are a Pareto curve of score against
+                        relative BitOps (core/autoquant_amp.py), plotted in the report.
 
 ``eval_fn(model) -> float`` is the user's metric (higher is better); without one, a label-free metric is
 used: the mean cosine similarity of the outputs to the FP32 model's (1.0 = identical).
@@ -37,6 +39,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from core.autoquant_amp import greedy_mixed_precision, module_macs, relative_bitops
 from core.autoquant_cache import StageCache, fingerprint
 from core.autoquant_report import write_reports
 from core.errors import CancelledError, ConfigError
@@ -431,20 +434,23 @@ def autoquant(
                         q.enabled = True
                     module.clear_param_cache()
                     report("mixed_precision", 0.5 * (i + 1) / len(modules))
-                raised: list[str] = []
-                score = base
                 order = sorted(gains, key=lambda n: gains[n], reverse=True)
-                for i, name in enumerate(order):
-                    check_cancel("mixed_precision")
-                    if not _raise_module(sim, name, *mixed_precision_bw):
-                        continue
-                    sim.compute_encodings(batches, cancel=cancel)
-                    score = float(eval_fn(sim.model))
-                    raised.append(name)
-                    report("mixed_precision", 0.5 + 0.5 * (i + 1) / len(order))
-                    if score >= target:
-                        break
-                return sim, {"source": source_name, "raised": raised, "sensitivity": gains}
+                macs = module_macs(sim, example)
+
+                def measure(candidate: Any) -> float:
+                    candidate.compute_encodings(batches, cancel=cancel)
+                    return float(eval_fn(candidate.model))
+
+                sim, _, details = greedy_mixed_precision(
+                    sim,
+                    order,
+                    measure,
+                    lambda s, name: _raise_module(s, name, *mixed_precision_bw),
+                    target,
+                    lambda s: relative_bitops(s, macs, output_bw, mixed_precision_bw),
+                    lambda: check_cancel("mixed_precision"),
+                )
+                return sim, {"source": source_name, "sensitivity": gains, **details}
 
             stage("mixed_precision", models.get(source_name, models["bn_fold"]), run_mixed)
 

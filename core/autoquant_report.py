@@ -46,6 +46,39 @@ def _chart(stages: list[dict[str, Any]], fp32: float, target: float) -> str:
     return "".join(parts)
 
 
+def _pareto_chart(stages: list[dict[str, Any]]) -> str:
+    """Score against relative BitOps of the mixed-precision stage's accepted raises (AIMET's pareto curve)."""
+    points = next(
+        (s.get("details", {}).get("pareto") for s in stages if s["name"] == "mixed_precision"), None
+    )
+    if not points:
+        return ""
+    w, h, pad = 420, 240, 40
+    xs, ys = [p["relative_bitops"] for p in points], [p["score"] for p in points]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+
+    def px(v: float) -> float:
+        return pad + (w - 2 * pad) * ((v - x0) / ((x1 - x0) or 1.0))
+
+    def py(v: float) -> float:
+        return h - pad - (h - 2 * pad) * ((v - y0) / ((y1 - y0) or 1.0))
+
+    line = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, ys, strict=True))
+    dots = "".join(
+        f'<circle cx="{px(p["relative_bitops"]):.1f}" cy="{py(p["score"]):.1f}" r="3" fill="#1565c0">'
+        f"<title>{html.escape(str(p['raised'] or 'start'))}: {p['score']:.4f} at "
+        f"{p['relative_bitops']:.3f}</title></circle>"
+        for p in points
+    )
+    return (
+        f'<h2>Mixed precision: Pareto curve</h2><svg xmlns="http://www.w3.org/2000/svg" width="{w}" '
+        f'height="{h}" role="img"><polyline points="{line}" fill="none" stroke="#1565c0"/>{dots}'
+        f'<text x="{w / 2}" y="{h - 8}" font-size="10" text-anchor="middle">relative BitOps '
+        f'({x0:.3f}–{x1:.3f})</text><text x="2" y="12" font-size="10">score ({y0:.4f}–{y1:.4f})</text></svg>'
+    )
+
+
 def _fmt(score: float | None) -> str:
     return "" if score is None else f"{score:.4f}"
 
@@ -78,6 +111,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 <p>FP32 score {report["fp32_score"]:.4f}; target {report["target"]:.4f} (allowed drop {report["allowed_accuracy_drop"]});
 metric: {html.escape(report["metric"])}; total time {report["seconds"]:.1f} s.</p>
 {_chart(report["stages"], report["fp32_score"], report["target"])}
+{_pareto_chart(report["stages"])}
 <h2>Stages</h2>
 <table><tr><th>stage</th><th>score</th><th>status</th><th>seconds</th><th>from cache</th><th>details</th></tr>
 {rows}</table>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -102,7 +103,7 @@ def test_resumes_from_its_cache_after_a_cancelled_run(tmp_path):
     assert again.best_score == pytest.approx(result.best_score, abs=1e-6)
 
 
-def test_mixed_precision_raises_the_most_sensitive_modules_until_the_target_is_met():
+def test_mixed_precision_raises_the_most_sensitive_modules_until_the_target_is_met(tmp_path):
     """Given 2-bit weights that no PTQ stage rescues (SeqMSE reaches 0.995 of the 0.998 target, AdaRound
     less; A8 alone would meet it), When AutoQuant reaches its mixed-precision stage, Then it raises modules in order of
     measured sensitivity, stops once the target is met, and the returned sim holds exactly those modules
@@ -116,6 +117,7 @@ def test_mixed_precision_raises_the_most_sensitive_modules_until_the_target_is_m
         adaround=FAST_ADA,
         mixed_precision_bw=(8, 8),
         export=False,
+        out_dir=tmp_path,
     )
     names = [s.name for s in result.stages]
     assert names[-1] == "mixed_precision", names
@@ -127,6 +129,13 @@ def test_mixed_precision_raises_the_most_sensitive_modules_until_the_target_is_m
     # Raised in decreasing order of the gain measured by leaving each module unquantized.
     assert raised == sorted(raised, key=lambda n: gains[n], reverse=True)
     assert result.target_met and mixed.status == "met" and result.best_stage == "mixed_precision"
+    # The Pareto curve: each accepted raise costs BitOps and never lowers the score.
+    pareto = mixed.details["pareto"]
+    assert [p["raised"] for p in pareto[1:]] == raised
+    bitops, scores = [p["relative_bitops"] for p in pareto], [p["score"] for p in pareto]
+    assert all(b < c for b, c in itertools.pairwise(bitops)) and bitops[0] > 0 and bitops[-1] <= 1.0
+    assert all(a <= b for a, b in itertools.pairwise(scores)) and scores[-1] == pytest.approx(mixed.score)
+    assert "Pareto curve" in (tmp_path / "autoquant_report.html").read_text()
     assert mixed.score >= result.target > max(s.score for s in below.values())
     weight_bits = {
         name: {
