@@ -72,6 +72,7 @@ class _Builder:
         self.graph = model.graph
         self.nodes: list[onnx.NodeProto] = list(self.graph.node)
         self.inits = {t.name: t for t in self.graph.initializer}
+        self.quantized_params: set[str] = set()
         self.graph_inputs = {i.name for i in self.graph.input}
         self.by_name = {n.name: n for n in self.nodes}
         self.counter = 0
@@ -172,6 +173,9 @@ class _Builder:
 
     # -- weights ---------------------------------------------------------------------------------
     def quantize_param(self, name: str, enc: Encoding) -> None:
+        if name in self.quantized_params:
+            return  # a shared (tied) parameter: its quantizers hold one encoding, applied once
+        self.quantized_params.add(name)
         init = self.inits.get(name)
         if init is None:
             raise LowbitError(f"QDQ export: parameter {name!r} is not an initializer")

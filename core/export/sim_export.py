@@ -106,7 +106,25 @@ def trace_tensor_map(
         out_names = list(output_names or _default_names(sim, "output_names", n_out, "output"))
         marked = export_marked_onnx(model, inputs, module_names, in_names, out_names, opset)
     param_names = rename_tensors(marked, recorded_names(sim.model))
+    for alias, canonical in shared_parameter_names(sim.model).items():
+        param_names.setdefault(alias, param_names.get(canonical, canonical))
     return marked.model, build_tensor_map(list(sim.quantizers()), marked, param_names=param_names)
+
+
+def shared_parameter_names(model: nn.Module) -> dict[str, str]:
+    """``{alias: first name}`` for parameters registered under several names (tied or shared weights).
+
+    The exporter writes such a parameter once, named after its first registration (GPT-2's tied
+    ``lm_head.weight`` is the ``wte.weight`` initializer; ALBERT's shared layer, called per layer, is one
+    set of initializers): the aliases' quantizers bind to that one tensor.
+    """
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in model.named_parameters(remove_duplicate=False):
+        canonical = first.setdefault(id(tensor), name)
+        if canonical != name:
+            aliases[name] = canonical
+    return aliases
 
 
 def _quantizer_args(sim: Any) -> dict[str, Any]:

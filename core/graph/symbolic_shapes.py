@@ -6,7 +6,7 @@ those take plain ints, so the TorchScript tracer behind the ONNX export records 
 as a constant (a QDQ model that fails in ONNX Runtime at any other batch size). Called as tensor methods
 and torch functions (``x.size(0)``, ``y.view(...)``, ``torch.arange(s)``, ``x[:, :s]``) the tracer records
 the sizes as graph values instead. This module rewrites exactly those nodes; in eager mode both forms
-compute the same thing.
+compute the same thing. ``aten.diff`` (no TorchScript ONNX symbolic) is re-emitted as slices likewise.
 """
 
 from __future__ import annotations
@@ -25,6 +25,38 @@ def slice_dim(x: torch.Tensor, dim: int, start: Any, end: Any, step: int) -> tor
     index = [slice(None)] * (dim % x.dim())
     index.append(slice(start, end, step))
     return x[tuple(index)]
+
+
+def diff_slices(
+    x: torch.Tensor, n: int = 1, dim: int = -1, prepend: Any = None, append: Any = None
+) -> torch.Tensor:
+    """``aten.diff`` as concatenation, slices and a subtraction, which the TorchScript exporter has."""
+    parts = [p for p in (prepend, x, append) if p is not None]
+    if len(parts) > 1:
+        x = torch.cat(parts, dim)
+    for _ in range(n):
+        x = x.narrow(dim, 1, x.size(dim) - 1) - x.narrow(dim, 0, x.size(dim) - 1)
+    return x
+
+
+def _diff(node: fx.Node, graph: fx.Graph, remap: Callable[[Any], Any]) -> fx.Node:
+    args = (
+        node.args[0],
+        arg(node, "n", 1, 1),
+        arg(node, "dim", 2, -1),
+        arg(node, "prepend", 3),
+        arg(node, "append", 4),
+    )
+    return graph.call_function(diff_slices, remap(args))
+
+
+def cumsum_widened(x: torch.Tensor, dim: int, dtype: Any = None) -> torch.Tensor:
+    """``aten.cumsum``; a bool input is summed as int64 (what torch returns), which ONNX CumSum accepts."""
+    return torch.cumsum(x.long() if x.dtype == torch.bool else x, dim, dtype=dtype)
+
+
+def _cumsum(node: fx.Node, graph: fx.Graph, remap: Callable[[Any], Any]) -> fx.Node:
+    return graph.call_function(cumsum_widened, remap((node.args[0], node.args[1], arg(node, "dtype", 2))))
 
 
 def _is_symbolic(item: Any) -> bool:
@@ -93,7 +125,14 @@ _EMITTERS: dict[str, Emit] = {
     "full": _filled(torch.full),
     "slice": _slice,
 }
-_ALWAYS: dict[str, Emit] = {"sym_size": _method("size", 2), "sym_numel": _method("numel", 1)}
+# diff and cumsum: transformers' masks use them on int/bool tensors; the TorchScript ONNX exporter has no
+# aten::diff and writes CumSum on bool, which ONNX Runtime refuses.
+_ALWAYS: dict[str, Emit] = {
+    "sym_size": _method("size", 2),
+    "sym_numel": _method("numel", 1),
+    "diff": _diff,
+}
+_NON_FLOAT: dict[str, Emit] = {"cumsum": _cumsum}
 
 
 def emit_symbolic(node: fx.Node, graph: fx.Graph, remap: Callable[[Any], Any]) -> fx.Node | None:
@@ -101,6 +140,9 @@ def emit_symbolic(node: fx.Node, graph: fx.Graph, remap: Callable[[Any], Any]) -
     name = packet_name(node.target)
     if name in _ALWAYS:
         return _ALWAYS[name](node, graph, remap)
+    val = node.meta.get("val")
+    if name in _NON_FLOAT and isinstance(val, torch.Tensor) and not val.is_floating_point():
+        return _NON_FLOAT[name](node, graph, remap)
     if name in _EMITTERS and _uses_symbolic(node):
         return _EMITTERS[name](node, graph, remap)
     return None
