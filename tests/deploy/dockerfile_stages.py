@@ -1,8 +1,8 @@
-"""Parse a Dockerfile into build stages (test support, not product code).
+"""A Dockerfile's build stages, read with dockerfile-parse (PyPI; the parser of containerbuildsystem's
+tools, which joins continuations, drops comments and substitutes global ARG defaults into FROM).
 
-Enough of the Dockerfile grammar for the checks in test_dockerfile.py: comments, line
-continuations, global ARG defaults substituted into FROM, named stages, and the stages a stage
-depends on (its FROM parent and every ``COPY --from``).
+What the checks in test_dockerfile.py need on top: named stages and the stages a stage depends on (its
+FROM parent and every ``COPY --from``).
 
 >>> stages = parse("ARG B=python:3.11\\nFROM ${B} AS a\\nRUN true\\n")
 >>> stages["a"].base, [i.keyword for i in stages["a"].instructions]
@@ -11,10 +11,11 @@ depends on (its FROM parent and every ``COPY --from``).
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 
-_ARG_REF = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+from dockerfile_parse import DockerfileParser
 
 
 @dataclass(frozen=True)
@@ -42,52 +43,23 @@ class Stage:
         return [m.group(1) for a in self.all("COPY") for m in [re.search(r"--from=(\S+)", a)] if m]
 
 
-def _logical_lines(text: str) -> list[str]:
-    lines: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        stripped = raw.strip()
-        if stripped.startswith("#") and not current:
-            continue
-        if stripped.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if stripped.endswith("\\"):
-            current += stripped[:-1] + " "
-            continue
-        current += stripped
-        if current.strip():
-            lines.append(current.strip())
-        current = ""
-    if current.strip():
-        lines.append(current.strip())
-    return lines
-
-
 def parse(text: str) -> dict[str, Stage]:
-    """Stages by name (unnamed stages get their index as name), in file order.
-
-    Raises ValueError for an instruction before the first FROM other than ARG.
-    """
-    global_args: dict[str, str] = {}
+    """Stages by name (unnamed stages get their index as name), in file order."""
+    parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
+    bases = iter(parser.parent_images)  # FROM images in order, global ARGs substituted
     stages: dict[str, Stage] = {}
     current: Stage | None = None
-    for line in _logical_lines(text):
-        keyword, _, args = line.partition(" ")
-        keyword = keyword.upper()
-        args = args.strip()
+    for item in parser.structure:
+        keyword, value = item["instruction"].upper(), item["value"].strip()
+        if keyword == "COMMENT":
+            continue
         if keyword == "FROM":
-            parts = args.split()
-            base = _ARG_REF.sub(lambda m: global_args.get(m.group(1), m.group(0)), parts[0])
+            parts = value.split()
             name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else str(len(stages))
-            current = Stage(name=name, base=base)
+            current = Stage(name=name, base=next(bases))
             stages[name] = current
-        elif current is None:
-            if keyword != "ARG":
-                raise ValueError(f"{keyword} before the first FROM")
-            arg_name, _, default = args.partition("=")
-            global_args[arg_name] = default.strip('"')
-        else:
-            current.instructions.append(Instruction(keyword, args))
+        elif current is not None:
+            current.instructions.append(Instruction(keyword, value))
     return stages
 
 

@@ -177,26 +177,30 @@ def test_ports_are_published_on_localhost_unless_asked() -> None:
     assert all(str(port).startswith("0.0.0.0:") for port in exposed["api"]["ports"])
 
 
-def _run_migrate(tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+def _run_migrate(
+    tmp_path: Path, migrate: dict[str, Any], **environment: str
+) -> subprocess.CompletedProcess[str]:
     """The migrate service's command as its container runs it (real sh), with a stand-in `lowbit`."""
-    migrate = yaml.safe_load(compose_config(**variables).stdout)["services"]["migrate"]
     stub = tmp_path / "lowbit"
     stub.write_text('#!/bin/sh\necho "lowbit $*"\n')
     stub.chmod(0o755)
     command = [part.replace("$$", "$") for part in migrate["command"]]  # Compose's escape, undone
-    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", **{k: str(v) for k, v in migrate["environment"].items()}}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    env = {k: str(v) for k, v in migrate["environment"].items()}
+    return subprocess.run(
+        command, env={**env, **environment, "PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
 
 
 def test_nothing_starts_exposed_with_default_secrets(tmp_path: Path) -> None:
     """Given ports bound beyond localhost, migrate (which every lowbit service waits for) refuses the
     default secrets; on localhost, or with both secrets set, it migrates."""
-    assert _run_migrate(tmp_path).stdout.strip() == "lowbit db upgrade"
-    refused = _run_migrate(tmp_path, BIND_ADDRESS="0.0.0.0")
+    assert _run_migrate(tmp_path, SERVICES["migrate"]).stdout.strip() == "lowbit db upgrade"
+    exposed = yaml.safe_load(compose_config(BIND_ADDRESS="0.0.0.0").stdout)["services"]["migrate"]
+    refused = _run_migrate(tmp_path, exposed)
     assert refused.returncode == 1 and "refusing to start" in refused.stderr and refused.stdout == ""
-    half = _run_migrate(tmp_path, BIND_ADDRESS="0.0.0.0", LOWBIT_SECRET_KEY="s" * 32)
+    # The secrets as Compose hands them to the container (LOWBIT_SECRET_KEY, MINIO_ROOT_PASSWORD).
+    half = _run_migrate(tmp_path, exposed, LOWBIT_SECRET_KEY="s" * 32)
     assert half.returncode == 1  # MinIO's default password is still set
-    ok = _run_migrate(
-        tmp_path, BIND_ADDRESS="0.0.0.0", LOWBIT_SECRET_KEY="s" * 32, MINIO_ROOT_PASSWORD="m" * 24
-    )
+    ok = _run_migrate(tmp_path, exposed, LOWBIT_SECRET_KEY="s" * 32, LOWBIT_S3_SECRET_KEY="m" * 24)
     assert ok.returncode == 0 and ok.stdout.strip() == "lowbit db upgrade"
