@@ -8,6 +8,9 @@ learning-rate decay for both (core.qat.lr_at; with a constant rate regular QAT e
 samples of PTQ).
 "Clearly beats": each QAT mode is also compared with each PTQ result sample by sample on the same eval
 set (exact McNemar test on the samples only one of the two gets right).
+The QAT rows train on the digits *training split* (bench/models/mobilenet_digits.digits_32), not on
+the 512-image calibration set the sims were calibrated on.
+Throughput (bench/qat_scaling.py): samples/s for world_size 1 and 2 on CPU streaming shards.
 Step time: one training step (forward, backward, Adam step; for regular QAT including the weight
 grid recomputation) on a batch of 64, QAT over FP32, interleaved medians. Target ≤ 1.5 on CPU.
 """
@@ -201,4 +204,12 @@ def run(args: list[str]) -> None:
                 "≤ 1.5",
             ],
         ],
+    )
+
+    from bench.qat_scaling import scaling_rows
+
+    print_table(
+        "QAT throughput on CPU, batch 64 per process, 1 thread each (MobileNet-style digits, W4A4, 1 epoch)",
+        ["configuration", "samples / s", "ratio to 1 process in memory"],
+        scaling_rows(train_x, train_y),
     )

@@ -49,6 +49,16 @@ class WorkerSettings(BaseSettings):
     # Address-space limit of each CPU pool process (worker/memory_limit.py): 0 = 80% of the host's
     # memory divided by the concurrency, -1 = none.
     job_memory_limit_bytes: int = Field(default=0, ge=-1)
+    # Multi-node QAT (params.nodes > 1, compute gpu) as a Kubeflow Trainer TrainJob; see
+    # worker/training/kubeflow.py and deploy/components/kubeflow/.
+    kubeflow_enabled: bool = False
+    kubeflow_namespace: str = "lowbit"
+    kubeflow_image: str = ""
+    kubeflow_runtime: str = "torch-distributed"
+    kubeflow_env_configmap: str = "lowbit-config"
+    kubeflow_env_secret: str = "lowbit-secrets"
+    kubeflow_gpus_per_node: int = Field(default=1, ge=1, le=64)
+    kubeflow_poll_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _hard_limit_after_soft(self) -> WorkerSettings:

@@ -108,6 +108,7 @@ def qat(
     log_every: int = 10,
     amp: bool = False,
     freeze_bn: bool = False,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> QatResult:
     """Fine-tune ``sim.model`` with fake quantization in the loop and return a QatResult.
 
@@ -133,7 +134,8 @@ def qat(
       ``early_stopping_patience`` stops after that many evaluations without improvement. Every
       ``log_every`` steps the mean loss and the learning rate go to ``result.curves``.
     * ``progress(epoch, step, loss, metric)`` after each step (metric = the evaluation at that step,
-      else None); ``cancel()`` is checked before each step → CancelledError.
+      else None); ``cancel()`` is checked before each step → CancelledError; ``on_start(first step,
+      total steps)`` once before training (after a resume, first step > 0).
     * After training: BN statistics re-estimated over the first ``bn_reestimation_batches`` batches
       of the training data (0 = off; ``result.bn_reestimated`` names the BNs); with ``fold_bn`` each
       BN that follows a Conv/Linear is folded into its weights *and* its weight quantizer's scale
@@ -227,6 +229,8 @@ def qat(
     if resumed is None:
         torch.manual_seed(seed)
 
+    if on_start is not None:
+        on_start(start_step, total_steps)
     wrapped = wrap_model(model, ctx, device)
     _train_mode(model, freeze_bn)
     result = QatResult(setup.mode, loss_name, total_steps, epochs, float("nan"), world_size=ctx.world_size)

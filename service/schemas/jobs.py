@@ -35,9 +35,56 @@ class AutoquantParams(Strict):
 
 
 class QatParams(Strict):
+    """The built-in QAT loop (core.qat.qat); README "QAT jobs" lists the defaults and what they do."""
+
     epochs: int = Field(default=1, ge=1, le=1000)
     learning_rate: float = Field(default=1e-5, gt=0, le=1)
     range_learning: bool = False
+    batch_size: int = Field(default=32, ge=1, le=65_536, description="samples per process per micro-batch")
+    accumulate_steps: int = Field(default=1, ge=1, le=1024, description="micro-batches per optimizer step")
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = Field(default=0.0, ge=0, le=1)
+    lr_schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = Field(default=0, ge=0, le=1_000_000)
+    lr_step_size: int = Field(
+        default=0, ge=0, le=1_000_000, description="step schedule: 0 = a third of the steps"
+    )
+    lr_gamma: float = Field(default=0.1, gt=0, le=1)
+    clip_grad_norm: float | None = Field(default=None, gt=0)
+    loss: Literal["cross_entropy", "mse", "kl"] | None = Field(
+        default=None,
+        description="null: cross_entropy for integer labels, mse for float ones, kl (distillation) without",
+    )
+    eval_every: int = Field(
+        default=0, ge=0, le=1_000_000, description="steps between evaluations; 0 = each epoch"
+    )
+    keep_best: bool = True
+    early_stopping_patience: int = Field(default=0, ge=0, le=1000)
+    bn_reestimation_batches: int = Field(default=0, ge=0, le=10_000)
+    freeze_bn: bool = False
+    amp: bool = Field(default=True, description="bf16 autocast on CUDA workers (ignored on CPU)")
+    seed: int = Field(default=0, ge=0, le=MAX_INT32)
+    checkpoint_every: int = Field(default=50, ge=1, le=1_000_000)
+    log_every: int = Field(default=10, ge=1, le=1_000_000)
+    world_size: int = Field(
+        default=1, ge=1, le=64, description="training processes (one per GPU on GPU workers)"
+    )
+    max_restarts: int = Field(
+        default=2, ge=0, le=20, description="restarts of the process group after a rank dies"
+    )
+    nodes: int = Field(
+        default=1, ge=1, le=64, description=">1: a Kubeflow TrainJob (compute gpu, when enabled)"
+    )
+    data_lanes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="sharded data: lanes (default world_size); keep it to reproduce a run",
+    )
+    shuffle_buffer: int = Field(
+        default=4096, ge=1, le=10_000_000, description="samples held for shuffling shards"
+    )
+    prefetch_shards: int = Field(default=2, ge=1, le=64)
 
 
 class AnalyzeParams(Strict):

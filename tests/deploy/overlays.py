@@ -34,6 +34,7 @@ KUSTOMIZATIONS: dict[str, str] = {
     "overlays/dev": "lowbit-dev",
     "overlays/prod": "lowbit",
     "examples/keda": "lowbit",
+    "overlays/kubeflow": "lowbit",
 }
 
 # Secrets an overlay expects to be created out of band (documented in deploy/README.md).
@@ -42,6 +43,7 @@ EXTERNAL_SECRETS: dict[str, set[str]] = {
     "overlays/dev": set(),
     "overlays/prod": {"lowbit-secrets"},
     "examples/keda": {"lowbit-secrets", "lowbit-keda-redis"},
+    "overlays/kubeflow": {"lowbit-secrets"},
 }
 
 

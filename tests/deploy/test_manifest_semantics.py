@@ -130,7 +130,9 @@ def test_lowbit_pods_run_as_non_root_with_resources(name: str) -> None:
         pod = _template(obj)["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] != 0
-        assert pod["automountServiceAccountToken"] is False
+        # Only the GPU workers of overlays/kubeflow call the Kubernetes API (their TrainJobs; rbac.yaml).
+        api_client = name == "overlays/kubeflow" and obj["metadata"]["name"] == "lowbit-worker-gpu"
+        assert pod["automountServiceAccountToken"] is api_client
         for container in _containers(obj):
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["resources"]["requests"].keys() >= {"cpu", "memory"}
@@ -222,6 +224,8 @@ def test_keda_scales_each_worker_on_its_own_queue() -> None:
 def test_lowbit_settings_names_are_settings_the_service_reads() -> None:
     settings = pytest.importorskip("service.settings")
     known = {f"LOWBIT_{field.upper()}" for field in settings.Settings.model_fields}
+    worker_settings = pytest.importorskip("worker.settings")  # the workers' own (LOWBIT_KUBEFLOW_*, ...)
+    known |= {f"LOWBIT_{field.upper()}" for field in worker_settings.WorkerSettings.model_fields}
     for name in NAMES:
         for obj in rendered(name):
             keys: set[str] = set()

@@ -36,10 +36,13 @@ class JobContext:
     model_path: Path | None = None
     calib_path: Path | None = None
     eval_path: Path | None = None
+    train_path: Path | None = None  # a single-file training dataset (qat)
+    train_manifest: dict[str, Any] | None = None  # a sharded training dataset (core.qat.ShardManifest JSON)
     loaded: Any = None  # core.io.LoadedModel
     prepared: Any = None  # core.graph.PreparedModel (a torch.fx GraphModule), the techniques' starting point
     calib: Any = None  # core.io.CalibrationData
     evaluation: Any = None  # core.io.CalibrationData or None
+    train: Any = None  # core.io.CalibrationData of train_path, or None
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     budgets: UploadBudgets = field(default_factory=UploadBudgets)  # the upload check's, re-run on fetch

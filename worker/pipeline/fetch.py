@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Blob, Dataset, Job, ModelVersion
+from service.db.models import Blob, Dataset, DatasetShard, Job, ModelVersion
 from service.uploads.checks import check_file
 from worker.db import WorkerDb
 from worker.pipeline.context import JobContext
@@ -40,6 +41,14 @@ def fetch_inputs(ctx: JobContext, db: WorkerDb) -> None:
             if dataset is None:
                 raise InputMissingError(f"{role} dataset {dataset_id} not found")
             found[role] = (_blob_key(session, dataset.blob_sha256, f"dataset {dataset_id}"), dataset.format)
+        train_id = ctx.spec.get("train_dataset_id")
+        train = session.get(Dataset, train_id) if train_id else None
+        if train_id and train is None:
+            raise InputMissingError(f"training dataset {train_id} not found")
+        if train is not None and train.format == "sharded":
+            ctx.train_manifest = _manifest(session, train)
+        elif train is not None:
+            found["train"] = (_blob_key(session, train.blob_sha256, f"dataset {train_id}"), train.format)
         return found
 
     found = db.write(keys, "read job inputs")
@@ -55,3 +64,18 @@ def fetch_inputs(ctx: JobContext, db: WorkerDb) -> None:
         check_file(fmt, path, ctx.budgets.max_file_bytes, ctx.budgets)
         setattr(ctx, f"{role}_path", path)
         ctx.monitor.progress((i + 1) / len(found))
+
+
+def _manifest(session: Session, dataset: Dataset) -> dict[str, object]:
+    """A sharded dataset as a core.qat.ShardManifest JSON: object keys are the locators (the shards
+    are streamed from object storage while training, never downloaded whole)."""
+    shards = session.scalars(
+        select(DatasetShard).where(DatasetShard.dataset_id == dataset.id).order_by(DatasetShard.index)
+    ).all()
+    return {
+        "shards": [
+            {"locator": _blob_key(session, s.blob_sha256, f"shard {s.index} of dataset {dataset.id}"),
+             "samples": int(s.samples or 0), "format": s.format}
+            for s in shards
+        ]
+    }  # fmt: skip

@@ -34,6 +34,8 @@ def prepare_inputs(ctx: JobContext) -> None:
     ctx.monitor.progress(0.3)
     if ctx.eval_path is not None:
         ctx.evaluation = load_data(ctx.eval_path, names).for_model(ctx.loaded)
+    if ctx.train_path is not None:
+        ctx.train = load_data(ctx.train_path, names).for_model(ctx.loaded)
     # A .pt2 is captured from its exported program (graph_source), as the CLI does.
     prepared, report = check_model(ctx.loaded.graph_source, ctx.loaded.example_inputs)
     ctx.monitor.progress(0.9)

@@ -1,28 +1,28 @@
-"""``qat``: calibrate, then the engine's built-in QAT loop (distillation from FP32 on the calibration
-data, so no labels are needed). Checkpoints are mirrored to object storage keyed by the job, so a
-retried job resumes at the last checkpoint (worker/pipeline/resume.py)."""
+"""``qat``: calibrate, then the engine's built-in QAT loop on the job's training data (a sharded
+dataset streamed from object storage, a training file, or — by default — the calibration data;
+distillation from FP32 when the data has no labels). ``params.world_size`` > 1 runs the same
+training in a process group started by torch's elastic launcher (worker/training/launch.py).
+Checkpoints are mirrored to object storage keyed by the job, so a retried job resumes at the last
+checkpoint (worker/pipeline/resume.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from worker.pipeline.context import JobContext, TechniqueResult
 from worker.pipeline.resume import StateSync
 from worker.techniques import register_technique
-from worker.techniques.quantsim import build_sim, calibrate
-
-CHECKPOINT_EVERY = 50
+from worker.training.run import result_metrics, train
 
 
 @register_technique("qat")
 def run_qat(ctx: JobContext) -> TechniqueResult:
-    """Fine-tune the calibrated sim for ``params.epochs`` with ``params.learning_rate``."""
-    from core.qat import list_checkpoints, qat
+    """Fine-tune the calibrated sim with the job's QAT params (service.schemas.jobs.QatParams)."""
+    from core.qat import finish_qat, list_checkpoints
 
     params = ctx.params
-    epochs = int(params.get("epochs", 1))
-    sim: Any = build_sim(ctx)
-    calibrate(ctx, sim)
+    if int(params.get("world_size") or 1) > 1 or int(params.get("nodes") or 1) > 1:
+        from worker.training.launch import run_distributed
+
+        return run_distributed(ctx)
     local = ctx.workdir / "qat-checkpoints"
     local.mkdir(parents=True, exist_ok=True)
     sync = StateSync(ctx.store, ctx.wsettings, ctx.job_id, "qat", local)
@@ -30,32 +30,12 @@ def run_qat(ctx: JobContext) -> TechniqueResult:
     if resumed:
         ctx.monitor.log(f"resuming QAT from stored checkpoint {resumed}")
 
-    def progress(epoch: int, step: int, loss: float, metric: float | None) -> None:
-        ctx.monitor.progress(min(1.0, (epoch + 1) / max(1, epochs)))
+    def progress(step: int, total: int, loss: float) -> None:
+        ctx.monitor.progress(min(1.0, step / max(1, total)))
         done = list_checkpoints(local)
         if done:
             sync.push(done[-1])
 
-    result = qat(
-        sim,
-        ctx.calib,
-        epochs=epochs,
-        lr=float(params.get("learning_rate", 1e-5)),
-        mode="range_learning" if params.get("range_learning") else "regular",
-        checkpoint_dir=str(local),
-        checkpoint_every=CHECKPOINT_EVERY,
-        resume=True,
-        progress=progress,
-        cancel=ctx.cancel_check,
-    )
-    return TechniqueResult(
-        sim=sim,
-        metrics={
-            "qat": {
-                "steps": result.steps,
-                "final_loss": result.final_loss,
-                "resumed_from_step": result.resumed_from_step,
-                "seconds": round(result.seconds, 2),
-            }
-        },
-    )
+    sim, result = train(ctx, local, progress=progress, cancel=ctx.cancel_check)
+    finish_qat(sim)
+    return TechniqueResult(sim=sim, metrics={"qat": result_metrics(result)})

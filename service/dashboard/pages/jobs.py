@@ -14,6 +14,7 @@ from service.dashboard import queries
 from service.dashboard.auth import Viewer, checked_viewer, current_viewer
 from service.dashboard.metrics_table import COLUMNS, comparison
 from service.dashboard.router import PREFIX, DashboardRoute, renderer
+from service.dashboard.training_curves import training_curves
 from service.db.models import Artifact, Job
 from service.db.repositories import jobs as jobs_repo
 from service.db.repositories import resources
@@ -131,6 +132,7 @@ def job_detail(
         events=queries.job_events(session, job.id),
         logs=queries.log_tail(session, job.id, LOG_TAIL_LINES),
         metrics=comparison(job.metrics),
+        curves=training_curves(job.metrics),
         columns=COLUMNS,
         artifacts=artifacts,
         plots=[a for a in artifacts if a["kind"] == "plot"],
