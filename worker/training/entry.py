@@ -10,8 +10,8 @@ back under the prefix (there is no worker beside it to relay them).
 Each rank loads the model and data named by the bundle, calibrates (identically on every rank),
 and trains its share; DDP keeps the weights equal. Rank 0 writes progress, checkpoints, the trained
 weights and the result. Cancellation is a file the worker creates; the ranks agree on it with an
-all-reduce before every step, so they all stop at the same step. A restarted rank (the launcher's
-``--max-restarts``) resumes from the newest checkpoint like a resumed job.
+all-reduce before every step, so they all stop at the same step. A restarted group (after a rank
+died) resumes from the newest checkpoint like a resumed job.
 """
 
 from __future__ import annotations
@@ -109,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
             if mirror is not None:
                 mirror.push(root / CHECKPOINTS, bundle.path(PROGRESS))
 
-    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
     try:
         prepare_inputs(job)
         sim, result = train(
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = bundle.path(f".{FINAL}")
         save_file({k: v.detach().cpu().contiguous() for k, v in sim.model.state_dict().items()}, tmp)
         os.replace(tmp, bundle.path(FINAL))
-        bundle.write_json(RESULT, {"metrics": result_metrics(result, restarts=restarts)})
+        bundle.write_json(RESULT, {"metrics": result_metrics(result)})
         if mirror is not None:
             mirror.finish(bundle.path(RESULT), bundle.path(FINAL))
     dist.barrier()

@@ -8,8 +8,8 @@ worker), then relays while it runs:
   another worker that resumes from there (it pulls them into the bundle before launching);
 * a cancel request → the bundle's cancel file (the ranks stop together at the next step).
 
-A rank that dies makes the launcher stop the group and start it again (up to ``max_restarts``); the
-new ranks resume from the newest checkpoint. When the group is done the worker rebuilds the sim,
+A rank that dies makes the launcher's agent stop the group; the worker then starts the group again
+(up to ``max_restarts`` times), and the new ranks resume from the newest checkpoint. When the group is done the worker rebuilds the sim,
 loads rank 0's trained weights and bakes the encodings for export.
 """
 
@@ -35,11 +35,13 @@ class TrainingFailedError(LowbitError):
     """The training processes failed in a way a retry would repeat (their error is in the message)."""
 
 
-def launcher_command(bundle: Path, nproc: int, max_restarts: int) -> list[str]:
-    """The torch.distributed.run command line of a one-node run (also what deploy/kubeflow runs per node)."""
+def launcher_command(bundle: Path, nproc: int) -> list[str]:
+    """The torch.distributed.run command line of a one-node run. The group is restarted by the worker
+    (a fresh launcher and rendezvous per start), not by the agent's own ``--max-restarts``: after a
+    SIGKILLed rank, restarts inside one agent hung in rendezvous on our 2-core CI hosts."""
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-        f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}", "--monitor-interval=0.5",
+        f"--nproc-per-node={nproc}", "--max-restarts=0", "--monitor-interval=0.5",
         "-m", "worker.training.entry", str(bundle),
     ]  # fmt: skip
 
@@ -98,16 +100,49 @@ def run_distributed(ctx: JobContext) -> TechniqueResult:
     resumed = sync.pull()
     if resumed:
         ctx.monitor.log(f"resuming QAT from stored checkpoint {resumed}")
-    ctx.monitor.log(f"starting {nproc} training processes (torch.distributed.run)")
+    max_restarts = int(params.get("max_restarts", 2))
     log_path = root / "launcher.log"
+    restarts = 0
+    while True:
+        ctx.monitor.log(f"starting {nproc} training processes (torch.distributed.run), start {restarts + 1}")
+        returncode = _launch(ctx, bundle, sync, log_path, nproc, list_checkpoints)
+        outcome = bundle.read_json(RESULT) or {}
+        if returncode == 0 or outcome or restarts >= max_restarts:
+            break
+        # A rank died: torch's agent stopped the group. Start it again; it resumes from the newest checkpoint.
+        restarts += 1
+        ctx.monitor.log(
+            f"a training process failed (exit {returncode}); restarting the group from its last checkpoint"
+        )
+    if "cancelled" in outcome:
+        raise CancelledError(str(outcome["cancelled"]))
+    if "error" in outcome:
+        raise TrainingFailedError(f"QAT failed in the training processes: {outcome['error']}")
+    if returncode != 0 or "metrics" not in outcome:
+        tail = log_path.read_text(errors="replace")[-1500:]
+        raise RuntimeError(
+            f"the QAT process group failed {restarts + 1} times (exit code {returncode}): …{tail}"
+        )
+    sim: Any = build_sim(ctx)
+    calibrate(ctx, sim)
+    prepare_qat(sim, "range_learning" if params.get("range_learning") else "regular")
+    sim.model.load_state_dict(load_file(bundle.path(FINAL), device=str(ctx.device)))
+    finish_qat(sim)
+    return TechniqueResult(sim=sim, metrics={"qat": {**outcome["metrics"], "restarts": restarts}})
+
+
+def _launch(
+    ctx: JobContext, bundle: Bundle, sync: StateSync, log_path: Path, nproc: int, listing: Any
+) -> int:
+    """One run of the launcher; returns its exit code (the process is gone when this returns)."""
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            launcher_command(root, nproc, int(params.get("max_restarts", 2))),
+            launcher_command(bundle.root, nproc),
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         try:
-            _relay(ctx, bundle, sync, proc, list_checkpoints)
+            _relay(ctx, bundle, sync, proc, listing)
         finally:
             if proc.poll() is None:
                 proc.terminate()
@@ -116,20 +151,7 @@ def run_distributed(ctx: JobContext) -> TechniqueResult:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-    outcome = bundle.read_json(RESULT) or {}
-    if "cancelled" in outcome:
-        raise CancelledError(str(outcome["cancelled"]))
-    if "error" in outcome:
-        raise TrainingFailedError(f"QAT failed in the training processes: {outcome['error']}")
-    if proc.returncode != 0 or "metrics" not in outcome:
-        tail = log_path.read_text(errors="replace")[-1500:]
-        raise RuntimeError(f"the QAT process group ended with exit code {proc.returncode}: …{tail}")
-    sim: Any = build_sim(ctx)
-    calibrate(ctx, sim)
-    prepare_qat(sim, "range_learning" if params.get("range_learning") else "regular")
-    sim.model.load_state_dict(load_file(bundle.path(FINAL), device=str(ctx.device)))
-    finish_qat(sim)
-    return TechniqueResult(sim=sim, metrics={"qat": outcome["metrics"]})
+    return int(proc.returncode)
 
 
 def _relay(
