@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.qat import init_distributed
     from service.settings import Settings
     from service.storage import make_store
+    from service.uploads.budgets import UploadBudgets
     from worker.monitor import JobMonitor
     from worker.pipeline.context import JobContext
     from worker.pipeline.prepare import prepare_inputs
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = list(argv if argv is not None else sys.argv[1:])
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    store, wsettings = make_store(Settings()), WorkerSettings()
+    settings, wsettings = Settings(), WorkerSettings()
+    store = make_store(settings)
     mirror = None
     if args[0] == "--from-store":
         from worker.training.store_bundle import StoreMirror
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     job = JobContext(
         spec["job_id"], spec["spec"], root / f"rank-{rank}", store,
         cast(JobMonitor, RankMonitor(rank)), wsettings, device=device,
+        budgets=UploadBudgets.from_settings(settings),
     )  # fmt: skip
     job.workdir.mkdir(parents=True, exist_ok=True)
     for role in ("model", "calib", "eval", "train"):

@@ -64,7 +64,7 @@ def training_source(job: JobContext, rank: int, world_size: int) -> Any:
         buffer=int(param(params, "shuffle_buffer")),
         seed=int(param(params, "seed")),
     )
-    opener = ShardOpener(job.store, job.wsettings, job.workdir / f"shards-{rank}", job.loaded)
+    opener = ShardOpener(job.store, job.wsettings, job.workdir / f"shards-{rank}", job.loaded, job.budgets)
     return StreamSource(
         plan,
         opener,

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from service.storage import ArtifactStore
+from service.uploads.budgets import UploadBudgets
+from service.uploads.checks import check_file
 from worker.settings import WorkerSettings
 from worker.storage_io import download
 
@@ -20,8 +22,21 @@ from worker.storage_io import download
 class ShardOpener:
     """``open_shard(shard) -> (inputs in model input order, labels or None)`` over ``store``."""
 
-    def __init__(self, store: ArtifactStore, wsettings: WorkerSettings, tmpdir: Path, loaded: Any) -> None:
-        self.store, self.wsettings, self.tmpdir, self.loaded = store, wsettings, tmpdir, loaded
+    def __init__(
+        self,
+        store: ArtifactStore,
+        wsettings: WorkerSettings,
+        tmpdir: Path,
+        loaded: Any,
+        budgets: UploadBudgets,
+    ) -> None:
+        self.store, self.wsettings, self.tmpdir, self.loaded, self.budgets = (
+            store,
+            wsettings,
+            tmpdir,
+            loaded,
+            budgets,
+        )
         tmpdir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, shard: Any) -> tuple[list[np.ndarray], np.ndarray | None]:
@@ -32,6 +47,7 @@ class ShardOpener:
         path = Path(name)
         try:
             download(self.store, shard.locator, path, self.wsettings)
+            check_file(shard.format, path, self.budgets.max_file_bytes, self.budgets)  # as on fetch
             data = load_data(path, self.loaded.input_names).for_model(self.loaded)
             # np.load of an .npz reads members into memory; nothing keeps the file open afterwards.
             return list(data.inputs.values()), data.labels
