@@ -64,8 +64,8 @@ def schedules(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(runs, indent=2))
                 return OK
-            cols = [("FIRE TIME", "fire_time", 25), ("STATUS", "status", 10), ("JOB", "job_id", 26),
-                    ("MODEL VERSION", "model_version", 13), ("SHA256", "model_sha256", 0)]  # fmt: skip
+            cols = [("FIRE TIME", "scheduled_for", 25), ("STATUS", "status", 10), ("JOB", "job_id", 26),
+                    ("VERSION", "model_version", 7), ("REGRESSED", "regressed", 9), ("SHA256", "model_sha256", 0)]  # fmt: skip
             _table(runs, cols)
             return OK
         rows = client.paged("/v1/schedules", args.limit)

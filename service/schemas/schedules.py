@@ -131,3 +131,5 @@ class ScheduleRunRead(BaseModel):
     webhook_status: str | None
     webhook_attempts: int
     created_at: datetime
+    model_version: int | None = None  # the version the run's job quantized, and its content hash
+    model_sha256: str | None = None

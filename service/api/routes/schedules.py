@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
+from service.db.models import Job, ModelVersion
 from service.db.repositories import references, resources
 from service.db.repositories import schedules as repo
 from service.db.schedule_tables import Schedule
@@ -115,4 +117,18 @@ def list_runs(
     """The schedule's runs, newest first, with their regression verdict and webhook state."""
     schedule = repo.get_schedule(session, who.project_id, schedule_id)
     rows, nxt = repo.list_runs(session, schedule, page_limit(ctx, limit), cursor)
-    return Page(items=[ScheduleRunRead.model_validate(r) for r in rows], next_cursor=nxt)
+    items = [ScheduleRunRead.model_validate(r) for r in rows]
+    # Which model version each run quantized: runs compare versions, so the version and its hash say
+    # what was compared (one query for the page).
+    job_ids = [i.job_id for i in items if i.job_id]
+    if job_ids:
+        found = session.execute(
+            select(Job.id, ModelVersion.version, ModelVersion.blob_sha256)
+            .join(ModelVersion, ModelVersion.id == Job.model_version_id)
+            .where(Job.id.in_(job_ids), Job.project_id == who.project_id)
+        ).all()
+        versions = {job_id: (number, sha) for job_id, number, sha in found}
+        for item in items:
+            if item.job_id in versions:
+                item.model_version, item.model_sha256 = versions[item.job_id]
+    return Page(items=items, next_cursor=nxt)
