@@ -29,12 +29,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 def run(args: argparse.Namespace) -> int:
     from core.commands.options import sim_kwargs
+    from core.export.loader import batch_norms_folded_in
+    from core.export.reader import read_encodings_file
+    from core.graph import prepare_model
     from core.io import load_model
+    from core.ptq.bn_fold import fold_all_batch_norms
     from core.quantsim import QuantSim
 
     loaded = load_model(args.model)
     sim = QuantSim(loaded, **sim_kwargs(args))
-    sim.load_encodings(args.encodings, strict=True)
+    doc = read_encodings_file(args.encodings)
+    if batch_norms_folded_in(sim, doc):
+        # The file encodes BN-folded weights (AIMET folds before simulating): fold here too.
+        example = tuple(loaded.example_inputs)
+        folded = prepare_model(loaded.graph_source, example)
+        fold_all_batch_norms(folded)
+        sim = QuantSim(folded, example, prepared=True, **sim_kwargs(args))
+        sim.input_names, sim.output_names = list(loaded.input_names), list(loaded.output_names)
+    sim.load_encodings(doc, strict=True)
     result = sim.export(args.out, encoding_version=args.encoding_version, qdq=not args.no_qdq)
     print(
         json.dumps(

@@ -49,6 +49,40 @@ def _encoding_for(
     return enc
 
 
+def batch_norms_folded_in(sim: Any, doc: EncodingsDoc) -> bool:
+    """Whether ``doc`` was computed on weights with BatchNorm folded in, for a sim that still has BNs.
+
+    AIMET's flow folds BN into the weights before its QuantSim (aimet-onnx warns otherwise), so a
+    file AIMET wrote without any entry of a BatchNormalization tensor encodes folded weights; a
+    file AIMET wrote on an unfolded model carries the BN weights and outputs.
+    """
+    if not str(doc.producer.get("package", "")).startswith("aimet"):
+        return False
+    bns = [name for name, plan in sim.plans.items() if plan.op_type == "BatchNormalization"]
+    names = doc.names()
+    return bool(bns) and not any(n.startswith(f"{bn}.") or f"/{bn}/" in n for bn in bns for n in names)
+
+
+def _requantized_copies(graph: Any, doc: EncodingsDoc) -> set[str]:
+    """Names of tensors that only move values of a tensor the file already encodes (AIMET quantizes
+    the output of a Flatten/Reshape/...; lowbit looks through such ops, the values are the same)."""
+    if graph is None:
+        return set()
+    from core.quantsim.placement import VALUE_PRESERVING_OP_TYPES
+
+    producers = {o: n for n in graph.node for o in n.output}
+    copies = set()
+    for name in doc.names():
+        node = producers.get(name)
+        while node is not None and node.op_type in VALUE_PRESERVING_OP_TYPES and node.input:
+            source = node.input[0]
+            if doc.get(source) is not None and source not in copies:
+                copies.add(name)
+                break
+            node = producers.get(source)
+    return copies
+
+
 def _is_accumulator_bias(record: EncodingRecord | None) -> bool:
     return record is not None and record.dtype == "int" and record.bitwidth == 32
 
@@ -69,15 +103,17 @@ def load_encodings(
     earlier frozen encoding. Returns the keys of the quantizers that were set.
     """
     if isinstance(source, EncodingsDoc):
-        doc, where = source, "encodings"
+        doc, where = source, str(source.source or "encodings")
     elif isinstance(source, Mapping):
         doc, where = parse_encodings(dict(source), "encodings dict"), "encodings dict"
     else:
         doc, where = read_encodings_file(source), str(Path(source))
+    graph = None
     if tensor_map is None:
         from core.export.sim_export import trace_tensor_map
 
-        _, tensor_map = trace_tensor_map(sim)
+        proto, tensor_map = trace_tensor_map(sim)
+        graph = proto.graph
     quantizers = sim.quantizers()
     params = dict(sim.model.named_parameters())
     used: set[str] = set()
@@ -101,7 +137,7 @@ def load_encodings(
     # int32 entries are biases on the accumulator grid (AIMET 2.0.0 writes them by default): the sim
     # derives that grid from the input and weight encodings, so they need no quantizer.
     accumulator = {n for n in doc.names() if _is_accumulator_bias(doc.get(n))}
-    unknown = sorted(doc.names() - used - accumulator)
+    unknown = sorted(doc.names() - used - accumulator - _requantized_copies(graph, doc))
     if strict and (missing or unknown):
         parts = []
         if missing:
@@ -121,4 +157,4 @@ def load_encodings(
     return [key for key, _, _ in updates]
 
 
-__all__ = ["load_encodings"]
+__all__ = ["batch_norms_folded_in", "load_encodings"]

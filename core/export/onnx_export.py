@@ -59,6 +59,12 @@ def export_marked_onnx(
 
     ``dynamic_batch`` makes dimension 0 of every input and output symbolic (``batch``).
     """
+    # torch's exporter refuses graph I/O names it uses for its own values (numeric ones such as
+    # '272', common in ONNX files from other exporters): export under stand-ins, rename afterwards.
+    wanted = [*input_names, *output_names]
+    stand_ins = {n: f"lowbit_io_{i}" if n.isdigit() else n for i, n in enumerate(wanted)}
+    input_names = [stand_ins[n] for n in input_names]
+    output_names = [stand_ins[n] for n in output_names]
     dynamic_axes = {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
     buffer = io.BytesIO()
     was_training = model.training
@@ -84,8 +90,28 @@ def export_marked_onnx(
     finally:
         model.train(was_training)
     proto = onnx.load_from_string(buffer.getvalue())
+    _rename_io(proto, {v: k for k, v in stand_ins.items() if k != v})
     _restore_deduplicated_params(proto, {name for name, _ in model.state_dict().items()})
     return _strip_markers(proto)
+
+
+def _rename_io(proto: onnx.ModelProto, renames: dict[str, str]) -> None:
+    """Rename graph I/O tensors; an internal tensor already holding a wanted name moves aside first."""
+    if not renames:
+        return
+    graph = proto.graph
+    taken = {o for node in graph.node for o in node.output} | {t.name for t in graph.initializer}
+    moves = {want: f"{want}_lowbit_internal" for want in renames.values() if want in taken}
+    moves.update(renames)
+
+    def fix(name: str) -> str:
+        return moves.get(name, name)
+
+    for node in graph.node:
+        node.input[:] = [fix(n) for n in node.input]
+        node.output[:] = [fix(n) for n in node.output]
+    for item in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+        item.name = fix(item.name)
 
 
 def _restore_deduplicated_params(proto: onnx.ModelProto, param_names: set[str]) -> None:

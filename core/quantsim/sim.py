@@ -18,7 +18,7 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import fx, nn
@@ -30,6 +30,9 @@ from core.quant.range_setters.base import canonical_scheme
 from core.quantsim.config import QuantSimConfig, load_config
 from core.quantsim.mixin import QuantizationMixin, quantize_module_in_place
 from core.quantsim.placement import ModulePlan, QuantParams, plan_quantizers
+
+if TYPE_CHECKING:
+    from core.export.records import EncodingsDoc
 
 ProgressFn = Callable[[float], None]
 CancelFn = Callable[[], bool]
@@ -283,7 +286,11 @@ class QuantSim:
 
     # -- import / export ---------------------------------------------------------------------------
     def load_encodings(
-        self, source: str | Path | Mapping[str, Any], *, freeze: bool = False, strict: bool = True
+        self,
+        source: str | Path | Mapping[str, Any] | EncodingsDoc,
+        *,
+        freeze: bool = False,
+        strict: bool = True,
     ) -> None:
         """Load an encodings file (AIMET 0.6.1 / 1.0.0 / 2.0.0) written for this model."""
         from core.export import load_encodings
