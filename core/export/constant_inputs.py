@@ -28,6 +28,18 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
+def clip_bound_names(model: onnx.ModelProto) -> set[str]:
+    """Names of the scalar constant min/max inputs of the Clips in ``model``."""
+    constants = _constants(model.graph)
+    return {
+        name
+        for node in model.graph.node
+        if node.op_type == "Clip"
+        for name in node.input[1:3]
+        if name and name in constants and constants[name].size == 1
+    }
+
+
 def add_clip_bound_encodings(doc: EncodingsDoc, model: onnx.ModelProto, bitwidth: int) -> list[str]:
     """Add an activation encoding for each constant bound of a quantized Clip; the names added."""
     if bitwidth > 16:

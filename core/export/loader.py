@@ -109,11 +109,14 @@ def load_encodings(
     else:
         doc, where = read_encodings_file(source), str(Path(source))
     graph = None
+    bounds: set[str] = set()
     if tensor_map is None:
+        from core.export.constant_inputs import clip_bound_names
         from core.export.sim_export import trace_tensor_map
 
         proto, tensor_map = trace_tensor_map(sim)
         graph = proto.graph
+        bounds = clip_bound_names(proto)  # written by export for AIMET; the sim has no quantizer there
     quantizers = sim.quantizers()
     params = dict(sim.model.named_parameters())
     used: set[str] = set()
@@ -129,15 +132,16 @@ def load_encodings(
         used.add(record.name)
         if not q.enabled:
             continue  # disabled stays disabled; the tensor's encoding belongs to another quantizer
-        is_param = binding is not None and binding.role == "param" and record.name in params
-        shape = tuple(params[record.name].shape) if is_param else None
+        fqn = "" if binding is None else f"{binding.module}.{binding.index}".lstrip(".")
+        is_param = binding is not None and binding.role == "param" and fqn in params
+        shape = tuple(params[fqn].shape) if is_param else None
         if _is_accumulator_bias(record):
             continue  # a quantizer of the sim's own on a bias keeps its encoding
         updates.append((key, q, _encoding_for(record, q.spec, shape, where)))
     # int32 entries are biases on the accumulator grid (AIMET 2.0.0 writes them by default): the sim
     # derives that grid from the input and weight encodings, so they need no quantizer.
     accumulator = {n for n in doc.names() if _is_accumulator_bias(doc.get(n))}
-    unknown = sorted(doc.names() - used - accumulator - _requantized_copies(graph, doc))
+    unknown = sorted(doc.names() - used - accumulator - bounds - _requantized_copies(graph, doc))
     if strict and (missing or unknown):
         parts = []
         if missing:

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import onnx
+from onnx import numpy_helper
 from torch import fx
 
 from core.export.onnx_export import Boundary, MarkedExport
@@ -27,6 +28,7 @@ from core.export.onnx_export import Boundary, MarkedExport
 # Written by core.io.onnx_convert (kept as strings: export does not import the converter).
 ONNX_TENSOR = "onnx_tensor"
 ONNX_PARAMS = "onnx_params"
+ONNX_CLIP_BOUNDS = "onnx_clip_bounds"
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class UserNames:
 
     outputs: dict[Boundary, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    clip_bounds: dict[Boundary, tuple[str, str]] = field(default_factory=dict)
 
 
 def recorded_names(model: fx.GraphModule | object) -> UserNames:
@@ -44,6 +47,7 @@ def recorded_names(model: fx.GraphModule | object) -> UserNames:
         return UserNames()
     outputs: dict[Boundary, str] = {}
     params: dict[str, str] = {}
+    bounds: dict[Boundary, tuple[str, str]] = {}
     for node in graph.nodes:
         if node.op != "call_module":
             continue
@@ -53,7 +57,10 @@ def recorded_names(model: fx.GraphModule | object) -> UserNames:
             outputs[(target, "out", 0)] = tensor
         for pname, user in (node.meta.get(ONNX_PARAMS) or {}).items():
             params[f"{target}.{pname}"] = str(user)
-    return UserNames(outputs, params)
+        clip = node.meta.get(ONNX_CLIP_BOUNDS)
+        if isinstance(clip, list | tuple) and len(clip) == 2:
+            bounds[(target, "out", 0)] = (str(clip[0]), str(clip[1]))
+    return UserNames(outputs, params, bounds)
 
 
 def _one_to_one(wanted: dict[str, str], taken: set[str]) -> dict[str, str]:
@@ -88,12 +95,72 @@ def rename_tensors(marked: MarkedExport, names: UserNames) -> dict[str, str]:
             wanted.setdefault(param, user)
     # Names that are renamed away free themselves up; a chain (a→b, b→c) is resolved in one pass.
     rename = _one_to_one(wanted, taken - set(wanted) | fixed)
+    _name_clip_bounds(marked, names, taken - set(rename) | set(rename.values()))
     if not rename:
         return {}
     _apply(marked.model, rename)
     for key, tensor in list(marked.boundaries.items()):
         marked.boundaries[key] = rename.get(tensor, tensor)
     return {param: rename[param] for param in names.params if param in rename}
+
+
+def _name_clip_bounds(marked: MarkedExport, names: UserNames, taken: set[str]) -> None:
+    """Give each exported Clip's constant min/max the user's names (encodings key them, see
+    core/export/constant_inputs.py). Exporters share one constant among many Clips, so several
+    exported constants may take one user name: they hold one value, so one producer is kept."""
+    graph = marked.model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    inits = {t.name: t for t in graph.initializer}
+    rename: dict[str, str] = {}
+    values: dict[str, bytes] = {}
+    for boundary, users in names.clip_bounds.items():
+        tensor = marked.boundaries.get(boundary)
+        clip = producers.get(tensor or "")
+        if clip is None or clip.op_type != "Clip" or len(clip.input) < 3:
+            continue
+        for exported, user in zip(clip.input[1:3], users, strict=True):
+            value = _constant_bytes(exported, producers, inits)
+            if not exported or value is None or (user in taken and user not in values):
+                continue
+            if values.setdefault(user, value) != value or rename.get(exported, user) != user:
+                continue
+            rename[exported] = user
+    if not rename:
+        return
+    _apply(marked.model, rename)
+    seen: set[str] = set()
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] in values:
+            if node.output[0] in seen:
+                continue
+            seen.add(node.output[0])
+        kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    unique = []
+    for init in graph.initializer:
+        if init.name in values:
+            if init.name in seen:
+                continue
+            seen.add(init.name)
+        unique.append(init)
+    del graph.initializer[:]
+    graph.initializer.extend(unique)
+
+
+def _constant_bytes(
+    name: str, producers: dict[str, onnx.NodeProto], inits: dict[str, onnx.TensorProto]
+) -> bytes | None:
+    if name in inits:
+        return numpy_helper.to_array(inits[name]).tobytes()
+    node = producers.get(name)
+    if node is None or node.op_type != "Constant":
+        return None
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t).tobytes()
+    return None
 
 
 def _apply(model: onnx.ModelProto, rename: dict[str, str]) -> None:

@@ -192,12 +192,26 @@ def _masked_fill(node: fx.Node) -> Conversion | None:
     return Conversion(ops.MaskedFill(), tuple(node.args), "masked_fill")
 
 
-# Python-level ops that only move data: no quantizer, no report.
-DATA_MOVEMENT_FUNCTIONS: frozenset[Any] = frozenset(
-    {operator.getitem, getattr, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
-     torch.unsqueeze, torch.split, torch.chunk, torch.stack, torch.narrow, F.dropout, F.pad, torch.zeros,
-     torch.ones, torch.arange, torch.zeros_like, torch.ones_like, torch.full, torch.tensor}
-)  # fmt: skip
+# Python-level ops that only move data: no quantizer, no report. Extended by register_data_movement.
+DATA_MOVEMENT_FUNCTIONS: set[Any] = {
+    operator.getitem, getattr, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze,
+    torch.unsqueeze, torch.split, torch.chunk, torch.stack, torch.narrow, F.dropout, F.pad, torch.zeros,
+    torch.ones, torch.arange, torch.zeros_like, torch.ones_like, torch.full, torch.tensor, torch.select,
+}  # fmt: skip
+# The subset defined elsewhere whose outputs hold only values of their first input (quantsim looks
+# through them: a quantized tensor stays quantized).
+VALUE_PRESERVING_FUNCTIONS: set[Any] = set()
+
+
+def register_data_movement(*functions: Any, value_preserving: bool = True) -> None:
+    """Declare functions that graphs built elsewhere call (the ONNX converter's reshape/slice/gather
+    helpers) as data movement: no module, no validator issue; ``value_preserving`` ones are looked
+    through by quantizer placement."""
+    DATA_MOVEMENT_FUNCTIONS.update(functions)
+    if value_preserving:
+        VALUE_PRESERVING_FUNCTIONS.update(functions)
+
+
 DATA_MOVEMENT_METHODS: frozenset[str] = frozenset(
     {"view", "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "expand",
      "expand_as", "contiguous", "size", "dim", "split", "chunk", "to", "float", "half", "type", "type_as",

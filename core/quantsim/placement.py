@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
+from core.graph.fx_functions import VALUE_PRESERVING_FUNCTIONS
 from core.graph.op_types import has_op_type, onnx_op_type
 from core.quant.encoding import QuantSpec
 from core.quantsim.config import Override, QuantSimConfig
@@ -185,7 +186,7 @@ def _is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
     if node.op == "call_function":
         if isinstance(node.target, torch._ops.OpOverload):
             return node.target.overloadpacket.__name__ in DATA_MOVEMENT_ATEN
-        return node.target in DATA_MOVEMENT_FUNCTIONS
+        return node.target in DATA_MOVEMENT_FUNCTIONS or node.target in VALUE_PRESERVING_FUNCTIONS
     if node.op == "call_method":
         return node.target in DATA_MOVEMENT_METHODS
     if node.op == "call_module":

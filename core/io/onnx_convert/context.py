@@ -18,6 +18,7 @@ from core.io.onnx_convert.values import Dynamic, Static, Value
 # parameters came from (read by core.export to keep the user's tensor names).
 ONNX_TENSOR = "onnx_tensor"
 ONNX_PARAMS = "onnx_params"
+ONNX_CLIP_BOUNDS = "onnx_clip_bounds"
 
 # A folded constant bigger than this is refused: a crafted ConstantOfShape/Expand must not make
 # conversion allocate gigabytes.

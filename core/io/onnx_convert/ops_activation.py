@@ -18,7 +18,7 @@ from torch import nn
 
 from core.graph import ops
 from core.io.onnx_convert import runtime
-from core.io.onnx_convert.context import NodeContext
+from core.io.onnx_convert.context import ONNX_CLIP_BOUNDS, NodeContext
 from core.io.onnx_convert.registry import converts
 from core.io.onnx_convert.values import Dynamic, Static, Value, probe
 
@@ -115,5 +115,10 @@ def clip(ctx: NodeContext) -> list[Value | None]:
     if low == 0 and high is None:
         return [_activation(ctx, nn.ReLU(), torch.relu, x)]
     if low == 0 and high == 6:
-        return [_activation(ctx, nn.ReLU6(), F.relu6, x)]
-    return [_activation(ctx, ops.Clamp(low, high), torch.clamp, x, low, high)]
+        out = _activation(ctx, nn.ReLU6(), F.relu6, x)
+    else:
+        out = _activation(ctx, ops.Clamp(low, high), torch.clamp, x, low, high)
+    bounds = list(ctx.node.input[1:3])
+    if isinstance(out, Dynamic) and ctx.opset >= 11 and len(bounds) == 2 and all(bounds):
+        out.node.meta[ONNX_CLIP_BOUNDS] = bounds  # export names its Clip's min/max after them
+    return [out]

@@ -10,7 +10,7 @@ import torch
 from core.io.onnx_convert import runtime
 from core.io.onnx_convert.context import NodeContext
 from core.io.onnx_convert.registry import converts
-from core.io.onnx_convert.values import Static, Value
+from core.io.onnx_convert.values import Static, Value, probe
 
 _UNARY = {
     "Sqrt": torch.sqrt,
@@ -23,6 +23,10 @@ _UNARY = {
     "Floor": torch.floor,
     "Ceil": torch.ceil,
     "Not": torch.logical_not,
+    "IsNaN": torch.isnan,
+    "Sign": torch.sign,
+    "Sin": torch.sin,
+    "Cos": torch.cos,
 }
 _BINARY: dict[str, Callable[..., torch.Tensor]] = {
     "Add": torch.add,
@@ -33,6 +37,9 @@ _BINARY: dict[str, Callable[..., torch.Tensor]] = {
     "Equal": torch.eq,
     "Less": torch.lt,
     "Greater": torch.gt,
+    "LessOrEqual": torch.le,
+    "GreaterOrEqual": torch.ge,
+    "Xor": torch.logical_xor,
     "And": torch.logical_and,
     "Or": torch.logical_or,
 }
@@ -49,7 +56,23 @@ def binary(ctx: NodeContext) -> list[Value | None]:
     if ctx.op_type == "Pow" and isinstance(b, Static) and b.tensor.numel() == 1:
         # A scalar exponent keeps the base's dtype, as in ONNX (torch would promote int^float).
         return [ctx.call(torch.pow, a, b.tensor.reshape(()).item())]
+    if ctx.op_type == "Div" and probe(a).is_floating_point():
+        return [ctx.call(torch.div, a, b)]  # a torch function capture turns into a Div module
     return [ctx.call(_BINARY[ctx.op_type], a, b)]
+
+
+@converts("Mod")
+def mod(ctx: NodeContext) -> list[Value | None]:
+    return [ctx.call(runtime.onnx_mod, ctx.required(0), ctx.required(1), int(ctx.attr("fmod", 0)))]
+
+
+@converts("IsInf")
+def is_inf(ctx: NodeContext) -> list[Value | None]:
+    x = ctx.required(0)
+    positive, negative = int(ctx.attr("detect_positive", 1)), int(ctx.attr("detect_negative", 1))
+    if positive and negative:
+        return [ctx.call(torch.isinf, x)]
+    return [ctx.call(torch.isposinf if positive else torch.isneginf, x)]
 
 
 @converts("Where")

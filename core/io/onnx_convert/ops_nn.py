@@ -17,6 +17,7 @@ from core.io.onnx_convert.values import Static, Value, probe
 _CONV: dict[int, Any] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T: dict[int, Any] = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 _CONV_F = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_INSTANCE_NORM: dict[int, Any] = {3: nn.InstanceNorm1d, 4: nn.InstanceNorm2d}
 _BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
 
@@ -191,6 +192,19 @@ def batch_norm(ctx: NodeContext) -> list[Value | None]:
     layer.bias.data = bias.detach().clone().float()
     layer.running_mean.data = mean.detach().clone().float()  # type: ignore[union-attr]
     layer.running_var.data = var.detach().clone().float()  # type: ignore[union-attr]
+    return [ctx.module(layer, x, params={"weight": 1, "bias": 2})]
+
+
+@converts("InstanceNormalization")
+def instance_norm(ctx: NodeContext) -> list[Value | None]:
+    x = ctx.required(0)
+    scale, bias = ctx.const(1, "scale"), ctx.const(2, "B")
+    rank = probe(x).dim()
+    if rank not in _INSTANCE_NORM:
+        raise ctx.unsupported(f"input rank {rank}")
+    layer = _INSTANCE_NORM[rank](scale.numel(), eps=float(ctx.attr("epsilon", 1e-5)), affine=True)
+    layer.weight.data = scale.detach().clone().float()
+    layer.bias.data = bias.detach().clone().float()
     return [ctx.module(layer, x, params={"weight": 1, "bias": 2})]
 
 

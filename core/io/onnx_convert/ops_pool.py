@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from core.graph import ops
 from core.io.onnx_convert import runtime
 from core.io.onnx_convert.context import NodeContext
 from core.io.onnx_convert.ops_nn import pad_pairs
 from core.io.onnx_convert.registry import converts
-from core.io.onnx_convert.values import Static, Value, probe
+from core.io.onnx_convert.values import Dynamic, Static, Value, probe
 
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 _AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_MAX_POOL_LAYER: dict[int, Any] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_AVG_POOL_LAYER: dict[int, Any] = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+_GLOBAL_AVG_LAYER: dict[int, Any] = {
+    1: nn.AdaptiveAvgPool1d,
+    2: nn.AdaptiveAvgPool2d,
+    3: nn.AdaptiveAvgPool3d,
+}
+_GLOBAL_MAX_LAYER: dict[int, Any] = {1: nn.AdaptiveMaxPool1d, 2: nn.AdaptiveMaxPool2d}
 _GLOBAL_AVG = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
 _GLOBAL_MAX = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}
 
@@ -43,6 +55,9 @@ def max_pool(ctx: NodeContext) -> list[Value | None]:
     if pads[:n] != pads[n:] or any(p > k // 2 for p, k in zip(padding, kernel, strict=True)):
         x = ctx.call(F.pad, x, pad_pairs(pads), value=float("-inf"))
         padding = [0] * n
+    if isinstance(x, Dynamic) and probe(x).is_floating_point():
+        layer = _MAX_POOL_LAYER[n](kernel, strides, padding, dilations, ceil_mode=ceil_mode)
+        return [ctx.module(layer, x)]
     return [ctx.call(_MAX_POOL[n], x, kernel, strides, padding, dilations, ceil_mode)]
 
 
@@ -57,6 +72,9 @@ def average_pool(ctx: NodeContext) -> list[Value | None]:
         raise ctx.unsupported(f"pads {pads} (asymmetric or larger than half the kernel)")
     ceil_mode = bool(ctx.attr("ceil_mode", 0))
     include_pad = bool(ctx.attr("count_include_pad", 0))
+    if isinstance(x, Dynamic):
+        layer = _AVG_POOL_LAYER[n](kernel, strides, pads[:n], ceil_mode, include_pad)
+        return [ctx.module(layer, x)]
     return [ctx.call(_AVG_POOL[n], x, kernel, strides, pads[:n], ceil_mode, include_pad)]
 
 
@@ -67,6 +85,9 @@ def global_pool(ctx: NodeContext) -> list[Value | None]:
     table = _GLOBAL_AVG if ctx.op_type == "GlobalAveragePool" else _GLOBAL_MAX
     if n not in table:
         raise ctx.unsupported(f"input rank {n + 2}")
+    layers = _GLOBAL_AVG_LAYER if ctx.op_type == "GlobalAveragePool" else _GLOBAL_MAX_LAYER
+    if isinstance(x, Dynamic) and probe(x).is_floating_point() and n in layers:
+        return [ctx.module(layers[n](1), x)]
     return [ctx.call(table[n], x, 1)]
 
 
@@ -80,6 +101,25 @@ def softmax(ctx: NodeContext) -> list[Value | None]:
     if ctx.opset < 13 and axis != rank - 1:
         return [ctx.call(runtime.softmax_2d, x, axis, log)]
     return [ctx.call(F.log_softmax if log else F.softmax, x, axis)]
+
+
+@converts("ReduceL2")
+def reduce_l2(ctx: NodeContext) -> list[Value | None]:
+    x = ctx.required(0)
+    if ctx.opset >= 18:
+        axes_t = ctx.static(1, "axes")
+        axes = None if axes_t is None else [int(a) for a in axes_t.reshape(-1).tolist()]
+    else:
+        axes = ctx.attr("axes")
+    keepdims = bool(ctx.attr("keepdims", 1))
+    if not axes:
+        if int(ctx.attr("noop_with_empty_axes", 0)):
+            return [x]
+        axes = list(range(probe(x).dim()))
+    dims = [int(a) for a in axes]
+    if isinstance(x, Dynamic) and probe(x).is_floating_point():
+        return [ctx.module(ops.VectorNorm(2.0, dims, keepdims), x)]
+    return [ctx.call(torch.linalg.vector_norm, x, 2.0, dims, keepdims)]
 
 
 @converts("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")

@@ -29,6 +29,7 @@ def supported_ops() -> list[str]:
     from core.io.onnx_convert import (  # noqa: F401
         ops_activation,
         ops_elementwise,
+        ops_index,
         ops_nn,
         ops_pool,
         ops_shape,

@@ -112,3 +112,95 @@ def interpolate_to_size(
 def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     """ONNX PRelu with a slope that broadcasts in a way nn.PReLU does not reproduce."""
     return torch.where(x >= 0, x, x * slope)
+
+
+def gather_elements(x: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.Tensor:
+    """ONNX GatherElements (negative indices count from the end)."""
+    idx = indices.to(torch.int64)
+    return torch.gather(x, axis, torch.where(idx < 0, idx + x.shape[axis], idx))
+
+
+def gather_nd(x: torch.Tensor, indices: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    """ONNX GatherND: the last index dimension addresses leading dimensions of ``x`` after ``batch_dims``."""
+    idx = indices.to(torch.int64)
+    depth = idx.shape[-1]
+    batch = x.shape[:batch_dims]
+    flat_x = x.reshape(-1, *x.shape[batch_dims:]) if batch_dims else x.unsqueeze(0)
+    flat_i = idx.reshape(-1, *idx.shape[batch_dims:]) if batch_dims else idx.unsqueeze(0)
+    outs = []
+    for b in range(flat_x.shape[0]):
+        sizes = torch.tensor(flat_x.shape[1 : 1 + depth], dtype=torch.int64)
+        where = flat_i[b]
+        where = torch.where(where < 0, where + sizes, where)
+        outs.append(flat_x[b][tuple(where[..., d] for d in range(depth))])
+    stacked = torch.stack(outs)
+    return stacked.reshape(*batch, *stacked.shape[1:]) if batch_dims else stacked[0]
+
+
+def cumsum(x: torch.Tensor, axis: int, exclusive: int = 0, reverse: int = 0) -> torch.Tensor:
+    """ONNX CumSum with its ``exclusive`` and ``reverse`` attributes."""
+    y = torch.flip(x, [axis]) if reverse else x
+    out = torch.cumsum(y, axis).to(x.dtype)
+    if exclusive:
+        out = out - y
+    return torch.flip(out, [axis]) if reverse else out
+
+
+def onnx_mod(a: torch.Tensor, b: torch.Tensor, fmod: int = 0) -> torch.Tensor:
+    """ONNX Mod: the sign of the divisor (Python's %) unless ``fmod`` (C's fmod, sign of the dividend)."""
+    return torch.fmod(a, b) if fmod else torch.remainder(a, b)
+
+
+def onnx_split(x: torch.Tensor, sizes: list[int], axis: int) -> tuple[torch.Tensor, ...]:
+    """ONNX Split into pieces of ``sizes`` along ``axis``."""
+    return tuple(torch.split(x, sizes, axis))
+
+
+def onnx_split_even(x: torch.Tensor, parts: int, axis: int) -> tuple[torch.Tensor, ...]:
+    """ONNX Split into ``parts`` pieces, the last one smaller when the size does not divide."""
+    size = x.shape[axis]
+    step = -(-size // parts)
+    return tuple(torch.split(x, step, axis))
+
+
+def onnx_pad(x: torch.Tensor, pads: list[int], mode: str, value: float) -> torch.Tensor:
+    """ONNX Pad (constant, reflect, edge) with ``pads`` in torch's order."""
+    if mode == "constant":
+        return F.pad(x, pads, value=value)
+    return F.pad(x, pads, mode="replicate" if mode == "edge" else mode)
+
+
+def onnx_pad_computed(x: torch.Tensor, pads: torch.Tensor, mode: str, value: float) -> torch.Tensor:
+    """ONNX Pad whose ``pads`` (all begins, then all ends) are computed in the graph."""
+    flat = [int(p) for p in pads.reshape(-1).tolist()]
+    n = len(flat) // 2
+    pairs: list[int] = []
+    for axis in reversed(range(n)):
+        pairs += [flat[axis], flat[axis + n]]
+    return onnx_pad(x, pairs, mode, value)
+
+
+def tile(x: torch.Tensor, repeats: torch.Tensor | list[int]) -> torch.Tensor:
+    """ONNX Tile."""
+    reps = repeats.tolist() if isinstance(repeats, torch.Tensor) else list(repeats)
+    return x.repeat(*[int(r) for r in reps])
+
+
+def trilu(x: torch.Tensor, k: int, upper: int) -> torch.Tensor:
+    """ONNX Trilu."""
+    return torch.triu(x, k) if upper else torch.tril(x, k)
+
+
+def _register() -> None:
+    from core.graph.fx_functions import register_data_movement
+
+    register_data_movement(
+        onnx_reshape, onnx_flatten, onnx_gather, onnx_slice, expand, gather_elements, gather_nd
+    )
+    register_data_movement(
+        onnx_split, onnx_split_even, tile, onnx_pad, onnx_pad_computed, trilu, value_preserving=False
+    )
+    register_data_movement(onnx_shape, cast, constant_of_shape, value_preserving=False)
+
+
+_register()

@@ -128,7 +128,7 @@ def test_conv_and_its_clip_form_a_supergroup(tmp_path):
     assert [plans[name].output is not None for name in chain] == [
         False,
         True,
-        False,
+        True,  # depthwise: outside supergroups, as in AIMET
         True,
         True,
         True,
