@@ -17,6 +17,7 @@ from service.db.models import Job, JobEvent, OutboxMessage
 from service.db.repositories.jobs import JOB_TOPIC
 from service.errors import ConflictError
 from service.jobs import state
+from worker.fence import Fence
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ def claim_job(
                     "code": "attempts_exhausted",
                     "type": "AttemptsExhausted",
                     "message": f"gave up after {job.attempts} attempts (limit {max_attempts}); "
-                    "the worker running it died each time (e.g. killed for memory)",
+                    "no attempt recorded an outcome: its worker stopped or was lost (killed, e.g. for "
+                    "memory, frozen, or cut off from the database) each time",
                 },
                 message="attempts exhausted",
             )
@@ -138,20 +140,20 @@ def claim_job(
     return Claim(job, "claimed")
 
 
-def finish_job(session: Session, job_id: str, worker: str, new_status: str, **fields: Any) -> str:
-    """Write the final status of a job this worker ran; a cancel request turns success into the
-    recorded outcome too (cancelling -> succeeded is allowed). Returns the status now stored.
+def finish_job(session: Session, fence: Fence, new_status: str, **fields: Any) -> str:
+    """Write the final status of the attempt holding ``fence``; a cancel request turns success into
+    the recorded outcome too (cancelling -> succeeded is allowed). Returns the status now stored.
 
-    A job no longer claimed by ``worker`` (requeued after it was presumed lost) is left alone.
+    A job this attempt no longer owns (claimed again after it was presumed lost, or finished) is left
+    alone: its current status is returned.
     """
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None or job.claimed_by != worker or job.status in state.TERMINAL:
-        return job.status if job is not None else "unknown"
+    job = fence.lock(session)
+    if job is None:
+        current = session.get(Job, fence.job_id, populate_existing=True)
+        return current.status if current is not None else "unknown"
     if job.status == state.CANCELLING and new_status == state.FAILED and fields.get("cancelled"):
         new_status = state.CANCELLED
     fields.pop("cancelled", None)
-    if job.status == state.QUEUED:
-        return job.status
     state.transition(session, job, new_status, **fields)
     return new_status
 
@@ -159,7 +161,13 @@ def finish_job(session: Session, job_id: str, worker: str, new_status: str, **fi
 def requeue_job(session: Session, job: Job, reason: str) -> None:
     """Put a running job back to queued and announce it in the outbox (the relay publishes it)."""
     state.transition(session, job, state.QUEUED, message=reason)
-    session.add(OutboxMessage(topic=JOB_TOPIC, payload={"job_id": job.id, "queue": job.compute}))
+    session.add(OutboxMessage(topic=JOB_TOPIC, payload=job_message(job)))
+
+
+def job_message(job: Job) -> dict[str, Any]:
+    """The outbox payload that (re)announces ``job``: its queue and its priority, so a requeued job
+    keeps its place among the others instead of overtaking higher-priority ones."""
+    return {"job_id": job.id, "queue": job.compute, "priority": job.priority}
 
 
 def running_jobs_stale(session: Session, stale_after_s: float) -> list[Job]:

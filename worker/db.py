@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,10 +22,23 @@ from worker.retry import retry_call
 from worker.settings import WorkerSettings
 
 T = TypeVar("T")
+IDLE_IN_TRANSACTION_S = 10.0
 
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def _limit_idle_transactions(engine: Engine) -> None:
+    """A worker frozen (SIGSTOP, a suspended VM) inside one of its short transactions would hold the
+    job's row lock, and block the reconciler and the next claim, for as long as it stays frozen: the
+    server ends such a session after IDLE_IN_TRANSACTION_S instead."""
+
+    @event.listens_for(engine, "connect")
+    def _set_timeout(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET idle_in_transaction_session_timeout = {int(IDLE_IN_TRANSACTION_S * 1000)}")
+        dbapi_conn.commit()
 
 
 class _Transient(Exception):
@@ -49,6 +62,8 @@ class WorkerDb:
             if self._engine is not None:
                 self._engine.dispose(close=False)
             self._engine = make_engine(self.settings)
+            if not self.settings.is_sqlite:
+                _limit_idle_transactions(self._engine)
             self._factory = make_sessionmaker(self._engine)
             self._pid = os.getpid()
         return self._engine

@@ -19,23 +19,25 @@ from sqlalchemy.orm import Session
 from service.db.base import utcnow
 from service.db.models import Job
 from service.db.repositories.jobs import append_log
-from service.jobs import state
 from worker.db import WorkerDb
+from worker.fence import Fence
 
 log = logging.getLogger("lowbit.worker")
 
 
 class JobMonitor:
-    """Heartbeat + progress + logs + cancel flag of job ``job_id`` claimed as ``worker``.
+    """Heartbeat + progress + logs + cancel flag of the attempt holding ``fence``; every write carries
+    the fence and is dropped (and the job marked lost) once the attempt no longer owns the job.
 
     ``stages`` maps stage name → share of the whole job (shares sum to 1); :meth:`progress` takes the
     fraction done of the current stage and stores the overall fraction and an ETA.
     """
 
-    def __init__(self, db: WorkerDb, job_id: str, worker: str, stages: dict[str, float]) -> None:
+    def __init__(self, db: WorkerDb, fence: Fence, stages: dict[str, float]) -> None:
         self.db = db
-        self.job_id = job_id
-        self.worker = worker
+        self.fence = fence
+        self.job_id = fence.job_id
+        self.worker = fence.worker
         self.stages = stages
         self._offsets: dict[str, float] = {}
         done = 0.0
@@ -49,7 +51,7 @@ class JobMonitor:
         self._cancel = threading.Event()
         self._stop = threading.Event()
         self._lost = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.job_id}", daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> JobMonitor:
@@ -72,18 +74,13 @@ class JobMonitor:
         def write(session: Session) -> None:
             result = session.execute(
                 update(Job)
-                .where(
-                    Job.id == self.job_id,
-                    Job.claimed_by == self.worker,
-                    Job.status.in_([state.RUNNING, state.CANCELLING]),
-                )
+                .where(self.fence.owns())
                 .values(heartbeat_at=utcnow(), **values)
                 .returning(Job.cancel_requested)
             )
             row = result.first()
             if row is None:
-                self._lost.set()  # requeued or finished by someone else: stop working on it
-                self._cancel.set()
+                self._mark_lost()  # requeued or finished by someone else: stop working on it
             elif row[0]:
                 self._cancel.set()
 
@@ -92,7 +89,20 @@ class JobMonitor:
         else:
             self.db.write(write, f"progress of job {self.job_id}")
 
+    def _mark_lost(self) -> None:
+        self._lost.set()
+        self._cancel.set()
+
     # -- what the pipeline calls ------------------------------------------------------------------
+    def still_owns(self) -> bool:
+        """Ask the database whether this attempt still owns the job (before a write elsewhere, e.g.
+        to object storage); False also marks the job lost."""
+        if self.lost:
+            return False
+        if not self.db.write(self.fence.holds, f"fence check of {self.fence}"):
+            self._mark_lost()
+        return not self.lost
+
     def cancelled(self) -> bool:
         """The engine's cancel check: True once a cancel was requested (or the job was taken away)."""
         return self._cancel.is_set()
@@ -127,7 +137,14 @@ class JobMonitor:
     def log(self, message: str, level: str = "info") -> None:
         """Store one log line for the job (exposed by GET /v1/jobs/{id}/logs)."""
         log.info("job %s: %s", self.job_id, message)
-        self.db.write(lambda s: append_log(s, self.job_id, message, level), "job log")
+
+        def write(session: Session) -> None:
+            if self.fence.lock(session) is None:
+                self._mark_lost()  # a late attempt's lines never reach a job that is not its own
+                return
+            append_log(session, self.job_id, message, level)
+
+        self.db.write(write, "job log")
 
     def _eta(self) -> float | None:
         elapsed = time.monotonic() - self._started

@@ -30,7 +30,7 @@ from service.db.models import Job, OutboxMessage
 from service.db.repositories.jobs import JOB_TOPIC
 from service.jobs import state
 from worker.app import RUN_JOB
-from worker.claim import fail_if_timed_out, requeue_job, running_jobs_stale
+from worker.claim import fail_if_timed_out, job_message, requeue_job, running_jobs_stale
 from worker.db import WorkerDb
 
 log = logging.getLogger("lowbit.relay")
@@ -129,7 +129,7 @@ def reconcile(db: WorkerDb, app: Celery) -> dict[str, int]:
         if not jobs or session.scalar(select(pending)):
             return  # the relay still has messages to send: the queue is not known to be lost
         for job in jobs:
-            session.add(OutboxMessage(topic=JOB_TOPIC, payload={"job_id": job.id, "queue": job.compute}))
+            session.add(OutboxMessage(topic=JOB_TOPIC, payload=job_message(job)))
             session.execute(update(Job).where(Job.id == job.id).values(updated_at=utcnow()))
             counts["reannounced"] += 1
 

@@ -36,6 +36,8 @@ class WorkerSettings(BaseSettings):
     # Retries of the worker's own infrastructure calls (database writes, object storage).
     db_retry_s: float = Field(default=120.0, ge=0)
     storage_retry_s: float = Field(default=30.0, ge=0)
+    # A job's results are worth waiting for: their upload outlasts a longer storage outage.
+    results_retry_s: float = Field(default=300.0, ge=0)
     retry_base_s: float = Field(default=0.25, gt=0)
 
     relay_interval_s: float = Field(default=0.5, gt=0)

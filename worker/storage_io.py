@@ -30,8 +30,11 @@ def download(store: ArtifactStore, key: str, dest: Path, wsettings: WorkerSettin
     )
 
 
-def upload(store: ArtifactStore, key: str, src: Path, wsettings: WorkerSettings) -> tuple[int, str]:
-    """Store file ``src`` at ``key``; returns (size, sha256)."""
+def upload(
+    store: ArtifactStore, key: str, src: Path, wsettings: WorkerSettings, total_s: float | None = None
+) -> tuple[int, str]:
+    """Store file ``src`` at ``key``; returns (size, sha256). Retried for ``total_s`` (default: the
+    storage budget; results pass the longer ``results_retry_s``)."""
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
 
     def chunks() -> object:
@@ -43,7 +46,7 @@ def upload(store: ArtifactStore, key: str, src: Path, wsettings: WorkerSettings)
         lambda: store.put_stream(key, chunks()),  # type: ignore[arg-type]
         what=f"object storage upload of {key}",
         retry_on=(StorageError, OSError),
-        total_s=wsettings.storage_retry_s,
+        total_s=wsettings.storage_retry_s if total_s is None else total_s,
         base_s=wsettings.retry_base_s,
     )
     return size, digest

@@ -1,10 +1,11 @@
 """Celery tasks: thin shells. ``run_job(job_id)`` claims the job in the database, runs the pipeline
 and writes the outcome; the maintenance tasks call the relay's reconciler and the schedule tick.
 
-Outcomes: success → succeeded with metrics; the engine's own errors (bad input, unquantizable model)
-→ failed at once (a retry cannot help); cancel → cancelled; database/object store down past their
-retry budget → failed with the infrastructure error; any other exception → requeued until
-``max_attempts``, then failed. A worker that dies mid-job leaves a stale heartbeat; the redelivered
+Outcomes: success → the attempt's uploads published with succeeded in one fenced transaction; the
+engine's own errors (bad input, unquantizable model) → failed at once (a retry cannot help); cancel →
+cancelled; database/object store down past their retry budget, a failed final write, or any other
+exception → requeued until ``max_attempts``, then failed with that reason. An attempt that lost its
+job (worker/fence.py) writes nothing more and discards its uploads. A worker that dies mid-job leaves a stale heartbeat; the redelivered
 message or the reconciler requeues it and the attempt counter bounds poisoned jobs.
 """
 
@@ -34,9 +35,11 @@ from worker.app import RECONCILE, RUN_JOB, SCHEDULE_TICK
 from worker.claim import claim_job, finish_job, requeue_job
 from worker.db import WorkerDb
 from worker.device import device_label, job_device
+from worker.fence import Fence, FenceLost
 from worker.job_errors import job_error
 from worker.memory_limit import is_out_of_memory
 from worker.monitor import JobMonitor
+from worker.pipeline.artifacts import discard, publish_results
 from worker.pipeline.context import JobContext
 from worker.pipeline.fetch import InputMissingError
 from worker.pipeline.prepare import ModelNotQuantizableError
@@ -46,6 +49,7 @@ from worker.settings import WorkerSettings
 
 log = logging.getLogger("lowbit.worker")
 _RESOURCES: dict[int, tuple[WorkerDb, ArtifactStore]] = {}
+LOST = "skipped: job taken away from this worker"
 
 
 def resources(settings: Settings, wsettings: WorkerSettings) -> tuple[WorkerDb, ArtifactStore]:
@@ -62,7 +66,7 @@ def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> s
     worker = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
     device = job_device(_compute_of(db, job_id))
 
-    def claim(session: Session) -> str | None:
+    def claim(session: Session) -> Fence | str:
         found = claim_job(
             session,
             job_id,
@@ -75,42 +79,51 @@ def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> s
         if found.job is None:
             return found.reason
         found.job.device = device_label(device)
-        return None
+        return Fence(job_id, found.job.attempts, worker)
 
-    not_claimed = db.write(claim, f"claim job {job_id}")
-    if not_claimed is not None:
-        log.info("job %s not run here: %s", job_id, not_claimed)
-        return f"skipped: {not_claimed}"
+    fence = db.write(claim, f"claim job {job_id}")
+    if not isinstance(fence, Fence):
+        log.info("job %s not run here: %s", job_id, fence)
+        return f"skipped: {fence}"
     spec = db.write(lambda s: dict(s.get(Job, job_id).spec), "read job spec")  # type: ignore[union-attr]
     with (
         tempfile.TemporaryDirectory(prefix=f"lowbit-job-{job_id}-") as tmp,
-        JobMonitor(db, job_id, worker, STAGES) as monitor,
+        JobMonitor(db, fence, STAGES) as monitor,
     ):
         ctx = JobContext(
             job_id, spec, Path(tmp), store, monitor, wsettings, device=device,
             budgets=UploadBudgets.from_settings(settings),
         )  # fmt: skip
-        return _run_and_finish(ctx, db, worker)
+        outcome = _run_and_finish(ctx, db, fence)
+        if outcome == LOST:
+            discard(store, ctx.uploaded)  # nothing points at them: the attempt's prefix stays empty
+            log.info("job %s: %s; its late writes were refused", job_id, LOST)
+        return outcome
 
 
 def _compute_of(db: WorkerDb, job_id: str) -> str:
     return db.write(lambda s: j.compute if (j := s.get(Job, job_id)) else "cpu", "read job compute")
 
 
-def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
+def _run_and_finish(ctx: JobContext, db: WorkerDb, fence: Fence) -> str:
     job_id, monitor = ctx.job_id, ctx.monitor
 
     def _error(exc: BaseException, **extra: Any) -> dict[str, Any]:
         return job_error(exc, ctx.workdir, ctx.spec, **extra)
 
     def finish(new_status: str, **fields: Any) -> str:
-        return db.write(lambda s: finish_job(s, job_id, worker, new_status, **fields), f"finish job {job_id}")
+        return db.write(lambda s: finish_job(s, fence, new_status, **fields), f"finish job {job_id}")
+
+    def retry_or_fail(error: dict[str, Any]) -> str:
+        return db.write(lambda s: _retry_or_fail(s, fence, ctx.wsettings, error), "requeue job")
 
     try:
         metrics = run_pipeline(ctx, db)
+    except FenceLost:
+        return LOST
     except CancelledError as exc:
         if monitor.lost:
-            return "skipped: job taken away from this worker"
+            return LOST
         monitor.log(f"cancelled: {exc}")
         return finish(state.CANCELLED, message=str(exc))
     except ModelNotQuantizableError as exc:
@@ -120,8 +133,10 @@ def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
         monitor.log(f"failed: {error['message']}", level="error")
         return finish(state.FAILED, error=error, message=error["message"][:500])
     except InfrastructureError as exc:
-        monitor.log(f"failed: {exc}", level="error")
-        return finish(state.FAILED, error=_error(exc), message="infrastructure unavailable")
+        # The database or the object store stayed down past the retry budget: not the job's fault, so
+        # the attempt is counted and the job retried (failed only once its attempts are used up).
+        monitor.log(f"attempt {fence.attempt} stopped: {exc}", level="warning")
+        return retry_or_fail(_error(exc))
     except SoftTimeLimitExceeded as exc:
         limit = ctx.wsettings.soft_time_limit_s
         return finish(state.FAILED, error=_error(exc, message=f"job exceeded its time limit of {limit} s"))
@@ -132,12 +147,22 @@ def _run_and_finish(ctx: JobContext, db: WorkerDb, worker: str) -> str:
             monitor.log(f"failed: {error['message']}", level="error")
             return finish(state.FAILED, error=error, message=error["message"][:500])
         error = _error(exc)
-        return db.write(lambda s: _retry_or_fail(s, job_id, worker, ctx.wsettings, error), "requeue job")
+        return retry_or_fail(error)
     if monitor.lost:
-        return "skipped: job taken away from this worker"
-    final = finish(state.SUCCEEDED, metrics=metrics, stage="done", message="done")
+        return LOST
+    try:
+        published = db.write(lambda s: publish_results(s, fence, ctx.uploaded, metrics), "publish results")
+    except InfrastructureError:
+        raise  # the database is gone: nothing can be written; the reconciler requeues the attempt
+    except Exception as exc:
+        # Recording the outcome failed (e.g. a value the database refused): a failure of this attempt
+        # with its true reason, never a silent loop that ends in a wrong "worker died" verdict.
+        log.exception("job %s: recording its results failed", job_id)
+        return retry_or_fail(_error(exc, message=f"recording the job's results failed: {exc}"[:4000]))
+    if not published:
+        return LOST
     after_schedule_run(db, job_id)
-    return final
+    return state.SUCCEEDED
 
 
 def after_schedule_run(db: WorkerDb, job_id: str) -> None:
@@ -160,12 +185,11 @@ def after_schedule_run(db: WorkerDb, job_id: str) -> None:
         log.exception("regression check of job %s failed", job_id)
 
 
-def _retry_or_fail(
-    session: Session, job_id: str, worker: str, wsettings: WorkerSettings, error: dict[str, Any]
-) -> str:
-    job = session.get(Job, job_id)
-    if job is None or job.claimed_by != worker or job.status in state.TERMINAL:
-        return job.status if job is not None else "unknown"
+def _retry_or_fail(session: Session, fence: Fence, wsettings: WorkerSettings, error: dict[str, Any]) -> str:
+    job = fence.lock(session)
+    if job is None:
+        current = session.get(Job, fence.job_id, populate_existing=True)
+        return current.status if current is not None else "unknown"
     if job.status == state.RUNNING and job.attempts < wsettings.max_attempts:
         requeue_job(session, job, f"attempt {job.attempts} raised {error['type']}: {error['message'][:300]}")
         return state.QUEUED

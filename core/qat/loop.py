@@ -213,7 +213,7 @@ def qat(
             info[key] = option
 
     tracker = Tracker(patience=early_stopping_patience)
-    start_step, resumed = 0, None
+    start_step, resumed, resumed_loss = 0, None, None
     if checkpoint_dir and resume:
         found = list_checkpoints(checkpoint_dir)
         if found:
@@ -226,6 +226,7 @@ def qat(
                     )
             start_step = resumed = int(state["step"])
             tracker.restore(state.get("tracking"), found[-1])
+            resumed_loss = state.get("loss")
     if resumed is None:
         torch.manual_seed(seed)
 
@@ -233,7 +234,9 @@ def qat(
         on_start(start_step, total_steps)
     wrapped = wrap_model(model, ctx, device)
     _train_mode(model, freeze_bn)
-    result = QatResult(setup.mode, loss_name, total_steps, epochs, float("nan"), world_size=ctx.world_size)
+    # A run resumed from its last checkpoint trains no step: its loss is the checkpoint's.
+    last_loss = float(resumed_loss) if isinstance(resumed_loss, int | float) else float("nan")
+    result = QatResult(setup.mode, loss_name, total_steps, epochs, last_loss, world_size=ctx.world_size)
     result.resumed_from_step = resumed
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -299,10 +302,12 @@ def qat(
                 _train_mode(model, freeze_bn)
                 tracker.record_eval(done, metric, model)
             stop = tracker.should_stop
-            if checkpoint_dir and (done % checkpoint_every == 0 or stop):
+            # The last step always checkpoints: a job killed after training resumes with nothing to train.
+            if checkpoint_dir and (done % checkpoint_every == 0 or stop or done == total_steps):
                 if ctx.is_main:
                     folder = save_checkpoint(
-                        checkpoint_dir, done, model, opt, {**info, "tracking": tracker.state()},
+                        checkpoint_dir, done, model, opt,
+                        {**info, "tracking": tracker.state(), "loss": loss_value},
                         extra=tracker.extra_files(),
                     )  # fmt: skip
                     result.checkpoints.append(str(folder))

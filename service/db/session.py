@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.jobs.finite_json import dumps_finite
 from service.settings import Settings
 
 # Connections kept open. Under load a QueuePool closes every connection beyond this on its return, so
@@ -21,7 +22,8 @@ POOL_SIZE = 20
 def make_engine(settings: Settings) -> Engine:
     """An Engine for ``settings.database_url``; SQLite gets WAL, foreign keys and a busy timeout."""
     url = settings.database_url
-    kwargs: dict[str, Any] = {"pool_pre_ping": False}
+    # JSON columns never receive NaN/Infinity (PostgreSQL's json type refuses them; see finite_json).
+    kwargs: dict[str, Any] = {"pool_pre_ping": False, "json_serializer": dumps_finite}
     if settings.is_sqlite:
         path = url.split("///", 1)[-1]
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from service.db.base import utcnow
 from service.db.models import Job, JobEvent
 from service.errors import InvalidTransitionError, StaleJobError
+from service.jobs.finite_json import finite_json, with_notes
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -72,6 +73,10 @@ def transition(session: Session, job: Job, new_status: str, *, message: str = ""
     unknown = set(fields) - _FIELDS
     if unknown:
         raise TypeError(f"transition() got unknown fields {sorted(unknown)}; accepted: {sorted(_FIELDS)}")
+    if isinstance(fields.get("metrics"), dict):  # NaN/Infinity are not JSON: null plus a note
+        fields["metrics"] = with_notes(fields["metrics"])
+    if fields.get("error") is not None:
+        fields["error"] = finite_json(fields["error"])[0]
     now = utcnow()
     values: dict[str, Any] = {"status": new_status, "updated_at": now, **fields}
     if new_status == RUNNING and job.started_at is None:

@@ -38,6 +38,13 @@ def job_artifact_key(job_id: str, artifact: str) -> str:
     return check_key(f"jobs/{job_id}/{artifact}")
 
 
+def attempt_artifact_key(job_id: str, attempt: int, artifact: str) -> str:
+    """The key of an output written by attempt ``attempt`` of a job: each attempt writes under its own
+    prefix and the artifact rows name the published attempt's keys, so a late attempt never overwrites
+    what readers were given."""
+    return check_key(f"jobs/{job_id}/attempt-{int(attempt)}/{artifact}")
+
+
 def upload_key(upload_id: str) -> str:
     """The staging key of an upload in progress."""
     return check_key(f"uploads/{upload_id}")

@@ -15,6 +15,7 @@ from service.jobs import state
 from tests.fixtures.worker_stack import Stack
 from worker.claim import claim_job, finish_job
 from worker.db import WorkerDb
+from worker.fence import Fence
 from worker.settings import WorkerSettings
 
 
@@ -63,7 +64,8 @@ def test_stale_claim_taken_over_and_attempts_bounded(stack: Stack, db: WorkerDb)
     db.write(age, "age heartbeat")
     assert _claim(db, job_id, "second") == "claimed"
     # The first worker comes back and tries to write its outcome: ignored, the job is not its own.
-    assert db.write(lambda s: finish_job(s, job_id, "first", state.SUCCEEDED), "finish") == "running"
+    first = Fence(job_id, 1, "first")
+    assert db.write(lambda s: finish_job(s, first, state.SUCCEEDED), "finish") == "running"
     db.write(age, "age heartbeat")
     assert _claim(db, job_id, "third") == "attempts exhausted"
     job = db.write(lambda s: s.get(Job, job_id), "read")

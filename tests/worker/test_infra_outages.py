@@ -68,12 +68,13 @@ def test_postgres_restart_during_job(stack: Stack, digits_artifacts: object, tmp
 def test_object_store_outage_retried_then_clear_failure(stack: Stack, tmp_path: Path) -> None:
     """Given a worker that reaches S3 through a proxy, When S3 is unreachable for 1.5 s at the start of
     a job, Then the downloads are retried and the job succeeds; When it stays unreachable past the
-    retry budget (4 s), Then the job fails with an error naming the object store and the budget
-    (three rounds of both cases)."""
+    retry budget (4 s), Then each attempt ends on the infrastructure error and is retried (counted),
+    and the job fails once its attempts (2 here) are used up, with an error naming the object store
+    and the budget (three rounds of both cases)."""
     endpoint = urlparse(stack.seaweed.endpoint)
     proxy = TcpProxy((endpoint.hostname or "127.0.0.1", endpoint.port or 80))
     proxy.up()
-    env = stack.env(s3_endpoint=proxy.url)
+    env = stack.env(s3_endpoint=proxy.url, max_attempts=2)
     with processes() as procs, stack.client() as client:
         procs.append(start_relay(env, tmp_path / "relay.log"))
         procs.append(start_worker(env, tmp_path / "w.log", "s3"))
@@ -89,6 +90,7 @@ def test_object_store_outage_retried_then_clear_failure(stack: Stack, tmp_path: 
             long = stack.submit(client)
             failed = wait_job(client, long["id"], DONE, timeout=90)
             assert failed["status"] == "failed", round_
+            assert failed["attempts"] == 2, failed
             assert failed["error"]["type"] == "InfrastructureError"
             message = failed["error"]["message"]
             assert "object storage download" in message and "retry budget 4 s" in message

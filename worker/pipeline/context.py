@@ -46,6 +46,7 @@ class JobContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     budgets: UploadBudgets = field(default_factory=UploadBudgets)  # the upload check's, re-run on fetch
+    uploaded: list[Any] = field(default_factory=list)  # artifacts.Uploaded, stored but not yet published
 
     @property
     def params(self) -> dict[str, Any]:

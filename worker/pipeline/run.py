@@ -10,6 +10,7 @@ from typing import Any
 
 from core.errors import CancelledError
 from worker.db import WorkerDb
+from worker.fence import FenceLost
 from worker.pipeline.artifacts import export, upload_all
 from worker.pipeline.context import JobContext
 from worker.pipeline.evaluate import evaluate
@@ -32,8 +33,10 @@ ENGINE_STAGES = ("prepare", "technique", "export", "evaluate")
 def run_pipeline(ctx: JobContext, db: WorkerDb) -> dict[str, Any]:
     """Run every stage of the job in ``ctx``; returns the metrics stored with the job.
 
-    Raises the engine's errors (LowbitError subclasses), CancelledError when a cancel was seen, and
-    InfrastructureError when the database or the object store stayed unreachable.
+    The outputs are uploaded (``ctx.uploaded``) but not published: the caller publishes them with the
+    job's success in one transaction (artifacts.publish_results). Raises the engine's errors
+    (LowbitError subclasses), CancelledError when a cancel was seen, FenceLost when the attempt lost
+    its job, and InfrastructureError when the database or the object store stayed unreachable.
     """
     timings: dict[str, float] = {}
 
@@ -42,6 +45,8 @@ def run_pipeline(ctx: JobContext, db: WorkerDb) -> dict[str, Any]:
             raise CancelledError(f"cancelled before stage {name}")
         timings[name] = time.perf_counter()
         ctx.monitor.enter(name)
+        if ctx.monitor.lost:
+            raise FenceLost(f"stage {name} not started: {ctx.monitor.fence} no longer owns the job")
 
     stage("fetch")
     fetch_inputs(ctx, db)
@@ -74,5 +79,5 @@ def run_pipeline(ctx: JobContext, db: WorkerDb) -> dict[str, Any]:
         sum(v for k, v in ctx.metrics["stage_seconds"].items() if k in ENGINE_STAGES), 3
     )
     ctx.metrics["device"] = ctx.device
-    upload_all(ctx, db)
+    upload_all(ctx)
     return ctx.metrics

@@ -48,7 +48,7 @@ def run_autoquant(ctx: JobContext) -> TechniqueResult:
     labelled = ctx.evaluation is not None and ctx.evaluation.labels is not None
     cache = ctx.workdir / "autoquant-cache"
     cache.mkdir(parents=True, exist_ok=True)
-    sync = StateSync(ctx.store, ctx.wsettings, ctx.job_id, "autoquant", cache)
+    sync = StateSync(ctx.store, ctx.wsettings, ctx.job_id, "autoquant", cache, owner=ctx.monitor)
     if sync.pull() is not None:
         ctx.monitor.log("resuming AutoQuant from its stored stage cache")
     stages = ["prepare"]

@@ -25,7 +25,7 @@ def run_qat(ctx: JobContext) -> TechniqueResult:
         return run_distributed(ctx)
     local = ctx.workdir / "qat-checkpoints"
     local.mkdir(parents=True, exist_ok=True)
-    sync = StateSync(ctx.store, ctx.wsettings, ctx.job_id, "qat", local)
+    sync = StateSync(ctx.store, ctx.wsettings, ctx.job_id, "qat", local, owner=ctx.monitor)
     resumed = sync.pull()
     if resumed:
         ctx.monitor.log(f"resuming QAT from stored checkpoint {resumed}")
@@ -37,5 +37,9 @@ def run_qat(ctx: JobContext) -> TechniqueResult:
             sync.push(done[-1])
 
     sim, result = train(ctx, local, progress=progress, cancel=ctx.cancel_check)
+    if result.resumed_from_step is not None and result.resumed_from_step >= result.steps:
+        ctx.monitor.log(
+            f"QAT finished in an earlier attempt (step {result.steps}); exporting its final checkpoint"
+        )
     finish_qat(sim)
     return TechniqueResult(sim=sim, metrics={"qat": result_metrics(result)})

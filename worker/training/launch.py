@@ -96,7 +96,7 @@ def run_distributed(ctx: JobContext) -> TechniqueResult:
     bundle = write_bundle(ctx, root)
     checkpoints = root / CHECKPOINTS
     checkpoints.mkdir(exist_ok=True)
-    sync = StateSync(ctx.store, ctx.wsettings, ctx.job_id, "qat", checkpoints)
+    sync = StateSync(ctx.store, ctx.wsettings, ctx.job_id, "qat", checkpoints, owner=ctx.monitor)
     resumed = sync.pull()
     if resumed:
         ctx.monitor.log(f"resuming QAT from stored checkpoint {resumed}")
