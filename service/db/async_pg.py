@@ -25,6 +25,7 @@ import psycopg
 from psycopg.rows import dict_row
 from sqlalchemy import Engine
 
+from service.db.liveness import connection_gone
 from service.errors import DatabaseUnavailableError, InvalidInputError
 
 _Conn = psycopg.AsyncConnection[dict[str, Any]]
@@ -52,7 +53,7 @@ class AsyncPgPool:
         DatabaseUnavailableError (503) when PostgreSQL cannot be reached or the query fails."""
         self._bind_loop()
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._connect()
+            conn = await self._checkout()
             try:
                 cur = await conn.execute(query, params)
                 row = await cur.fetchone()
@@ -65,6 +66,16 @@ class AsyncPgPool:
                 raise
             self._idle.append(conn)
             return row
+
+    async def _checkout(self) -> _Conn:
+        # An idle connection the server closed (a PostgreSQL restart) is dropped, never used: the
+        # restart then costs no failed request (service/db/liveness.py).
+        while self._idle:
+            conn = self._idle.pop()
+            if not connection_gone(conn):
+                return conn
+            conn.pgconn.finish()
+        return await self._connect()
 
     def close(self) -> None:
         """Close the idle connections (application shutdown)."""

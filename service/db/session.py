@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db.liveness import check_on_checkout
 from service.jobs.finite_json import dumps_finite
 from service.settings import Settings
 
@@ -23,6 +24,7 @@ def make_engine(settings: Settings) -> Engine:
     """An Engine for ``settings.database_url``; SQLite gets WAL, foreign keys and a busy timeout."""
     url = settings.database_url
     # JSON columns never receive NaN/Infinity (PostgreSQL's json type refuses them; see finite_json).
+    # No pool_pre_ping: its SELECT 1 per checkout costs a round trip; the checkout check does not.
     kwargs: dict[str, Any] = {"pool_pre_ping": False, "json_serializer": dumps_finite}
     if settings.is_sqlite:
         path = url.split("///", 1)[-1]
@@ -33,6 +35,8 @@ def make_engine(settings: Settings) -> Engine:
     else:
         kwargs.update(pool_size=POOL_SIZE, max_overflow=10)
     engine = create_engine(url, **kwargs)
+    if not settings.is_sqlite:
+        check_on_checkout(engine)  # a PostgreSQL restart costs no failed request (service/db/liveness.py)
     if settings.is_sqlite:
 
         @event.listens_for(engine, "connect")
