@@ -8,6 +8,13 @@ API, relay and `lowbit worker` processes (the launchers the tests use).
    created_at → finished_at on the server) minus the engine's own time (prepare + technique + export
    + evaluate, measured by the worker). p50 and p99. Target: overhead <= 1 s p50.
 2. Throughput: ``--stream`` such jobs submitted at once to 2 worker processes: jobs per minute.
+3. Dead-worker reclaim: a QAT job running on one of 2 workers; its pool process is SIGKILLed (as by
+   the OOM killer), then, on a second job, the whole worker: seconds from the kill until the job runs
+   its next attempt. The pool-process case is seen at once (the claimant's pid is gone); the
+   whole-worker case waits for the stale-heartbeat threshold plus a reconciler pass (the bench runs
+   with the tests' 5 s / 1 s; production defaults are 30 s / 5 s).
+4. API cold start: ``lowbit serve-api`` from exec to the first 200 on /healthz (``--starts`` times),
+   next to the bare import of the app module, against the stack's PostgreSQL and S3.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from bench.table import print_table
 
 
 def _opts(argv: list[str]) -> dict[str, int]:
-    opts = {"jobs": 50, "stream": 20}
+    opts = {"jobs": 50, "stream": 20, "starts": 3}
     for arg in argv:
         key, _, value = arg.lstrip("-").partition("=")
         if key in opts:
@@ -92,5 +99,80 @@ def worker_bench(argv: list[str]) -> None:
                 print_table(f"Throughput, {opts['stream']} trivial jobs, 2 worker processes",
                             ["jobs", "seconds", "jobs/minute", "mean engine s/job"],
                             [[len(ids), minutes * 60, len(ids) / minutes, statistics.mean(engine)]])  # fmt: skip
+                reclaim = [
+                    _reclaim_seconds(stack, client, procs, env, Path(tmp), whole) for whole in (False, True)
+                ]
+                print_table("Dead-worker reclaim: kill -> the job's next attempt running (s)",
+                            ["killed", "seconds", "stale threshold s", "reconcile every s"],
+                            [["pool process (SIGKILL)", reclaim[0], env["LOWBIT_STALE_AFTER_S"],
+                              env["LOWBIT_RECONCILE_INTERVAL_S"]],
+                             ["whole worker (SIGKILL)", reclaim[1], env["LOWBIT_STALE_AFTER_S"],
+                              env["LOWBIT_RECONCILE_INTERVAL_S"]]])  # fmt: skip
+            starts = [_api_cold_start(env, Path(tmp) / f"api{i}.log") for i in range(opts["starts"])]
+            imports = [_import_seconds() for _ in range(opts["starts"])]
+            print_table(f"API cold start, {opts['starts']} starts (s)", ["measure", "p50", "max"],
+                        [["exec -> first 200 on /healthz", statistics.median(starts), max(starts)],
+                         ["import service.api.app alone", statistics.median(imports), max(imports)]])  # fmt: skip
         finally:
             stacks.close()
+
+
+def _running_attempt(client: Any, job_id: str, attempt: int, poll_s: float = 0.05) -> float:
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] == "running" and job["attempts"] >= attempt:
+            return time.perf_counter()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            raise RuntimeError(f"job {job_id} ended {job['status']} before attempt {attempt}: {job['error']}")
+        time.sleep(poll_s)
+
+
+def _reclaim_seconds(
+    stack: Any, client: Any, procs: list[Any], env: dict[str, str], tmp: Path, whole: bool
+) -> float:
+    """Kill the process running a QAT job (its pool process, or the whole worker, then start a
+    replacement) and time until the job's next attempt runs."""
+    import os
+    import signal
+
+    from sqlalchemy import create_engine, select
+
+    from service.db.models import Job
+    from tests.fixtures.worker_procs import start_worker
+
+    job_id = stack.submit(client, technique="qat", params={"epochs": 200})["id"]
+    _running_attempt(client, job_id, 1)
+    engine = create_engine(stack.settings.database_url)
+    with engine.connect() as conn:
+        pid = int(str(conn.scalar(select(Job.claimed_by).where(Job.id == job_id))).split("/")[1])
+    engine.dispose()
+    owner = next(p for p in procs if pid in p.children())
+    t0 = time.perf_counter()
+    if whole:
+        owner.kill(signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    seconds = _running_attempt(client, job_id, 2) - t0
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    _wait(client, job_id, 0.1)
+    if whole:
+        procs.remove(owner)
+        procs.append(start_worker(env, tmp / f"w{len(procs)}.log", f"bench{len(procs)}"))
+    return seconds
+
+
+def _api_cold_start(env: dict[str, str], log: Path) -> float:
+    from tests.fixtures.api_process import api_process
+
+    t0 = time.perf_counter()
+    with api_process(env, log):
+        return time.perf_counter() - t0
+
+
+def _import_seconds() -> float:
+    import subprocess
+    import sys
+
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import service.api.app"], check=True)
+    return time.perf_counter() - t0

@@ -28,7 +28,8 @@ RUN_JOB = "lowbit.run_job"
 SCHEDULE_TICK = "lowbit.schedule_tick"
 RECONCILE = "lowbit.reconcile"  # the reconciler as a task, for operators: `celery call lowbit.reconcile`
 # "ops" is declared for maintenance calls (`celery call lowbit.reconcile -Q ops`) and for workers
-# started with `-Q cpu,ops`; scheduled ticks go to "cpu", which every deployment's CPU workers consume.
+# started with `-Q cpu,ops`. Scheduled ticks use no queue: beat runs them in its own process, so a job
+# backlog (every worker busy) can neither delay nor drop them.
 QUEUES = ("cpu", "gpu", "ops")
 
 
@@ -87,15 +88,8 @@ def create_celery(settings: Settings, wsettings: WorkerSettings | None = None) -
         worker_send_task_events=_events_supported(settings.broker_url),
         task_send_sent_event=_events_supported(settings.broker_url),
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        beat_schedule={
-            # An expiring tick on the cpu queue: while every cpu worker is busy, stale ticks are dropped
-            # rather than piled up (the next one covers them: a tick enqueues whatever is due).
-            "schedule-tick": {
-                "task": SCHEDULE_TICK,
-                "schedule": wsettings.schedule_tick_s,
-                "options": {"queue": "cpu", "expires": wsettings.schedule_tick_s},
-            },
-        },
+        # Schedule ticks run in beat's own process (_relay_in_beat), never through the job queues.
+        beat_schedule={},
     )
     app.conf.lowbit_settings = settings
     app.conf.lowbit_worker_settings = wsettings
@@ -144,9 +138,10 @@ def _log_format(fmt: str) -> None:
 
 
 def _relay_in_beat(app: Celery) -> None:
-    """Beat also runs the outbox relay and the reconciler in a thread (worker/relay.py), so a deployment
-    of api + workers + beat needs no extra process; two beats relay safely (rows are locked SKIP LOCKED,
-    duplicates are absorbed by the claim). ``lowbit relay`` runs the same loop standalone."""
+    """Beat runs the outbox relay and the reconciler (worker/relay.py) and the schedule tick
+    (worker/schedules/tick.py) in threads of its own process, so a deployment of api + workers + beat
+    needs no extra process and no tick waits behind jobs; two beats are safe (outbox rows are locked
+    SKIP LOCKED, a run is unique per schedule and fire time). ``lowbit relay`` runs the relay alone."""
     from celery.signals import beat_init
 
     def start(sender: Any = None, **_: Any) -> None:
@@ -155,10 +150,14 @@ def _relay_in_beat(app: Celery) -> None:
         import threading
 
         from worker.relay import run_loop
+        from worker.schedules.tick import run_ticks
         from worker.tasks import resources
 
-        db, _store = resources(app.conf.lowbit_settings, app.conf.lowbit_worker_settings)
+        wsettings = app.conf.lowbit_worker_settings
+        db, _store = resources(app.conf.lowbit_settings, wsettings)
         threading.Thread(target=run_loop, args=(db, app), name="lowbit-relay", daemon=True).start()
+        ticks = (db, wsettings.schedule_tick_s, threading.Event())
+        threading.Thread(target=run_ticks, args=ticks, name="lowbit-schedule-tick", daemon=True).start()
 
     beat_init.connect(start, weak=False)
 

@@ -5,6 +5,8 @@ cannot both run it and a stale worker cannot overwrite a newer outcome.
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,7 +31,29 @@ class Claim:
 
 
 def _is_stale(job: Job, stale_after_s: float) -> bool:
+    if claimant_dead(job.claimed_by):
+        return True
     return job.heartbeat_at is None or job.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s)
+
+
+def claimant_dead(claimed_by: str | None) -> bool:
+    """True when the claim was made on this host (same hostname, so the same pid namespace) by a
+    process that no longer exists: its job can be taken over at once instead of after the stale
+    threshold. A pool process killed for memory is seen as soon as Celery redelivers its message.
+    Another host's claim, or a live pid (possibly reused), is left to the heartbeat (False). A wrong
+    guess (hosts sharing a hostname but not a pid namespace) costs work, never correctness: the
+    live attempt's writes are fenced off (worker/fence.py)."""
+    host, _, rest = (claimed_by or "").partition("/")
+    pid_text = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists but not ours to signal
+        return False
+    return False
 
 
 def _attempt_seconds(session: Session, job: Job) -> float | None:
@@ -104,9 +128,8 @@ def claim_job(
                 return Claim(None, "cancelled")
             if fail_if_timed_out(session, job, hard_time_limit_s, heartbeat_s):
                 return Claim(None, "hard time limit exceeded")
-            state.transition(
-                session, job, state.QUEUED, message=f"heartbeat stale; worker {job.claimed_by} lost"
-            )
+            lost = "exited" if claimant_dead(job.claimed_by) else "lost (heartbeat stale)"
+            state.transition(session, job, state.QUEUED, message=f"worker {job.claimed_by} {lost}")
         if job.status != state.QUEUED:
             return Claim(None, f"job is {job.status}")
         if job.attempts >= max_attempts:

@@ -27,19 +27,8 @@ def _apps() -> tuple[Any, Any, Any]:
     return settings, wsettings, create_celery(settings, wsettings)
 
 
-def _preload_engine() -> None:
-    """Import the engine in the parent, before Celery forks its pool: every child starts with torch
-    loaded. Otherwise the first job of each child imports it while its heartbeat thread runs, and on
-    a loaded machine that import starved the heartbeat past the stale threshold (measured: 53 s), so
-    the job was taken away from a healthy worker."""
-    import core.graph
-    import core.io
-    import core.quantsim  # noqa: F401
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     _settings, wsettings, app = _apps()
-    _preload_engine()
     queues = args.queues or wsettings.queues
     name = args.name or f"lowbit-{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
     argv = ["worker", "-Q", queues, "-c", str(args.concurrency or wsettings.concurrency), "-P", "prefork",

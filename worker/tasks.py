@@ -62,6 +62,7 @@ def resources(settings: Settings, wsettings: WorkerSettings) -> tuple[WorkerDb, 
 
 def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> str:
     """Claim and run job ``job_id``; returns the status it ended in (or why it was not run)."""
+    _load_engine()
     db, store = resources(settings, wsettings)
     worker = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
     device = job_device(_compute_of(db, job_id))
@@ -99,6 +100,15 @@ def execute_job(settings: Settings, wsettings: WorkerSettings, job_id: str) -> s
             discard(store, ctx.uploaded)  # nothing points at them: the attempt's prefix stays empty
             log.info("job %s: %s; its late writes were refused", job_id, LOST)
         return outcome
+
+
+def _load_engine() -> None:
+    """Import the engine before claiming: a pool process's first job imports torch, which on a loaded
+    machine took 53 s (measured) and starved the heartbeat thread past the stale threshold, so a
+    healthy attempt lost its job. Unclaimed, the job just waits queued meanwhile."""
+    import core.graph
+    import core.io
+    import core.quantsim  # noqa: F401
 
 
 def _compute_of(db: WorkerDb, job_id: str) -> str:

@@ -14,6 +14,8 @@ inserting the same row gets an IntegrityError and enqueues nothing.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -119,3 +121,19 @@ def tick(db: WorkerDb, now: datetime | None = None) -> int:
         except Exception as exc:  # one broken schedule must not stop the others
             log.warning("schedule %s not ticked: %s", schedule_id, exc)
     return inserted
+
+
+def run_ticks(db: WorkerDb, every_s: float, stop: threading.Event) -> None:
+    """Tick now, then every ``every_s`` seconds just after each multiple of it on the wall clock (so an
+    every-minute tick lands a second after each cron minute), until ``stop``.
+
+    Beat runs this in its own process (worker/app.py), never through a job queue: a backlog of jobs
+    delayed queued ticks for minutes and expired ones were dropped (issue 13), losing fire times.
+    """
+    while not stop.is_set():
+        try:
+            inserted = tick(db)
+            log.info("schedule tick: %d due run(s) enqueued", inserted)
+        except Exception as exc:  # the database is down: the next tick catches up (missed-run policy)
+            log.warning("schedule tick failed: %s", exc)
+        stop.wait(every_s - (time.time() % every_s) + min(1.0, every_s / 10))
