@@ -56,7 +56,9 @@ def workers(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     proxy.up()
     logs = tmp_path_factory.mktemp("attempt-faults")
     # Results wait out the whole outage; resume aids give up after 4 s (the tests' storage budget).
-    env = stack.env(s3_endpoint=proxy.url, results_retry_s=OUTAGE_S + 60)
+    # A stale threshold of 15 s (tests elsewhere: 5 s): on a starved shared machine a healthy
+    # attempt's heartbeat was seen 5 s late, and these tests are about what a lost attempt writes.
+    env = stack.env(s3_endpoint=proxy.url, results_retry_s=OUTAGE_S + 60, stale_after_s=15)
     with processes() as procs:
         procs.append(start_relay(env, logs / "relay.log"))
         started = start_workers(env, logs, ["fence0", "fence1"])

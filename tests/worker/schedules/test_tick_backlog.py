@@ -53,7 +53,7 @@ def test_every_schedule_fires_on_time_behind_a_200_job_backlog(
         assert len(set(created)) == BACKLOG
         procs.append(start_relay(env, tmp_path / "relay.log"))
         queued = redis.Redis.from_url(broker)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # generous: a starved machine starts processes slowly
         while queued.llen("cpu") < BACKLOG:
             assert time.monotonic() < deadline, f"backlog not published: {queued.llen('cpu')}"
             time.sleep(0.2)
@@ -66,11 +66,11 @@ def test_every_schedule_fires_on_time_behind_a_200_job_backlog(
             schedules.append(resp.json()["id"])
         beat = start_beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule")
         procs.append(beat)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while len(_runs(url)) < len(schedules):
             assert time.monotonic() < deadline, beat.tail()
             time.sleep(0.2)
-        beat.wait_log("schedule tick: 0 due run(s)", timeout=30)  # a later tick found nothing new
+        beat.wait_log("schedule tick: 0 due run(s)", timeout=120)  # a later tick found nothing new
         runs = _runs(url)
         minutes = {r.scheduled_for.replace(second=0, microsecond=0) for r in runs}
         for run in runs:
