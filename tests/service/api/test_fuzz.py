@@ -15,7 +15,10 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.service.conftest import Api
 
-EXAMPLES_PER_OPERATION = 40
+# Requests per operation. PostgreSQL + S3 answers each request ~2x slower than SQLite (302 s against
+# 142 s for 40 examples under CI load); the schema-level input handling is the same code in both, so the
+# slow mode runs a bounded prefix that still reaches every operation, every method and the DB's own errors.
+EXAMPLES_PER_OPERATION = {"sqlite": 40, "postgresql": 15}
 # schemathesis' response checks that hold for this API: no 5xx, every status code and header documented,
 # declared content types, and 405 with a correct Allow header for methods a path does not serve.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
@@ -29,11 +32,12 @@ def test_no_server_errors(api: Api) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 15
     auth = {"Authorization": f"Bearer {api.key}"}
+    examples = EXAMPLES_PER_OPERATION[api.settings.database_url.split(":")[0].split("+")[0]]
     for operation in operations:
 
         @given(case=operation.as_strategy())
         @settings(
-            max_examples=EXAMPLES_PER_OPERATION,
+            max_examples=examples,
             deadline=None,
             suppress_health_check=list(HealthCheck),
             derandomize=True,

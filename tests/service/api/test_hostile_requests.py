@@ -10,7 +10,16 @@ import httpx
 import pytest
 
 from tests.service.conftest import Api
-from tests.service.samples import job_body
+from tests.service.samples import job_body, make_ready_dataset, make_ready_model
+
+
+@pytest.fixture(scope="module")
+def ready_inputs(api: Api) -> tuple[dict[str, object], dict[str, object]]:
+    """One ready model and dataset for the whole module (per mode): every test here only names them in
+    bodies the API refuses or in schedules with unique names, so uploading a pair per test was waste."""
+    suffix = os.urandom(4).hex()
+    with api.client() as c:
+        return make_ready_model(c, f"m-{suffix}"), make_ready_dataset(c, f"d-{suffix}")
 
 
 def _nested(depth: int) -> dict[str, Any]:
@@ -110,7 +119,6 @@ def test_webhook_target_is_checked_again_at_send_time(api: Api) -> None:
     from service.db.repositories import schedules as schedules_repo
     from service.db.schedule_tables import ScheduleRun
     from service.db.session import make_engine, make_sessionmaker, session_scope
-    from tests.service.samples import make_ready_dataset, make_ready_model
     from worker.db import WorkerDb
     from worker.schedules.webhook import deliver
     from worker.settings import WorkerSettings
