@@ -10,6 +10,7 @@ volumes and settings names.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -29,16 +30,20 @@ ONE_SHOTS = ("migrate", "minio-init")
 _OUR_VARIABLES = ("LOWBIT_", "POSTGRES_", "MINIO_")
 
 
-def _compose_cli() -> list[str]:
+@functools.cache
+def _compose_cli() -> tuple[str, ...]:
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60)
         if probe.returncode == 0:
-            return ["docker", "compose"]
+            return ("docker", "compose")
     cli = shutil.which("docker-compose")
     assert cli is not None, "no Compose CLI on PATH: run scripts/system-deps.sh (Debian docker-compose)"
-    return [cli]
+    return (cli,)
 
 
+# Each Compose v1 call costs ~4 s of CPU here: one result per distinct argument list, shared by the
+# tests that read it (callers never mutate the result; they parse its stdout).
+@functools.cache
 def compose_config(*args: str, **variables: str) -> subprocess.CompletedProcess[str]:
     """`docker-compose -f docker-compose.yml ARGS config` with only ``variables`` of ours set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_OUR_VARIABLES)}
@@ -71,8 +76,8 @@ def test_compose_spec_parser_rejects_broken_services(service: str, change: dict[
         PyCompose.from_yaml(yaml.safe_dump(broken))
 
 
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"]], ids=["default", "gpu"])
-def test_compose_cli_validates_the_file(profile: list[str]) -> None:
+@pytest.mark.parametrize("profile", [(), ("--profile", "gpu")], ids=["default", "gpu"])
+def test_compose_cli_validates_the_file(profile: tuple[str, ...]) -> None:
     result = compose_config(*profile)
     assert result.returncode == 0, result.stderr
 
