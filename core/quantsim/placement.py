@@ -268,6 +268,11 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             if not isinstance(arg, fx.Node):
                 continue
             source = _true_producer(arg, gm)
+            if source.name in derived_nodes and source.op != "get_attr":
+                # Computed from integer inputs and constants only (a mask's fill, position tables from
+                # shapes): the target precomputes it; a grid over {finfo.min} would have no range.
+                plan.reasons[f"input.{i}"] = "computed from integer inputs and constants only: kept in float"
+                continue
             need = bool(rule.is_input_quantized) or _needs_input_quantizer(
                 source, gm, plans, fused_outputs, config
             )

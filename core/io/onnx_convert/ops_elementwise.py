@@ -10,7 +10,7 @@ import torch
 from core.io.onnx_convert import runtime
 from core.io.onnx_convert.context import NodeContext
 from core.io.onnx_convert.registry import converts
-from core.io.onnx_convert.values import Static, Value, probe
+from core.io.onnx_convert.values import Dynamic, Static, Value, probe
 
 _UNARY = {
     "Sqrt": torch.sqrt,
@@ -77,7 +77,21 @@ def is_inf(ctx: NodeContext) -> list[Value | None]:
 
 @converts("Where")
 def where(ctx: NodeContext) -> list[Value | None]:
-    return [ctx.call(torch.where, ctx.required(0), ctx.required(1), ctx.required(2))]
+    cond, x, y = ctx.required(0), ctx.required(1), ctx.required(2)
+    # A scalar constant branch (a mask's -inf or finfo.min) becomes a Python number: no quantizer
+    # would represent it, and an 8-bit grid over {finfo.min, scores} would erase the scores.
+    if isinstance(cond, Dynamic) and probe(x).is_floating_point() and probe(y).is_floating_point():
+        x_arg, y_arg = _scalar(x), _scalar(y)
+        if isinstance(x_arg, float) and isinstance(y_arg, float):
+            x_arg = x  # one tensor keeps the result's dtype and shape
+        return [ctx.call(torch.where, cond, x_arg, y_arg)]
+    return [ctx.call(torch.where, cond, x, y)]
+
+
+def _scalar(value: Value) -> Value | float:
+    if isinstance(value, Static) and value.tensor.numel() == 1 and value.tensor.is_floating_point():
+        return float(value.tensor.reshape(()))
+    return value
 
 
 @converts("Min", "Max", "Sum", "Mean")
