@@ -80,9 +80,13 @@ def _check_inputs(found: resources.JobInputs, body: JobCreate) -> None:
 
 
 @router.post("/validate", status_code=200)
-def validate_job(body: JobSpecDraft, who: Principal = Depends(principal)) -> dict[str, Any]:
+def validate_job(
+    body: JobSpecDraft, who: Principal = Depends(principal), session: Session = Depends(db_session)
+) -> dict[str, Any]:
     """Dry run: check a spec (model and calibration ids may be left out) without creating anything, so a
-    client learns that a spec is refused before it uploads any file. 422 says what is wrong."""
+    client learns that a spec is refused before it uploads any file. 422 says what is wrong; an id that is
+    not the caller's project's is 404, as on create (the tenancy check of every route)."""
+    references.check_references(session, who.project_id, body.model_dump())
     return {"valid": True, "spec": body.model_dump(mode="json", exclude_none=True)}
 
 

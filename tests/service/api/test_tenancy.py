@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from service.db.models import Job
@@ -65,6 +66,9 @@ def _body(method: str, path: str, own: dict[str, str]) -> Any:
         ("post", "/v1/jobs"): {"model_id": own["model_id"], "calib_dataset_id": own["calib_dataset_id"],
                                "eval_dataset_id": own["eval_dataset_id"], "technique": "qat",
                                "train_dataset_id": own["train_dataset_id"]},
+        ("post", "/v1/jobs/validate"): {"model_id": own["model_id"], "calib_dataset_id": own["calib_dataset_id"],
+                                        "eval_dataset_id": own["eval_dataset_id"], "technique": "qat",
+                                        "train_dataset_id": own["train_dataset_id"]},
         ("post", "/v1/schedules"): {"name": f"s-{os.urandom(3).hex()}", "model_name": own["model_name"],
                                     "cron": "0 2 * * *", "template": _template(own)},
         ("patch", "/v1/schedules/{schedule_id}"): {"template": _template(own)},
@@ -159,12 +163,21 @@ def test_every_id_of_another_project_is_404_on_every_route(api: Api) -> None:
         assert not {schedule["template"].get(name) for name in TEMPLATE_IDS} & a_ids, schedule
 
 
-def test_a_stored_template_naming_another_projects_dataset_is_skipped_at_the_tick(api: Api) -> None:
+@pytest.fixture(scope="module")
+def a_and_b(api: Api) -> tuple[dict[str, str], dict[str, str]]:
+    """A's and B's resources shared by the tests below (the route test above makes its own: it deletes
+    B's schedule); neither test below changes what the other reads."""
+    with api.client() as a_client, api.client(api.other_key) as b_client:
+        return _resources(a_client), _resources(b_client)
+
+
+def test_a_stored_template_naming_another_projects_dataset_is_skipped_at_the_tick(
+    api: Api, a_and_b: tuple[dict[str, str], dict[str, str]]
+) -> None:
     """Given a schedule of B whose stored template names A's dataset (written before templates were
     checked), when the beat tick finds it due, then the run is skipped with a not-found message and no
     job is created."""
-    with api.client() as a_client, api.client(api.other_key) as b_client:
-        a, b = _resources(a_client), _resources(b_client)
+    a, b = a_and_b
     engine = make_engine(api.settings)
     try:
         with session_scope(make_sessionmaker(engine)) as session:
@@ -180,13 +193,12 @@ def test_a_stored_template_naming_another_projects_dataset_is_skipped_at_the_tic
         engine.dispose()
 
 
-def test_helper_names_the_first_foreign_id(api: Api) -> None:
+def test_helper_names_the_first_foreign_id(api: Api, a_and_b: tuple[dict[str, str], dict[str, str]]) -> None:
     """The helper itself: own ids pass, a foreign one (also an unknown one) is a NotFoundError naming it."""
     from service.db.repositories.references import check_references
     from service.errors import NotFoundError
 
-    with api.client() as a_client, api.client(api.other_key) as b_client:
-        a, b = _resources(a_client), _resources(b_client)
+    a, b = a_and_b
     project_b = _project_of(api, b["job_id"])
     engine = make_engine(api.settings)
     try:
