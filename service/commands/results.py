@@ -94,6 +94,8 @@ def print_finished(job: dict[str, Any], base_url: str, as_json: bool) -> int:
         print(json.dumps(job, indent=2))
         return code
     print(f"job {job['id']} {job['status']}")
+    if job.get("model_version") is not None:
+        print(f"model version {job['model_version']} sha256 {job.get('model_sha256') or '-'}")
     metrics = job.get("metrics") or {}
     autoquant = metrics.get("autoquant") or {}
     if autoquant.get("message"):

@@ -188,6 +188,11 @@ class JobRead(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # The version number the job quantizes and its content hash: versions are reused for identical
+    # bytes, so the hash says which file ran. Filled by get, list and cancel; None in create's and
+    # rerun's responses (the create's hot path has no sha256 at hand; the next read has it).
+    model_version: int | None = None
+    model_sha256: str | None = None
 
 
 class JobEventRead(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -72,8 +73,12 @@ def test_cli_round_trip_on_embedded_defaults(tmp_path: Path) -> None:
         assert job_id in listing.stdout and "queued" in listing.stdout
         shown = json.loads(_lowbit(client_env, "job", job_id).stdout)
         assert shown["status"] == "queued" and shown["spec"]["technique"] == "ptq"
+        sha = hashlib.sha256(onnx_bytes(5)).hexdigest()
+        assert (shown["model_version"], shown["model_sha256"]) == (1, sha)
         assert _lowbit(client_env, "cancel", job_id).stdout.strip() == "cancelled"
-        assert _lowbit(client_env, "job", job_id, "--wait").returncode == cli.CANCELLED
+        finished = _lowbit(client_env, "job", job_id, "--wait")
+        assert finished.returncode == cli.CANCELLED
+        assert f"model version 1 sha256 {sha}" in finished.stdout
         down = _lowbit(client_env, "download", job_id, str(tmp_path / "out"))
         assert down.returncode == cli.CANCELLED and down.stdout == ""  # a cancelled job has no artifacts
         bad = _lowbit({**client_env, "LOWBIT_API_KEY": "lb_wrong"}, "jobs")

@@ -194,7 +194,22 @@ def list_jobs(
         created_after=_aware(created_after),
         created_before=_aware(created_before),
     )
-    return Page(items=[JobRead.model_validate(j) for j in rows], next_cursor=nxt)
+    return Page(items=_with_versions(session, [JobRead.model_validate(j) for j in rows]), next_cursor=nxt)
+
+
+def _with_versions(session: Session, items: list[JobRead]) -> list[JobRead]:
+    """``items`` with the version number and sha256 of the model version each quantizes (one query)."""
+    ids = {i.model_version_id for i in items}
+    if ids:
+        found = session.execute(
+            select(ModelVersion.id, ModelVersion.version, ModelVersion.blob_sha256).where(
+                ModelVersion.id.in_(ids)
+            )
+        ).all()
+        versions = {vid: (number, sha) for vid, number, sha in found}
+        for item in items:
+            item.model_version, item.model_sha256 = versions.get(item.model_version_id, (None, None))
+    return items
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -252,7 +267,7 @@ def cancel_job(
     session.commit()
     if ctx.status_cache is not None:  # read-your-writes: do not wait for the trigger's notification
         ctx.status_cache.drop(job_id)
-    return JobRead.model_validate(job)
+    return _with_versions(session, [JobRead.model_validate(job)])[0]
 
 
 @router.post("/{job_id}/rerun", status_code=201, response_model=JobRead)

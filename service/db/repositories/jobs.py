@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 
 from service import request_context
 from service.db.base import new_id, utcnow
-from service.db.models import Artifact, Job, JobEvent, JobLog, OutboxMessage
+from service.db.models import Artifact, Job, JobEvent, JobLog, ModelVersion, OutboxMessage
 from service.db.pagination import paginate
 from service.errors import NotFoundError
 from service.jobs import state
@@ -183,9 +183,15 @@ def _insert_job_pg() -> Insert:
 
 # Built once: the status read is the API's hottest query (clients poll it). It loads the columns a
 # job view shows, nothing else.
-_JOB_ROW = select(
-    *(c for c in Job.__table__.c if c.name not in ("project_id", "claimed_by", "heartbeat_at"))
-).where(Job.id == bindparam("job_id"), Job.project_id == bindparam("project_id"))
+_JOB_ROW = (
+    select(
+        *(c for c in Job.__table__.c if c.name not in ("project_id", "claimed_by", "heartbeat_at")),
+        ModelVersion.version.label("model_version"),
+        ModelVersion.blob_sha256.label("model_sha256"),
+    )
+    .join(ModelVersion, ModelVersion.id == Job.model_version_id)
+    .where(Job.id == bindparam("job_id"), Job.project_id == bindparam("project_id"))
+)
 
 
 def get_job_row(conn: Connection, project_id: str, job_id: str) -> RowMapping:

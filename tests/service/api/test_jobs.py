@@ -31,7 +31,11 @@ def test_create_writes_job_and_outbox_together(api: Api, client: httpx.Client, r
     assert resp.status_code == 201, resp.text
     job = resp.json()
     assert job["status"] == "queued" and job["spec"]["params"]["steps"] == ["bn_fold", "cle"]
-    assert client.get(f"/v1/jobs/{job['id']}").json() == job  # the status read shows what create returned
+    read = client.get(f"/v1/jobs/{job['id']}").json()
+    # The status read shows what create returned, plus the version it joins (create's hot path does not).
+    assert (job["model_version"], job["model_sha256"]) == (None, None)
+    assert read == {**job, "model_version": 1, "model_sha256": read["model_sha256"]}
+    assert len(read["model_sha256"]) == 64
     engine, sessions = _db(api)
     with sessions() as session:
         msgs = session.scalars(select(OutboxMessage)).all()

@@ -99,9 +99,12 @@ def test_create_and_read_match_the_sqlalchemy_statements(
     assert job is not None and job["model_version_id"] == inputs["v1"]
     with db_engine.connect() as conn:
         row = dict(jobs.get_job_row(conn, inputs["project"], job["id"]))
+    version = {"model_version": row.pop("model_version"), "model_sha256": row.pop("model_sha256")}
     assert row == {k: v for k, v in job.items() if k in row}
-    assert _read(mode_settings, db_engine, inputs["project"], job["id"]) == row
+    assert _read(mode_settings, db_engine, inputs["project"], job["id"]) == {**row, **version}
     with make_sessionmaker(db_engine)() as session:
+        stored = session.get(ModelVersion, inputs["v1"])
+        assert stored is not None and version == {"model_version": 1, "model_sha256": stored.blob_sha256}
         events = session.scalars(select(JobEvent).where(JobEvent.job_id == job["id"])).all()
         assert [(e.from_status, e.to_status, e.progress, e.message) for e in events] == [
             (None, "queued", 0.0, "")
