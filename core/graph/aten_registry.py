@@ -113,7 +113,8 @@ def is_data_movement(target: Any) -> bool:
     name = packet_name(target)
     if name is None:
         return True  # operator.getitem, operator.mul on SymInts, ... — never tensor math in an ATen graph
-    return name in DATA_MOVEMENT
+    # in-place forms move data too (eval-mode nn.Dropout(inplace=True) is aten.dropout_)
+    return name in DATA_MOVEMENT or (is_inplace(target) and name[:-1] in DATA_MOVEMENT)
 
 
 def arg(node: fx.Node, name: str, index: int, default: Any = None) -> Any:

@@ -94,6 +94,12 @@ def test_integer_math_and_data_movement_are_not_reported() -> None:
     assert report.ok, report.format_table()
 
 
+def test_in_place_dropout_in_eval_mode_is_data_movement() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.2, inplace=True), nn.Linear(4, 2)).eval()
+    report = validate_model(model, (torch.randn(2, 4),))
+    assert report.ok and not report.float_ops, report.format_table()
+
+
 def test_fused_attention_is_a_note_with_the_eager_fix() -> None:
     class Attn(nn.Module):
         def forward(self, q: torch.Tensor) -> torch.Tensor:
