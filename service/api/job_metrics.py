@@ -5,6 +5,8 @@ slice; the database sees everything. One scrape runs a handful of aggregate quer
 
 - ``lowbit_jobs{status,technique}``: jobs by state and technique (gauge);
 - ``lowbit_job_duration_seconds{technique,status}``: started → finished of finished jobs (histogram);
+- ``lowbit_stage_duration_seconds{stage}``: each AutoQuant stage's run time in finished jobs, from the
+  ``seconds`` the worker stores in the job's metrics (histogram; cached stages are left out);
 - ``lowbit_queue_depth{queue}``: queued jobs per queue (``cpu``/``gpu``), and the oldest one's age;
 - ``lowbit_workers_busy``, ``lowbit_job_heartbeat_age_seconds``: workers holding a running job and the
   oldest heartbeat among running jobs (a stale one means a lost worker the reconciler will requeue);
@@ -64,6 +66,7 @@ class JobsCollector(Collector):
             yield jobs
 
             yield self._durations(conn)
+            yield self._stage_durations(conn)
 
             depth = GaugeMetricFamily("lowbit_queue_depth", "Queued jobs per queue", labels=["queue"])
             oldest = GaugeMetricFamily(
@@ -139,4 +142,26 @@ class JobsCollector(Collector):
             buckets = [(str(b), int(c or 0)) for b, c in zip(DURATION_BUCKETS, cumulative, strict=True)]
             buckets.append(("+Inf", int(count)))
             family.add_metric([technique, status], buckets, float(total))
+        return family
+
+    def _stage_durations(self, conn: object) -> Metric:
+        # The stages live in the job's metrics JSON (worker/techniques/autoquant.py), so they are summed
+        # here rather than in SQL, whose JSON functions differ between SQLite and PostgreSQL.
+        stmt = select(Job.metrics).where(
+            Job.technique == "autoquant", Job.status.in_(sorted(state.TERMINAL)), Job.metrics.is_not(None)
+        )
+        by_stage: dict[str, list[float]] = {}
+        for (metrics,) in conn.execute(stmt):  # type: ignore[attr-defined]
+            stages = (metrics or {}).get("autoquant", {}).get("stages") if isinstance(metrics, dict) else None
+            for stage in stages if isinstance(stages, list) else []:
+                seconds = stage.get("seconds") if isinstance(stage, dict) else None
+                if isinstance(seconds, int | float) and not stage.get("cached"):
+                    by_stage.setdefault(str(stage.get("name")), []).append(float(seconds))
+        family = HistogramMetricFamily(
+            "lowbit_stage_duration_seconds", "Run time of AutoQuant stages in finished jobs", labels=["stage"]
+        )
+        for name, values in sorted(by_stage.items()):
+            buckets = [(str(b), sum(v <= b for v in values)) for b in DURATION_BUCKETS]
+            buckets.append(("+Inf", len(values)))
+            family.add_metric([name], buckets, sum(values))
         return family

@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.db.models import Job
+from service.db.session import make_engine, make_sessionmaker, session_scope
+from service.jobs import state
 from tests.fixtures.worker_procs import Proc, processes, start_relay
 from tests.fixtures.worker_stack import Stack, wait_job
 from worker.liveness import is_alive
@@ -48,6 +51,21 @@ def _bad_calibration(api: httpx.Client) -> str:
     return str(ds["id"])
 
 
+def _finish_as_autoquant(stack: Stack, job_id: str, stages: list[dict[str, object]]) -> None:
+    """The row a finished AutoQuant job leaves (worker/techniques/autoquant.py's stage summary), written
+    directly: an AutoQuant run on this stack would add minutes for the same stored shape."""
+    engine = make_engine(stack.settings)
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.technique, job.status = "autoquant", state.SUCCEEDED
+            job.started_at = job.finished_at = job.created_at
+            job.metrics = {"autoquant": {"stages": stages}}
+    finally:
+        engine.dispose()
+
+
 def test_metrics_series_and_request_id_reach_the_worker_log(stack: Stack, tmp_path: Path) -> None:
     """Given a worker logging JSON, When jobs succeed, fail and wait on a queue nobody serves, Then
     /metrics counts them by state, technique, duration, queue and error, and the X-Request-ID the API
@@ -67,6 +85,12 @@ def test_metrics_series_and_request_id_reach_the_worker_log(stack: Stack, tmp_pa
         assert len(api.get("/healthz").headers["X-Request-ID"]) == 32  # one is made when none is given
         failing = stack.submit(api, calib_dataset_id=_bad_calibration(api))
         parked = stack.submit(api, compute="gpu")  # no gpu worker here: it stays queued
+        staged = stack.submit(api, compute="gpu")
+        cached = f"cached-{uuid.uuid4().hex[:6]}"
+        _finish_as_autoquant(stack, staged["id"], [
+            {"name": "adaround", "status": "met", "score": 0.97, "cached": False, "seconds": 42.25},
+            {"name": cached, "status": "below", "score": 0.9, "cached": True, "seconds": 7.0},
+        ])  # fmt: skip
 
         procs.append(start_relay(env, tmp_path / "relay.log"))
         worker = Proc(["worker", "--queues", "cpu", "--concurrency", "1", "--name", "metrics@test",
@@ -85,6 +109,14 @@ def test_metrics_series_and_request_id_reach_the_worker_log(stack: Stack, tmp_pa
     assert value(after, "lowbit_job_duration_seconds_bucket", le="+Inf", **ok) == count
     assert value(after, "lowbit_job_duration_seconds_sum", **ok) > 0
     assert value(after, "lowbit_queue_depth", queue="gpu") >= 1
+    stage = {"stage": "adaround"}
+    staged_count = value(after, "lowbit_stage_duration_seconds_count", **stage)
+    assert staged_count >= value(before, "lowbit_stage_duration_seconds_count", **stage) + 1
+    assert value(after, "lowbit_stage_duration_seconds_bucket", le="+Inf", **stage) == staged_count
+    in_minute = value(after, "lowbit_stage_duration_seconds_bucket", le="60.0", **stage)
+    assert in_minute >= value(before, "lowbit_stage_duration_seconds_bucket", le="60.0", **stage) + 1
+    assert value(after, "lowbit_stage_duration_seconds_sum", **stage) >= 42.25
+    assert value(after, "lowbit_stage_duration_seconds_count", stage=cached) == 0  # cached: not run
     assert value(after, "lowbit_queue_oldest_seconds", queue="gpu") > 0
     failures_after = sum(v for (n, _), v in after.items() if n == "lowbit_job_failures_total")
     failures_before = sum(v for (n, _), v in before.items() if n == "lowbit_job_failures_total")
