@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.slow]
 
 
 def test_autoquant_resumes_from_stored_stage_cache(stack: Stack, tmp_path: Path) -> None:
-    """Given a W4A8 AutoQuant job with no allowed drop (it goes through every stage), When the worker
+    """Given a W4A8 AutoQuant job (allowed drop 0.01: reachable, since a drop of 0 now means zero and float
+    weights alone already lose 0.2 point on this model), When the worker
     process is killed after a later stage started, Then attempt 2 logs the resume, reports the
     earlier stages as cached, and succeeds."""
     env = stack.env()
@@ -29,7 +30,7 @@ def test_autoquant_resumes_from_stored_stage_cache(stack: Stack, tmp_path: Path)
             client,
             technique="autoquant",
             param_bw=4,
-            allowed_accuracy_drop=0.0,
+            allowed_accuracy_drop=0.01,
             params={"adaround_iterations": 50},
             eval_dataset_id=stack.inputs["eval"],
         )
