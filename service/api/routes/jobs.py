@@ -38,8 +38,8 @@ from service.schemas.jobs import (
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> str:
-    """The model version id, with the version and the datasets checked ready and in the caller's
+def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> resources.JobInputs:
+    """The model version, with the version and the datasets checked ready and in the caller's
     project; one query on the common path."""
     found = resources.find_job_inputs(
         session.connection(), project_id, body.model_id, body.model_version,
@@ -57,7 +57,7 @@ def _resolve_inputs(session: Session, project_id: str, body: JobCreate) -> str:
                 f"training dataset {train.id} is {train.status}; upload (and seal) it first",
                 code="dataset_not_ready",
             )
-    return found.id
+    return found
 
 
 def _check_inputs(found: resources.JobInputs, body: JobCreate) -> None:
@@ -100,15 +100,18 @@ async def create_job(body: JobCreate, request: Request, idem: Idempotent = Depen
 
     def create() -> JobRead:
         project_id = idem.who.project_id
+        found = _resolve_inputs(idem.session, project_id, body)
         job = jobs_repo.insert_job(
             idem.session.connection(),
             project_id=project_id,
-            model_version_id=_resolve_inputs(idem.session, project_id, body),
+            model_version_id=found.id,
             calib_dataset_id=body.calib_dataset_id,
             eval_dataset_id=body.eval_dataset_id,
             spec=body.model_dump(mode="json"),
         )
-        return JobRead.model_validate(job)
+        return JobRead.model_validate(
+            {**job, "model_version": found.version, "model_sha256": found.blob_sha256}
+        )
 
     return await idem.run(create, one_write=jobs_repo.inserts_in_one_statement(ctx.engine.dialect.name))
 
@@ -288,7 +291,7 @@ async def rerun_job(job_id: str, idem: Idempotent = Depends(idempotent)) -> obje
             spec=old.spec,
             rerun_of=old.id,
         )
-        return JobRead.model_validate(job)
+        return _with_versions(idem.session, [JobRead.model_validate(job)])[0]
 
     return await idem.run(create)
 

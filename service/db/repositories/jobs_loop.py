@@ -110,10 +110,10 @@ def create_job_sqlite(
         )
         rows = [job, event, message]
         if keyed is not None:
-            rows.append(_key_row(project_id, keyed, job))
+            rows.append(_key_row(project_id, keyed, _shown(job, found)))
         for statement, row in zip(_inserts_sqlite(), rows, strict=False):
             conn.execute(statement.sql, statement.params(row))
-    return Outcome(inputs=found, job=job)
+    return Outcome(inputs=found, job=_shown(job, found))
 
 
 async def create_job_pg(
@@ -163,7 +163,7 @@ async def create_job_pg(
     rows = {"job_": job, "event_": event, "outbox_": message}
     if found is not None:  # keyed: the version the first statement found
         values["number"] = found.version
-        rows["key_"] = _key_row(project_id, keyed, job)  # type: ignore[arg-type]
+        rows["key_"] = _key_row(project_id, keyed, _shown(job, found))  # type: ignore[arg-type]
     for prefix, written in rows.items():
         values.update({prefix + k: v for k, v in written.items()})
     row = await pool.fetch_one(statement.sql, statement.params(values))
@@ -177,7 +177,12 @@ async def create_job_pg(
         if not row["created"]:
             return Outcome(inputs=found)
     job["model_version_id"] = found.id
-    return Outcome(inputs=found, job=job)
+    return Outcome(inputs=found, job=_shown(job, found))
+
+
+def _shown(job: dict[str, Any], found: JobInputs) -> dict[str, Any]:
+    """The new job's values with the version number and sha256 a job view shows (as the status read)."""
+    return {**job, "model_version": found.version, "model_sha256": found.blob_sha256}
 
 
 def usable(found: JobInputs, eval_dataset_id: str | None) -> bool:
@@ -187,7 +192,9 @@ def usable(found: JobInputs, eval_dataset_id: str | None) -> bool:
 
 
 def _inputs_of(row: dict[str, Any]) -> JobInputs:
-    return JobInputs(row["id"], row["version"], row["status"], row["calib_status"], row["eval_status"])
+    return JobInputs(
+        row["id"], row["version"], row["status"], row["calib_status"], row["eval_status"], row["blob_sha256"]
+    )
 
 
 def _key_values(project_id: str, keyed: Keyed) -> dict[str, Any]:
@@ -230,7 +237,7 @@ def _inputs_sqlite(latest: bool) -> Prepared:
     return Prepared.compile(_inputs(latest), sqlite_named())
 
 
-def _inputs(latest: bool) -> Select[str, int, str, str, str]:
+def _inputs(latest: bool) -> Select[str, int, str, str, str, str]:
     return resources._INPUTS_LATEST if latest else resources._INPUTS_NUMBERED
 
 
@@ -284,6 +291,7 @@ def _found(inputs: Any, created: Any) -> Select[Any]:
         inputs.c.status,
         inputs.c.calib_status,
         inputs.c.eval_status,
+        inputs.c.blob_sha256,
         exists(select(created.c.id)).label("created"),
     )
 

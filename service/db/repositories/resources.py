@@ -124,6 +124,7 @@ class JobInputs(NamedTuple):
     status: str
     calib_status: str | None
     eval_status: str | None
+    blob_sha256: str | None  # the version's file (None: not uploaded yet)
 
 
 def find_job_inputs(
@@ -159,6 +160,7 @@ _INPUTS = select(
     ModelVersion.status,
     _dataset_status("calib_id").label("calib_status"),
     _dataset_status("eval_id").label("eval_status"),
+    ModelVersion.blob_sha256,
 ).where(ModelVersion.model_id == bindparam("model_id"), ModelVersion.project_id == bindparam("project_id"))
 _INPUTS_NUMBERED = _INPUTS.where(ModelVersion.version == bindparam("number"))
 _INPUTS_LATEST = _INPUTS.where(ModelVersion.status == "ready").order_by(ModelVersion.version.desc()).limit(1)

@@ -16,6 +16,7 @@ def test_job_reads_show_the_model_version_and_its_sha256(api: Api, client: httpx
     model, dataset = make_ready_model(client, name, seed=43), make_ready_dataset(client, f"{name}-d")
     job = client.post("/v1/jobs", json=job_body(model, dataset)).json()
     sha = hashlib.sha256(onnx_bytes(43)).hexdigest()
+    assert (job["model_version"], job["model_sha256"]) == (1, sha)  # the create's response too
 
     read = client.get(f"/v1/jobs/{job['id']}").json()  # the polling path (one joined statement)
     assert (read["model_version"], read["model_sha256"]) == (1, sha)

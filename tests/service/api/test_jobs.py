@@ -32,10 +32,8 @@ def test_create_writes_job_and_outbox_together(api: Api, client: httpx.Client, r
     job = resp.json()
     assert job["status"] == "queued" and job["spec"]["params"]["steps"] == ["bn_fold", "cle"]
     read = client.get(f"/v1/jobs/{job['id']}").json()
-    # The status read shows what create returned, plus the version it joins (create's hot path does not).
-    assert (job["model_version"], job["model_sha256"]) == (None, None)
-    assert read == {**job, "model_version": 1, "model_sha256": read["model_sha256"]}
-    assert len(read["model_sha256"]) == 64
+    # The status read shows what create returned, the version number and sha256 it quantizes included.
+    assert read == job and job["model_version"] == 1 and len(job["model_sha256"]) == 64
     engine, sessions = _db(api)
     with sessions() as session:
         msgs = session.scalars(select(OutboxMessage)).all()
@@ -211,6 +209,8 @@ def test_cancel_and_rerun(api: Api, client: httpx.Client, ready_inputs) -> None:
     assert rerun.status_code == 201
     new = rerun.json()
     assert new["rerun_of"] == job["id"] and new["status"] == "queued" and new["spec"] == job["spec"]
+    assert (new["model_version"], new["model_sha256"]) == (job["model_version"], job["model_sha256"])
+    assert new == client.get(f"/v1/jobs/{new['id']}").json()
     assert new["model_version_id"] == job["model_version_id"]
 
 
