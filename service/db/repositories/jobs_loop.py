@@ -237,7 +237,7 @@ def _inputs_sqlite(latest: bool) -> Prepared:
     return Prepared.compile(_inputs(latest), sqlite_named())
 
 
-def _inputs(latest: bool) -> Select[str, int, str, str, str, str]:
+def _inputs(latest: bool) -> Select[str, int, str, str, str, str | None]:
     return resources._INPUTS_LATEST if latest else resources._INPUTS_NUMBERED
 
 
