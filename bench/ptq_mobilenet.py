@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from bench.ptq import _sim  # one QuantSim recipe for both PTQ tables
 from bench.table import print_table
 
 AIMET_ADAROUND_SECONDS_PER_LAYER = 122.0 / 23  # at 1000 it/layer, same machine class
@@ -45,21 +46,6 @@ def _graphs(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[fx.Graph
             fold = equalize_model(gm, CleConfig(relu6=mode)).bn_fold  # type: ignore[arg-type]
         graphs[name] = (gm, fold.bn_stats if fold is not None else {})
     return graphs
-
-
-def _sim(gm: fx.GraphModule, example: torch.Tensor, param_bw: int, per_channel: bool, scheme: str) -> Any:
-    from core.quantsim import QuantSim
-
-    return QuantSim(
-        copy.deepcopy(gm),
-        (example,),
-        param_bw=param_bw,
-        output_bw=8,
-        per_channel=per_channel,
-        param_scheme=scheme,
-        act_scheme="min_max",
-        prepared=True,
-    )
 
 
 # (label, weight bitwidth, graph, technique applied to the sim, AIMET 2.42's W4A8 per-tensor figure)
