@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from core.io import load_data, load_model
     from core.quantsim import QuantSim
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, calib=args.calib)
     calib = load_data(args.calib, loaded.input_names).for_model(loaded)
     evaluation = load_data(args.eval_data, loaded.input_names).for_model(loaded) if args.eval_data else None
     eval_fn = None

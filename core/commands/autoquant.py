@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from core.ptq.adaround import AdaroundConfig
     from core.runtime_verdict import deployed_scorer
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, calib=args.calib)
     calib = load_data(args.calib, loaded.input_names).for_model(loaded)
     evald = load_data(args.eval_data, loaded.input_names).for_model(loaded) if args.eval_data else None
     eval_fn = accuracy_metric(evald) if evald is not None and evald.labels is not None else None

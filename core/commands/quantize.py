@@ -60,7 +60,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     """(loaded model, calibration data, evaluation data) with their shapes checked against the model."""
     from core.io import load_data, load_model
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, calib=args.calib)
     calib = load_data(args.calib, loaded.input_names).for_model(loaded)
     evald = load_data(args.eval_data, loaded.input_names).for_model(loaded) if args.eval_data else calib
     return loaded, calib, evald

@@ -16,9 +16,10 @@ from core.errors import ModelLoadError
 class LoadedModel:
     """A model ready for the engine.
 
-    ``module`` is in eval mode. ``example_inputs`` holds one tensor per model input with the
-    declared shapes, dynamic dimensions set to 1 (values are zeros for ONNX/pt2 without samples,
-    or the program's sample inputs). ``source_format`` is ``"pt2"``, ``"onnx"`` or ``"module"``;
+    ``module`` is in eval mode. ``example_inputs`` holds one tensor per model input shaped like
+    the calibration data when it was given to load_model, else as declared (core.io.example_shapes),
+    dynamic dimensions small (values are zeros for ONNX/pt2 without samples, or the program's
+    sample inputs). ``source_format`` is ``"pt2"``, ``"onnx"`` or ``"module"``;
     ``path`` is the file it came from (None for a Python module).
 
     Example::

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.errors import ModelLoadError
+from core.io.example_shapes import DataShapes
 from core.io.loaded_model import LoadedModel
 
-ModelLoader = Callable[[Path], LoadedModel]
+# (model file, the calibration data's array shapes or None) -> LoadedModel
+ModelLoader = Callable[[Path, DataShapes | None], LoadedModel]
 
 _FORMAT_MODULES = ("core.io.pt2", "core.io.onnx_model")
 _LOADERS: dict[str, tuple[str, ModelLoader]] = {}
@@ -37,15 +39,18 @@ def supported_suffixes() -> list[str]:
     return sorted(_registry())
 
 
-def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+def load_model(path: str | os.PathLike[str], calib: str | os.PathLike[str] | None = None) -> LoadedModel:
     """Load a model file into a :class:`LoadedModel` (eval-mode torch module + I/O description).
 
-    Accepted: ``.pt2`` (``torch.export`` programs, checked for pickled code before loading) and
-    ``.onnx`` (converted to a torch.fx GraphModule). Pickled modules (``.pt``/``.pth``) are refused.
-    Raises ModelLoadError for an unknown suffix or a file that cannot be loaded safely, and
-    UnsupportedOpError for an ONNX operator without a conversion. Example::
+    ``calib``, the calibration data file the model will be fed, shapes the example inputs (its
+    array shapes are read from its headers): a declared input shape alone never sizes an
+    allocation (core.io.example_shapes). Accepted: ``.pt2`` (``torch.export`` programs, checked
+    for pickled code before loading) and ``.onnx`` (converted to a torch.fx GraphModule). Pickled
+    modules (``.pt``/``.pth``) are refused. Raises ModelLoadError for an unknown suffix or a file
+    that cannot be loaded safely, UnsupportedOpError for an ONNX operator without a conversion, and
+    DataLoadError for a ``calib`` file that cannot feed the model. Example::
 
-        loaded = load_model("examples/digits/artifacts/model.onnx")
+        loaded = load_model("examples/digits/artifacts/model.onnx", calib="calib.npz")
         logits = loaded.module(*loaded.example_inputs)
     """
     p = Path(path)
@@ -56,7 +61,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
             f"model file {str(p)!r}: unsupported format {p.suffix!r}; accepted: {', '.join(sorted(registry))} "
             "(pickled .pt/.pth modules are refused: export with torch.export.save or torch.onnx.export)"
         )
-    return entry[1](p)
+    return entry[1](p, DataShapes.read(calib) if calib is not None else None)
 
 
 def load_exported_program(path: str | os.PathLike[str]):  # -> torch.export.ExportedProgram

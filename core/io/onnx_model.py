@@ -17,6 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from core.errors import ModelLoadError
+from core.io.example_shapes import DataShapes
 from core.io.limits import MAX_MODEL_BYTES, checked_file
 from core.io.loaded_model import LoadedModel
 from core.io.models import register_format
@@ -123,12 +124,13 @@ def read_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return model
 
 
-def load_onnx(path: Path) -> LoadedModel:
-    """Load an ``.onnx`` file as a LoadedModel whose module is the converted torch.fx GraphModule."""
+def load_onnx(path: Path, data: DataShapes | None = None) -> LoadedModel:
+    """Load an ``.onnx`` file as a LoadedModel whose module is the converted torch.fx GraphModule;
+    ``data`` (the calibration file's array shapes) shapes its example inputs."""
     from core.io.onnx_convert import convert
 
     model = read_onnx(path)
-    converted = convert(model)
+    converted = convert(model, data)
     return LoadedModel(
         converted.module,
         converted.example_inputs,

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from core.errors import ModelLoadError
+from core.io.example_shapes import DataShapes, example_shape
 from core.io.limits import MAX_MODEL_BYTES, check_probe_shape, checked_file
 from core.io.loaded_model import LoadedModel
 from core.io.models import register_format
@@ -101,12 +102,13 @@ def _saved_examples(program: torch.export.ExportedProgram, values: list[tuple[st
 
 
 def _example_inputs(
-    program: torch.export.ExportedProgram,
+    program: torch.export.ExportedProgram, data: DataShapes | None = None
 ) -> tuple[list[str], tuple[torch.Tensor, ...], tuple[tuple[int, ...], ...]]:
     """(input names, example tensors, dynamic axes per input).
 
     The examples are the sample inputs saved in the file when they fit the program's inputs, else
-    zeros whose symbolic (dynamic) dimensions take their lower bound (at least 1).
+    zeros shaped as core.io.example_shapes says: fixed dimensions checked against the calibration
+    arrays ``data`` first, symbolic (dynamic) dimensions at their lower bound (at least 1).
     """
     values = _input_values(program)
     names = [name for name, _ in values]
@@ -118,29 +120,31 @@ def _example_inputs(
         for name, tensor in zip(names, saved, strict=True):
             check_probe_shape(list(tensor.shape), what=f"program input {name!r}", error=ModelLoadError)
         return names, saved, dynamic
+    arrays = data.for_inputs(names) if data is not None else [None] * len(values)
     tensors = []
-    for name, value in values:
-        shape = []
+    for (name, value), array in zip(values, arrays, strict=True):
+        declared: list[int | None] = []
+        lowest = []
         for dim in value.shape:
-            if isinstance(dim, int):
-                shape.append(dim)
-            else:
-                bound = program.range_constraints.get(dim.node.expr)
-                lower = int(bound.lower) if bound is not None and math.isfinite(bound.lower) else 1
-                shape.append(max(1, lower))
-        check_probe_shape(shape, what=f"program input {name!r}", error=ModelLoadError)
+            declared.append(dim if isinstance(dim, int) else None)
+            bound = None if isinstance(dim, int) else program.range_constraints.get(dim.node.expr)
+            lower = int(bound.lower) if bound is not None and math.isfinite(bound.lower) else 1
+            lowest.append(max(1, lower))
+        # A program's fixed sizes are baked into its graph: none may be probed as dynamic.
+        shape = example_shape(declared, lowest, array, what=f"program input {name!r}", shapes_may_vary=False)
         tensors.append(torch.zeros(shape, dtype=value.dtype))
     return names, tuple(tensors), dynamic
 
 
-def load_pt2(path: Path) -> LoadedModel:
-    """Load a ``.pt2`` file as a LoadedModel whose module is ``ExportedProgram.module()``.
+def load_pt2(path: Path, data: DataShapes | None = None) -> LoadedModel:
+    """Load a ``.pt2`` file as a LoadedModel whose module is ``ExportedProgram.module()``; ``data``
+    (the calibration file's array shapes) shapes example inputs the file does not hold.
 
     The module is built without torch's ``_guards_fn`` (its guards are Python source from the file);
     input shapes are checked from the program's symbolic shapes instead (``dynamic_axes``).
     """
     program = load_exported_program(path)
-    names, examples, dynamic = _example_inputs(program)
+    names, examples, dynamic = _example_inputs(program, data)
     module = program.module(check_guards=False)
     # torch 2.13's exported modules refuse .eval(); the graph already holds the behaviour (BN,
     # dropout) of the mode the model was exported in.

@@ -26,7 +26,8 @@ def _fail(path: Path, what: str) -> DataLoadError:
     )
 
 
-def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> None:
+def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> tuple[int, ...]:
+    """The member's shape, after checking its dtype and that the shape fits the bytes stored."""
     key = info.filename[: -len(".npy")]
     with archive.open(info) as member:
         try:
@@ -48,20 +49,27 @@ def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Pat
         raise _fail(
             path, f"array {key!r} declares shape {shape} ({declared} bytes) but stores {stored} bytes"
         )
+    return tuple(int(d) for d in shape)
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise _fail(path, f"not a valid .npz archive (truncated or corrupt?): {exc}") from exc
+    shapes: dict[str, tuple[int, ...]] = {}
     with archive:
         infos = archive.infolist()
         check_zip_budget(path, infos, kind="data", max_bytes=MAX_DATA_BYTES, error=DataLoadError)
         for info in infos:
             if not info.filename.endswith(".npy"):
                 raise _fail(path, f"member {info.filename!r} is not a .npy array")
-            _check_npy_header(archive, info, path)
+            shapes[info.filename[: -len(".npy")]] = _check_npy_header(archive, info, path)
+    return shapes
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    _npz_shapes(path)
     arrays: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as npz:
@@ -72,16 +80,31 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
+def _check_safetensors_header(path: Path) -> None:
     # The header length is the first 8 bytes; the library validates the header and every offset
     # against the file size before reading any tensor.
     with open(path, "rb") as f:
         head = f.read(8)
     if len(head) < 8 or int.from_bytes(head, "little") > path.stat().st_size - 8:
         raise _fail(path, "truncated safetensors header")
+
+
+def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import SafetensorError, safe_open
+
+    _check_safetensors_header(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return {key: tuple(int(d) for d in f.get_slice(key).get_shape()) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, ValueError, TypeError, OSError) as exc:
+        raise _fail(path, f"cannot read tensors ({exc})") from exc
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    _check_safetensors_header(path)
     try:
         arrays = load_file(str(path))
     except (SafetensorError, ValueError, TypeError, OSError) as exc:
@@ -103,3 +126,13 @@ def load_tensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not arrays:
         raise _fail(p, "the file holds no arrays")
     return arrays
+
+
+def read_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Every array's shape in a ``.npz`` or ``.safetensors`` file, read from headers only (nothing
+    inflated or allocated), after the same header checks as :func:`load_tensors`."""
+    p = checked_file(path, kind="data", suffixes=SUFFIXES, max_bytes=MAX_DATA_BYTES, error=DataLoadError)
+    shapes = _npz_shapes(p) if p.suffix.lower() == ".npz" else _safetensors_shapes(p)
+    if not shapes:
+        raise _fail(p, "the file holds no arrays")
+    return shapes

@@ -28,7 +28,8 @@ def prepare_inputs(ctx: JobContext) -> None:
     from core.io import load_data, load_model
 
     assert ctx.model_path is not None and ctx.calib_path is not None  # set by fetch_inputs
-    ctx.loaded = load_model(ctx.model_path)
+    # The calibration data shapes the example inputs: a declared input shape alone sizes nothing.
+    ctx.loaded = load_model(ctx.model_path, calib=ctx.calib_path)
     names = ctx.loaded.input_names
     ctx.calib = load_data(ctx.calib_path, names).for_model(ctx.loaded)
     ctx.monitor.progress(0.3)

@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from torch import fx
 
 from core.errors import ModelLoadError, UnsupportedOpError
-from core.io.limits import check_probe_shape
+from core.io.example_shapes import ArrayShape, DataShapes, example_shape
 from core.io.onnx_convert.context import ONNX_TENSOR, GraphBuilder, NodeContext
 from core.io.onnx_convert.fusions import fuse_activations
 from core.io.onnx_convert.registry import HANDLERS, supported_ops
@@ -51,17 +51,22 @@ def _to_tensor(proto: onnx.TensorProto) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True))
 
 
-def _input_probes(value_info: onnx.ValueInfoProto) -> tuple[torch.Tensor, ...]:
+def _input_probes(value_info: onnx.ValueInfoProto, data: ArrayShape | None) -> tuple[torch.Tensor, ...]:
+    """One tensor per probe size, shaped by the calibration array ``data`` where known
+    (core.io.example_shapes: the declaration alone never sizes them)."""
     tensor_type = value_info.type.tensor_type
-    dtype = _torch_dtype(tensor_type.elem_type, f"model input {value_info.name!r}")
-    dims = [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor_type.shape.dim
-    ]
+    what = f"model input {value_info.name!r}"
+    dtype = _torch_dtype(tensor_type.elem_type, what)
+    dims = None
+    if tensor_type.HasField("shape"):
+        dims = [
+            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in tensor_type.shape.dim
+        ]
     generator = torch.Generator().manual_seed(0)
     probes = []
     for size in PROBE_SIZES:
-        shape = [size if d is None else d for d in dims]
-        check_probe_shape(shape, what=f"model input {value_info.name!r}", error=ModelLoadError)
+        shape = example_shape(dims, size, data, what=what, shapes_may_vary=True)
         if dtype.is_floating_point:
             probes.append(torch.randn(shape, generator=generator).to(dtype))
         else:
@@ -77,11 +82,12 @@ def default_opset(model: onnx.ModelProto) -> int:
     raise ModelLoadError("the model imports no default-domain ONNX opset")
 
 
-def convert(model: onnx.ModelProto) -> ConvertedGraph:
+def convert(model: onnx.ModelProto, data: DataShapes | None = None) -> ConvertedGraph:
     """Convert an ONNX model (external data already loaded) into a torch.fx GraphModule.
 
-    Raises UnsupportedOpError naming the op, the node and the supported op list for anything
-    outside the supported set, ModelLoadError for a malformed graph. Activation patterns are
+    ``data`` (the calibration file's array shapes) shapes the example inputs and probes. Raises
+    UnsupportedOpError naming the op, the node and the supported op list for anything outside the
+    supported set, ModelLoadError for a malformed graph, DataLoadError for data the inputs refuse. Activation patterns are
     fused in ``model`` itself first (core.io.onnx_convert.fusions).
     """
     opset = default_opset(model)
@@ -92,12 +98,13 @@ def convert(model: onnx.ModelProto) -> ConvertedGraph:
     env: dict[str, Value] = {}
     for init in graph.initializer:
         env[init.name] = Static(_to_tensor(init))
+    # Initializers listed as inputs (keep_initializers_as_inputs) are not inputs.
+    inputs = [value_info for value_info in graph.input if value_info.name not in env]
+    arrays = data.for_inputs([v.name for v in inputs]) if data is not None else [None] * len(inputs)
     input_names: list[str] = []
     examples: list[torch.Tensor] = []
-    for value_info in graph.input:
-        if value_info.name in env:
-            continue  # initializers listed as inputs (keep_initializers_as_inputs)
-        probes = _input_probes(value_info)
+    for value_info, array in zip(inputs, arrays, strict=True):
+        probes = _input_probes(value_info, array)
         node = builder.graph.placeholder(builder.unique_name(value_info.name))
         env[value_info.name] = Dynamic(node, probes)
         input_names.append(value_info.name)
