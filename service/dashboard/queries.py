@@ -176,3 +176,14 @@ def list_datasets(
     return paginate(
         session, select(Dataset).where(Dataset.project_id == project_id), Dataset.id, limit, cursor
     )
+
+
+def project_dataset_choices(session: Session, project_id: str) -> list[tuple[str, str]]:
+    """(id, label) of the project's datasets by name, for the schedule form's pickers; the label
+    carries the kind and a short id, since names need not be unique."""
+    rows = session.execute(
+        select(Dataset.id, Dataset.name, Dataset.kind)
+        .where(Dataset.project_id == project_id)
+        .order_by(Dataset.name, Dataset.id)
+    )
+    return [(did, f"{name} ({kind}, {did[-6:]})") for did, name, kind in rows]

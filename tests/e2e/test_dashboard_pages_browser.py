@@ -1,5 +1,6 @@
-"""The job pages in Chromium (Playwright, Debian's /usr/bin/chromium): what a finished AutoQuant job, an
-analyzer's plots and a failed job show, on a desktop and on a 390 px phone.
+"""The job and schedule pages in Chromium (Playwright, Debian's /usr/bin/chromium): what a finished
+AutoQuant job, an analyzer's plots and a failed job show, on a desktop and on a 390 px phone; a schedule
+created and edited through the schedules page's form.
 
 The API is real (SQLite + local object store, served over HTTP); the worker's part is played through
 the database with the shapes the worker writes (worker/techniques/autoquant.py's stage summary, the
@@ -258,3 +259,42 @@ def test_cancel_asks_first_and_badges_are_readable(site: Site, page: Any) -> Non
     )
     assert {label for label, _ in ratios} >= {"Queued", "Succeeded", "Failed", "Cancelled"}
     assert all(ratio >= 4.5 for _, ratio in ratios), ratios
+
+
+def test_schedule_created_and_edited_through_the_form(site: Site, page: Any) -> None:
+    """Given the schedules page, When a schedule is submitted with a cron that never fires, Then the API's
+    message shows beside the cron field; When fixed it is created and listed, and its edit form changes
+    the cron, which the API then returns."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{site.url}/dashboard/schedules")
+    page.get_by_label("Name").fill("nightly-digits")
+    page.get_by_label("Model", exact=True).select_option("digits")
+    page.get_by_label("Calibration data").select_option(index=1)
+    page.get_by_label("Cron").fill("0 0 31 2 *")
+    page.get_by_role("button", name="Create schedule").click()
+    error = page.locator("#sf-cron-error")
+    expect(error).to_contain_text("does not fire within a year")
+    expect(page.get_by_label("Cron")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Name")).to_have_value("nightly-digits")  # what was typed is kept
+    _shot(page, "schedule-form-error")
+
+    page.get_by_label("Cron").fill("0 2 * * *")
+    page.get_by_role("button", name="Create schedule").click()
+    expect(page.get_by_role("status")).to_have_text("Schedule created.")
+    row = page.locator("tr[data-schedule]", has_text="nightly-digits")
+    expect(row).to_contain_text("0 2 * * *")
+
+    row.get_by_role("link", name="Edit nightly-digits").click()
+    expect(page.get_by_label("Cron")).to_have_value("0 2 * * *")
+    page.get_by_label("Cron").fill("30 4 * * 1-5")
+    page.get_by_role("button", name="Save schedule").click()
+    expect(page.get_by_role("status")).to_have_text("Schedule updated.")
+    expect(page.locator("tr[data-schedule]", has_text="nightly-digits")).to_contain_text("30 4 * * 1-5")
+    _shot(page, "schedules-after-edit")
+
+    with httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {site.key}"}, timeout=30) as http:
+        items = http.get("/v1/schedules").json()["items"]
+    made = [s for s in items if s["name"] == "nightly-digits"]
+    assert len(made) == 1 and made[0]["cron"] == "30 4 * * 1-5" and made[0]["model_name"] == "digits"
+    assert made[0]["template"]["technique"] == "ptq" and made[0]["template"]["calib_dataset_id"]

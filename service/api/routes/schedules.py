@@ -5,21 +5,17 @@ The beat tick (worker/schedules/tick.py) enqueues due runs; missed runs after do
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service import schedule_changes
 from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
 from service.db.models import Job, ModelVersion
-from service.db.repositories import references, resources
 from service.db.repositories import schedules as repo
 from service.db.schedule_tables import Schedule
 from service.schemas.common import Page
 from service.schemas.schedules import ScheduleCreate, ScheduleRead, ScheduleRunRead, ScheduleUpdate
-from service.sealed_secrets import seal
-from service.webhook_target import allowed_networks, check_webhook_target
 
 router = APIRouter(prefix="/v1/schedules", tags=["schedules"])
 
@@ -28,13 +24,6 @@ def _read(schedule: Schedule) -> ScheduleRead:
     out = ScheduleRead.model_validate(schedule)
     out.has_webhook_secret = bool(schedule.webhook_secret)
     return out
-
-
-def _sealed(values: dict[str, Any], ctx: AppContext) -> dict[str, Any]:
-    """``values`` with the webhook secret encrypted at rest (service/sealed_secrets.py)."""
-    if values.get("webhook_secret"):
-        values = {**values, "webhook_secret": seal(values["webhook_secret"], ctx.settings.secret_key)}
-    return values
 
 
 @router.post("", status_code=201, response_model=ScheduleRead)
@@ -46,11 +35,7 @@ def create_schedule(
 ) -> ScheduleRead:
     """Create a schedule for one of the project's models (404 when the model name or a dataset of the
     template is not the project's)."""
-    resources.get_model_by_name(session, who.project_id, body.model_name)
-    references.check_references(session, who.project_id, body.template)
-    if body.webhook_url is not None:
-        check_webhook_target(body.webhook_url, allowed_networks(ctx.settings.webhook_allowed_networks))
-    schedule = repo.create_schedule(session, who.project_id, _sealed(body.model_dump(), ctx))
+    schedule = schedule_changes.create(session, who.project_id, body, ctx.settings)
     session.commit()
     return _read(schedule)
 
@@ -84,14 +69,7 @@ def update_schedule(
 ) -> ScheduleRead:
     """Change the given fields (omitted ones stay)."""
     schedule = repo.get_schedule(session, who.project_id, schedule_id)
-    values = body.model_dump(exclude_unset=True)
-    if values.get("model_name"):
-        resources.get_model_by_name(session, who.project_id, values["model_name"])
-    if values.get("template") is not None:
-        references.check_references(session, who.project_id, values["template"])
-    if values.get("webhook_url") is not None:
-        check_webhook_target(values["webhook_url"], allowed_networks(ctx.settings.webhook_allowed_networks))
-    repo.update_schedule(session, schedule, _sealed(values, ctx))
+    schedule_changes.update(session, who.project_id, schedule, body, ctx.settings)
     session.commit()
     return _read(schedule)
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from html import unescape as html_unescape
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
 
 from service.dashboard.schedule_view import trend_points
 from service.db.models import ModelVersion
@@ -164,3 +168,103 @@ def test_a_stored_cron_that_never_fires_does_not_break_the_page(dash: Dash) -> N
         page = client.get("/dashboard/schedules")
         assert page.status_code == 200, page.text[:500]
         assert f'id="schedule-{sid}"' in page.text and f'id="schedule-{ok}"' in page.text
+
+
+def _form(dash: Dash, tenant: Tenant, **over: str) -> dict[str, str]:
+    with dash.sessions() as session:
+        model_name = session.get(ModelVersion, tenant.model_version_id).model.name  # type: ignore[union-attr]
+    return {"name": "form-made", "model_name": model_name, "calib_dataset_id": tenant.dataset_id,
+            "eval_dataset_id": "", "spec": '{"technique": "ptq", "param_bw": 4}', "cron": "15 3 * * *",
+            "timezone": "Europe/Paris", "webhook_url": "", "webhook_secret": "", "regression_threshold": "0.02",
+            **over}  # fmt: skip
+
+
+def _error_beside(html: str, control: str) -> str:
+    """The error text shown beside ``control``, which must point at it (aria-describedby)."""
+    found = re.search(rf'<p id="sf-{control}-error" class="field-error" role="alert">([^<]*)</p>', html)
+    assert found is not None, f"no error beside {control}"
+    assert f'aria-describedby="sf-{control}-error"' in html
+    return found.group(1)
+
+
+def test_schedule_form_creates_with_the_apis_checks_and_shows_its_errors_inline(dash: Dash) -> None:
+    """Given the New schedule form, a bad cron, a spec that is not JSON, a template the API refuses, a
+    webhook to a loopback host and another project's model each come back (4xx) with the API's message
+    beside their field and the typed values kept, storing nothing; a good form stores the schedule the
+    API would (template with the picked dataset) and lists it."""
+    with dash.client() as client:
+        sign_in(client, dash.a.key)
+        page = client.get("/dashboard/schedules").text
+        token = csrf_of(page)
+        assert 'action="/dashboard/schedules"' in page and 'id="sf-spec"' in page
+        doc = parse(page)
+        assert {"sf-name", "sf-model_name", "sf-cron", "sf-spec", "sf-webhook_url"} <= doc.label_for
+
+        def post(**over: str) -> Any:
+            return client.post("/dashboard/schedules", data={**_form(dash, dash.a, **over), "csrf_token": token},
+                               follow_redirects=False)  # fmt: skip
+
+        bad = post(name="bad-cron", cron="61 * * * *")
+        assert bad.status_code == 422 and "invalid cron expression" in _error_beside(bad.text, "cron")
+        assert 'value="61 * * * *"' in bad.text and 'value="bad-cron"' in bad.text
+        bad = post(name="bad-json", spec='{"technique": ')
+        assert bad.status_code == 422 and "spec is not valid JSON" in _error_beside(bad.text, "spec")
+        bad = post(name="bad-spec", spec='{"technique": "autoquant"}')
+        assert bad.status_code == 422
+        assert "allowed_accuracy_drop" in html_unescape(_error_beside(bad.text, "spec"))
+        bad = post(name="bad-hook", webhook_url="http://127.0.0.1:9/hook")
+        assert bad.status_code == 422 and "loopback" in _error_beside(bad.text, "webhook_url")
+        with dash.sessions() as session:
+            other_model = session.get(ModelVersion, dash.b.model_version_id).model.name  # type: ignore[union-attr]
+        bad = post(name="bad-model", model_name=other_model)
+        assert bad.status_code == 404 and "not found" in _error_beside(bad.text, "model_name")
+        with dash.sessions() as session:
+            names = set(
+                session.scalars(select(Schedule.name).where(Schedule.project_id == dash.a.project_id))
+            )
+        assert not names & {"bad-cron", "bad-json", "bad-spec", "bad-hook", "bad-model"}
+
+        forged = client.post("/dashboard/schedules", data={**_form(dash, dash.a), "csrf_token": "x"})
+        assert forged.status_code == 403
+        made = post()
+        assert made.status_code == 303 and made.headers["location"].startswith(
+            "/dashboard/schedules?notice=created"
+        )
+        sid = made.headers["location"].rsplit("#schedule-", 1)[1]
+        with dash.sessions() as session:
+            stored = session.get(Schedule, sid)
+            assert stored is not None and stored.project_id == dash.a.project_id
+            assert (stored.cron, stored.timezone, stored.regression_threshold) == (
+                "15 3 * * *",
+                "Europe/Paris",
+                0.02,
+            )
+            assert stored.template["calib_dataset_id"] == dash.a.dataset_id
+            assert stored.template["technique"] == "ptq" and stored.template["param_bw"] == 4
+        listed = client.get(made.headers["location"]).text
+        assert "Schedule created." in listed and f'id="schedule-{sid}"' in listed
+
+
+def test_schedule_edit_form_patches_the_schedule_and_is_project_scoped(dash: Dash) -> None:
+    sid, _ = make_schedule(dash, dash.a, "edit-a", [])
+    with dash.client() as client:
+        sign_in(client, dash.b.key)
+        assert client.get(f"/dashboard/schedules/{sid}/edit").status_code == 404
+        sign_in(client, dash.a.key)
+        page = client.get(f"/dashboard/schedules/{sid}/edit").text
+        assert 'value="30 12 * * *"' in page and 'value="edit-a"' in page
+        assert f'href="/dashboard/schedules/{sid}/edit"' in client.get("/dashboard/schedules").text
+        form = {"name": "edit-a", "model_name": re.search(r'<option value="([^"]+)" selected>', page).group(1),  # type: ignore[union-attr]
+                "calib_dataset_id": dash.a.dataset_id, "eval_dataset_id": "", "spec": '{"technique": "ptq"}',
+                "cron": "0 0 31 2 *", "timezone": "UTC", "webhook_url": "", "webhook_secret": "",
+                "regression_threshold": "0.01", "csrf_token": csrf_of(page)}  # fmt: skip
+        bad = client.post(f"/dashboard/schedules/{sid}/edit", data=form)
+        assert bad.status_code == 422 and "does not fire within a year" in _error_beside(bad.text, "cron")
+        ok = client.post(
+            f"/dashboard/schedules/{sid}/edit", data={**form, "cron": "45 1 * * 1"}, follow_redirects=False
+        )
+        assert ok.status_code == 303 and "notice=updated" in ok.headers["location"]
+    with dash.sessions() as session:
+        stored = session.get(Schedule, sid)
+        assert stored is not None and (stored.cron, stored.timezone) == ("45 1 * * 1", "UTC")
+        assert stored.template["calib_dataset_id"] == dash.a.dataset_id
