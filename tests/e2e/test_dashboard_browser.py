@@ -113,6 +113,11 @@ def test_watch_real_jobs_to_done_download_and_cancel_one(stack: Stack, browser: 
             plot = page.get_by_alt_text(re.compile(r"^Analyzer plot ")).first
             expect(plot).to_be_visible()
             page.wait_for_function("img => img.complete && img.naturalWidth > 100", arg=plot.element_handle())
+            # The worker's ranking shows as the most sensitive layers table, most sensitive first.
+            top = wait_job(api, analyzed["id"], {"succeeded"}, timeout=5)["metrics"]["analysis"]["top"][:5]
+            layers = page.locator("#top-layers tbody tr th")
+            expect(layers).to_have_count(len(top))
+            assert [t.strip() for t in layers.all_inner_texts()] == [t["layer"] for t in top]
             _shot(page, "job-detail-succeeded")
 
             # A long QAT job: cancelled from the UI while the worker runs it.

@@ -56,6 +56,20 @@ REPORT = {  # the validator's per-node report (core/graph/validator.py Validatio
     "issues": [{"node": "encoder.attn.softmax_7", "op": "aten.softmax", "problem": "fused attention",
                 "fix": "export with attn_implementation='eager'"}],
 }  # fmt: skip
+PTQ_METRICS = {  # worker/techniques/ptq.py: the steps asked for and one note per step that ran
+    "ptq_steps": ["cle", "seq_mse", "adaround", "bias_correction"],
+    "ptq": {"cle": "bn folded and equalized", "seq_mse": {"layers": 7, "seconds": 3.25},
+            "adaround": {"layers": 7, "seconds": 41.5},
+            "bias_correction": {"empirical": ["conv1", "conv2"], "analytical": []}},
+}  # fmt: skip
+PTQ_SHOWN = [("cle", "bn folded and equalized"), ("seq_mse", "7 layers in 3.2 s"),
+             ("adaround", "7 layers in 41.5 s"), ("bias_correction", "empirical on 2 layers, analytical on 0 layers")]  # fmt: skip
+ANALYSIS_METRICS = {  # worker/techniques/analyze.py: the QuantAnalyzer's ranking, most sensitive first
+    "analysis": {"metric": "cosine",
+                 "global": {"fp32": 1.0, "weights_only": 0.9981, "activations_only": 0.9712, "quantized": 0.9655},
+                 "top": [{"rank": i + 1, "layer": f"blocks.{i}.conv", "score": 0.05 / (i + 1), "action": "higher_bitwidth"}
+                         for i in range(8)]},
+}  # fmt: skip
 REPORT_HTML = (
     b"<!doctype html><html><head><meta charset='utf-8'>"
     b"<meta name='viewport' content='width=device-width, initial-scale=1'><title>lowbit analysis</title></head>"
@@ -88,6 +102,8 @@ class Site:
     done: str  # succeeded AutoQuant job with a report and plots
     failed: str  # failed with the validator's per-node report
     queued: str  # still queued: can be cancelled
+    ptq: str  # succeeded PTQ job with its steps' notes
+    analyzed: str  # succeeded analyze job with the analyzer's ranking
 
 
 def _play(settings: Settings, job_id: str, status: str, files: dict[str, bytes], **fields: Any) -> None:
@@ -130,6 +146,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             model, data = make_ready_model(http, "digits"), make_ready_dataset(http, "calib")
             spec = {"technique": "autoquant", "allowed_accuracy_drop": 0.01, "param_bw": 4, "scheme": "sqnr"}
             ids = [http.post("/v1/jobs", json=job_body(model, data, **spec)).json()["id"] for _ in range(4)]
+            for technique in ("ptq", "analyze"):  # ids[3] stays queued: the badge check needs one
+                body = job_body(model, data, technique=technique, param_bw=4, scheme="sqnr")
+                ids.append(http.post("/v1/jobs", json=body).json()["id"])
         plots = {
             f"plots/per_layer_sensitivity_of_a_rather_long_layer_name_{i}.png": png(1200, 300)
             for i in range(4)
@@ -139,7 +158,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         error = {"type": "ModelNotQuantizableError", "message": "the model cannot be quantized as uploaded",
                  "report": REPORT}  # fmt: skip
         _play(live, ids[1], state.FAILED, {}, error=error, message="model not quantizable")
-        yield Site(url, key, live, ids[0], ids[1], ids[2])
+        for job_id, technique_metrics in ((ids[4], PTQ_METRICS), (ids[5], ANALYSIS_METRICS)):
+            _play(live, job_id, state.SUCCEEDED, {}, metrics=technique_metrics, stage="done", message="done")
+        yield Site(url, key, live, ids[0], ids[1], ids[2], ids[4], ids[5])
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +231,34 @@ def test_autoquant_job_page_stage_table_report_plots_and_zip(site: Site, page: A
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     _shot(page, "job-autoquant-phone")
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_ptq_notes_and_analyzer_top_layers(site: Site, page: Any) -> None:
+    """A PTQ job lists what each step did in the order run; an analyze job shows the analyzer's global
+    figures and its five most sensitive layers, most sensitive first; both show bitwidths and scheme."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{site.url}/dashboard/jobs/{site.ptq}")
+    rows = [
+        [c.strip() for c in r.locator("th, td").all_inner_texts()]
+        for r in page.locator("#ptq-notes tbody tr").all()
+    ]
+    assert rows == [list(r) for r in PTQ_SHOWN]
+    expect(page.locator("#job-live")).to_contain_text("W4A8 · sqnr")
+
+    page.goto(f"{site.url}/dashboard/jobs/{site.analyzed}")
+    expect(page.locator("#analysis-global")).to_contain_text("Fully quantized (cosine)")
+    expect(page.locator("#analysis-global")).to_contain_text("0.9655")
+    rows = [
+        [c.strip() for c in r.locator("th, td").all_inner_texts()]
+        for r in page.locator("#top-layers tbody tr").all()
+    ]
+    top = ANALYSIS_METRICS["analysis"]["top"][:5]  # type: ignore[index]
+    assert [r[:2] for r in rows] == [[str(t["rank"]), t["layer"]] for t in top]
+    assert [float(r[2]) for r in rows] == pytest.approx([t["score"] for t in top], rel=1e-3)
+    assert {r[3] for r in rows} == {"higher bitwidth"}
+    expect(page.locator("#job-live")).to_contain_text("W4A8 · sqnr")
+    _shot(page, "job-analyze-top-layers")
 
 
 def test_failed_job_shows_per_node_report_and_log(site: Site, page: Any) -> None:

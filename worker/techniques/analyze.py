@@ -20,7 +20,8 @@ def run_analyze(ctx: JobContext) -> TechniqueResult:
         out, progress=lambda _stage, f: ctx.monitor.progress(f), cancel=ctx.cancel_check
     )
     files = {f"reports/{p.relative_to(out)}": p for p in sorted(out.rglob("*")) if p.is_file()}
-    top = [{k: row[k] for k in ("rank", "layer", "score")} for row in result.ranking[:10]]
+    # The dashboard's "most sensitive layers" table: rank, score and the analyzer's suggested action.
+    top = [{k: row[k] for k in ("rank", "layer", "score", "action")} for row in result.ranking[:10]]
     return TechniqueResult(
         sim=sim,
         metrics={"analysis": {"metric": result.metric_name, "global": result.global_metrics, "top": top}},

@@ -14,6 +14,7 @@ from service.dashboard import queries
 from service.dashboard.auth import Viewer, checked_viewer, current_viewer
 from service.dashboard.metrics_table import COLUMNS, comparison
 from service.dashboard.router import PREFIX, DashboardRoute, renderer
+from service.dashboard.technique_notes import analysis, ptq_notes
 from service.dashboard.training_curves import training_curves
 from service.db.models import Artifact, Job
 from service.db.repositories import jobs as jobs_repo
@@ -133,6 +134,8 @@ def job_detail(
         logs=queries.log_tail(session, job.id, LOG_TAIL_LINES),
         metrics=comparison(job.metrics),
         curves=training_curves(job.metrics),
+        ptq_notes=ptq_notes(job.metrics),
+        analysis=analysis(job.metrics),
         columns=COLUMNS,
         artifacts=artifacts,
         plots=[a for a in artifacts if a["kind"] == "plot"],
