@@ -10,29 +10,15 @@ import httpx
 import numpy as np
 import psutil
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from tests.fixtures.rss import high_water_mark
 from tests.fixtures.worker_procs import processes, start_relay, start_worker
 from tests.fixtures.worker_stack import Stack, wait_job
+from tests.service.uploads import hostile_files as hf
 
 pytestmark = [pytest.mark.slow]
 DONE = {"succeeded", "failed", "cancelled"}
 MiB = 1 << 20
-
-
-def _allocating_onnx() -> bytes:
-    """x (1, 32768) + ConstantOfShape([32768, 32768]): 4 GiB of float32 built while converting."""
-    shape = numpy_helper.from_array(np.array([1 << 15, 1 << 15], dtype=np.int64), "shape")
-    graph = helper.make_graph(
-        [helper.make_node("ConstantOfShape", ["shape"], ["c"]), helper.make_node("Add", ["x", "c"], ["y"])],
-        "bomb",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1 << 15])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 15, 1 << 15])],
-        [shape],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
 
 
 def _upload_model(client: httpx.Client, name: str, content: bytes) -> str:
@@ -43,11 +29,6 @@ def _upload_model(client: httpx.Client, name: str, content: bytes) -> str:
     return str(model["id"])
 
 
-def _peak_rss(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) * 1024
-
-
 def test_memory_blow_up_fails_only_that_job(stack: Stack, tmp_path: Path) -> None:
     env = stack.env(job_memory_limit_bytes=3 << 30)
     with processes() as procs, stack.client() as client:
@@ -55,8 +36,15 @@ def test_memory_blow_up_fails_only_that_job(stack: Stack, tmp_path: Path) -> Non
         worker = start_worker(env, tmp_path / "w.log", "hostile")
         procs.append(worker)
         (child,) = worker.children()
-        before = _peak_rss(child)
-        bomb = stack.submit(client, model_id=_upload_model(client, "bomb", _allocating_onnx()))
+        before = high_water_mark(child)
+        # Its calibration data fits the declared input (1, 32768): the data is checked before converting.
+        calib = client.post("/v1/datasets", json={"name": "bomb-calib", "format": "npz"}).json()["id"]
+        sent = client.put(
+            f"/v1/datasets/{calib}/content", content=hf.npz(x=np.ones((2, 1 << 15), np.float32))
+        )
+        assert sent.status_code == 200, sent.text
+        model = _upload_model(client, "bomb", hf.allocating_onnx())
+        bomb = stack.submit(client, model_id=model, calib_dataset_id=calib)
         failed = wait_job(client, bomb["id"], DONE, timeout=120)
         assert failed["status"] == "failed" and failed["attempts"] == 1, failed
         error = failed["error"]
@@ -65,6 +53,6 @@ def test_memory_blow_up_fails_only_that_job(stack: Stack, tmp_path: Path) -> Non
         listed = client.get("/v1/jobs", params={"limit": 100}).json()["items"]
         assert "Traceback" not in str(listed) and "lowbit-job-" not in str(listed)
         assert worker.children() == [child] and psutil.Process(child).is_running()  # the same pool process
-        assert _peak_rss(child) - before <= 1024 * MiB
+        assert high_water_mark(child) - before <= 1024 * MiB
         good = stack.submit(client)
         assert wait_job(client, good["id"], DONE, timeout=120)["status"] == "succeeded"

@@ -7,53 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 import pytest
 
 from service.settings import Settings
 from tests.fixtures.api_process import api_process
+from tests.fixtures.rss import MiB, Peak
 from tests.fixtures.worker_procs import settings_env
 from tests.service.samples import new_project_key
 from tests.service.uploads import hostile_files as hf
 
-MiB = 1 << 20
 RSS_BUDGET = 256 * MiB
-
-
-class Peak:
-    """Peak RSS of a process while a block runs (sampled every 20 ms)."""
-
-    def __init__(self, pid: int) -> None:
-        self.proc = psutil.Process(pid)
-
-    def __enter__(self) -> Peak:
-        self.base = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.02)
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.base
 
 
 @pytest.fixture(scope="module")

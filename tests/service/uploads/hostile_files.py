@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 MiB = 1 << 20
 
@@ -132,6 +132,22 @@ def onnx_huge_input() -> bytes:
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1_000_000, 1_000_000])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1_000_000, 1_000_000])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def allocating_onnx() -> bytes:
+    """x (1, 32768) + ConstantOfShape([32768, 32768]): 4 GiB of float32 built while converting (its
+    declared input is small: only the constant folding allocates)."""
+    shape = numpy_helper.from_array(np.array([1 << 15, 1 << 15], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["c"]), helper.make_node("Add", ["x", "c"], ["y"])],
+        "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1 << 15])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1 << 15, 1 << 15])],
+        [shape],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
