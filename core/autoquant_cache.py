@@ -1,9 +1,13 @@
 """AutoQuant's on-disk stage cache: a re-run after a crash resumes instead of recomputing.
 
-Layout: ``<cache_dir>/<key>/<stage>.json`` (score, timing, details, quantizer flags) and
-``<stage>.safetensors`` (the quantized model's state: weights and quantizer encodings). JSON and
-safetensors only — never pickle. The key hashes the model's weights and graph, the calibration data and
-the settings, so a changed input never reuses a stale result.
+Layout: ``<cache_dir>/<stage>-<key>.json`` (score, details, quantizer flags) and
+``<stage>-<key>.safetensors`` (the quantized model's state: weights and quantizer encodings). JSON and
+safetensors only — never pickle.
+
+Each stage has its own key: ``stage_key(parent, stage, settings)`` hashes the key of what the stage
+starts from with the stage's own settings, and the chain starts at ``fingerprint`` (the model's weights
+and graph, the calibration data and the run-wide settings). A changed input never reuses a stale result,
+and a changed setting of one stage (AdaRound's iterations, say) re-runs that stage and those after it only.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def fingerprint(model: nn.Module, batches: list[tuple[Any, ...]], settings: dict[str, Any]) -> str:
@@ -36,38 +40,48 @@ def fingerprint(model: nn.Module, batches: list[tuple[Any, ...]], settings: dict
     return digest.hexdigest()[:24]
 
 
-class StageCache:
-    """Stores and loads one entry per stage under ``root/key``; a None root disables caching."""
+def stage_key(parent: str, stage: str, settings: dict[str, Any]) -> str:
+    """The cache key of ``stage`` run from ``parent``'s result (a key) with ``settings``."""
+    digest = hashlib.sha256(f"{parent}/{stage}/".encode())
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:24]
 
-    def __init__(self, root: str | os.PathLike[str] | None, key: str) -> None:
-        self.dir = Path(root) / key if root is not None else None
+
+class StageCache:
+    """Stores and loads stage entries under ``root``, one per (stage, key); a None root disables caching."""
+
+    def __init__(self, root: str | os.PathLike[str] | None) -> None:
+        self.dir = Path(root) if root is not None else None
 
     @property
     def enabled(self) -> bool:
         return self.dir is not None
 
-    def load(self, stage: str) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
+    def load(self, stage: str, key: str) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None] | None:
         if self.dir is None:
             return None
-        meta_path = self.dir / f"{stage}.json"
+        meta_path = self.dir / f"{stage}-{key}.json"
         if not meta_path.is_file():
             return None
         meta = json.loads(meta_path.read_text())
-        tensors_path = self.dir / f"{stage}.safetensors"
+        tensors_path = self.dir / f"{stage}-{key}.safetensors"
         tensors = load_file(str(tensors_path)) if tensors_path.is_file() else None
         return meta, tensors
 
-    def save(self, stage: str, meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None) -> None:
+    def save(
+        self, stage: str, key: str, meta: dict[str, Any], state: dict[str, torch.Tensor] | None = None
+    ) -> None:
         if self.dir is None:
             return
+        entry = f"{stage}-{key}"
         self.dir.mkdir(parents=True, exist_ok=True)
         if state is not None:
             # safetensors refuses aliased storage (duplicated modules share weights): store copies.
             tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}
-            tmp = self.dir / f".{stage}.safetensors.tmp"
+            tmp = self.dir / f".{entry}.safetensors.tmp"
             save_file(tensors, str(tmp))
-            tmp.replace(self.dir / f"{stage}.safetensors")
+            tmp.replace(self.dir / f"{entry}.safetensors")
         # The JSON is written last and atomically: its presence marks a complete entry.
-        tmp_meta = self.dir / f".{stage}.json.tmp"
+        tmp_meta = self.dir / f".{entry}.json.tmp"
         tmp_meta.write_text(json.dumps(meta, indent=1, sort_keys=True))
-        tmp_meta.replace(self.dir / f"{stage}.json")
+        tmp_meta.replace(self.dir / f"{entry}.json")

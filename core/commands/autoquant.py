@@ -1,9 +1,10 @@
 """`lowbit autoquant MODEL --calib DATA [--eval DATA] --allowed-drop 0.01 --out DIR`.
 
-Runs core.autoquant: scheme selection, reachability check, BN fold, CLE, AdaRound and (optionally)
-mixed precision, stopping at the first stage that meets FP32 − allowed drop. The metric is accuracy
-when --eval data has a 'labels' array, else the cosine similarity of outputs to FP32. Writes the
-exported model (model.onnx, model.encodings, model_qdq.onnx), autoquant_report.json/.html to --out.
+Runs core.autoquant: scheme selection, reachability check, BN fold, CLE, SeqMSE, AdaRound, per-channel
+weights when --per-tensor missed and the config allows them, and (optionally) mixed precision, stopping
+at the first stage that meets FP32 − allowed drop. The metric is accuracy when --eval data has a
+'labels' array, else the cosine similarity of outputs to FP32. Writes the exported model
+(model.onnx, model.encodings, model_qdq.onnx), autoquant_report.json/.html to --out.
 Exit code 0 when the target is met, 4 (ACCURACY_TARGET_MISSED) otherwise.
 """
 
@@ -35,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     pc = p.add_mutually_exclusive_group()
     pc.add_argument("--per-channel", dest="per_channel", action="store_true", default=None)
     pc.add_argument("--per-tensor", dest="per_channel", action="store_false")
+    p.add_argument(
+        "--no-per-channel-fallback",
+        action="store_true",
+        help="with --per-tensor, never try the config's per-channel weights when per-tensor misses",
+    )
     p.add_argument("--num-calib", type=int, default=2000, help="calibration samples (default 2000)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--adaround-iterations", type=int, default=5000, help="AdaRound iterations per layer")
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         output_bw=args.output_bw,
         config=args.config,
         per_channel=args.per_channel,
+        per_channel_fallback=not args.no_per_channel_fallback,
         adaround=AdaroundConfig(num_iterations=args.adaround_iterations, batch_size=args.batch_size),
         mixed_precision=not args.no_mixed_precision,
         eval_data=evald if eval_fn is None else None,

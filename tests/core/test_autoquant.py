@@ -101,6 +101,13 @@ def test_resumes_from_its_cache_after_a_cancelled_run(tmp_path):
     again = autoquant(_model(), _data(), **kwargs)
     assert all(s.cached for s in again.stages if s.name != "prepare")
     assert again.best_score == pytest.approx(result.best_score, abs=1e-6)
+    # Each stage has its own key: new AdaRound settings re-run AdaRound (and what follows) only.
+    changed = autoquant(
+        _model(), _data(), **{**kwargs, "adaround": AdaroundConfig(num_iterations=30, num_samples=64)}
+    )
+    cached = {s.name: s.cached for s in changed.stages}
+    assert all(cached[n] for n in ("scheme_selection", "w32_check", "bn_fold", "cle", "seq_mse"))
+    assert not cached["adaround"] and not cached["mixed_precision"]
 
 
 def test_mixed_precision_raises_the_most_sensitive_modules_until_the_target_is_met(tmp_path):
@@ -150,3 +157,31 @@ def test_mixed_precision_raises_the_most_sensitive_modules_until_the_target_is_m
             assert bits == ({8} if name in raised else {2}), (name, bits)
     # It stopped at the target: here that leaves some weight-bearing modules at 2 bits.
     assert len(raised) < sum(1 for bits in weight_bits.values() if bits)
+
+
+def test_per_tensor_run_falls_back_to_per_channel_weights_only_where_the_config_allows_them():
+    """Given 2-bit per-tensor weights that no PTQ stage rescues, When the config (the default preset)
+    puts weights per channel, Then a per_channel stage follows AdaRound, before mixed precision, and its
+    sim's weights are per channel; When the config is per-tensor only, Then no such stage runs."""
+    kwargs = dict(
+        allowed_accuracy_drop=0.002,
+        param_bw=2,
+        per_channel=False,
+        scheme_candidates=ONE_SCHEME,
+        adaround=AdaroundConfig(num_iterations=20, num_samples=64),
+        mixed_precision=False,
+    )
+    result = autoquant(_model(), _data(), **kwargs)
+    names = [s.name for s in result.stages]
+    assert names[names.index("adaround") + 1] == "per_channel", names
+    fallback = result.stages[-1]
+    assert fallback.details["adaround"] == (fallback.details["nearest_score"] < result.target)
+    assert result.best_stage == "per_channel"  # 2-bit weights: per channel beats every per-tensor stage
+    weights = [q for k, q in result.sim.param_quantizers().items() if k.endswith(".weight") and q.enabled]
+    assert weights and all(q.spec.granularity == "per_channel" for q in weights)
+    per_tensor_only = {"defaults": {"ops": {}, "params": {"is_quantized": "True", "is_symmetric": "True"},
+                                    "per_channel_quantization": "False"}, "params": {}, "op_type": {},
+                       "supergroups": [], "model_input": {}, "model_output": {}}  # fmt: skip
+    strict = autoquant(_model(), _data(), config=per_tensor_only, **kwargs)
+    strict_names = [s.name for s in strict.stages]
+    assert not strict.target_met and "adaround" in strict_names and "per_channel" not in strict_names
