@@ -68,3 +68,17 @@ def test_submit_wait_download(api: Api, tmp_path: Path) -> None:
         assert err.value.status == 404 and err.value.code == "not_found"
         with pytest.raises(ClientError, match="model files must end"):
             client.upload_model(tmp_path / "calib.npz")
+
+
+def test_plain_http_client_loads_no_ca_bundle_and_would_refuse_unverified_tls() -> None:
+    """An http:// API needs no CA bundle (parsing it cost ~0.05 s of every CLI start), but the context
+    used instead must fail closed: certificates and host names required, and no CA to trust."""
+    import ssl
+
+    from service.client import _tls_context
+
+    ctx = _tls_context("http://127.0.0.1:8000")
+    assert isinstance(ctx, ssl.SSLContext)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert ctx.cert_store_stats()["x509_ca"] == 0
+    assert _tls_context("HTTPS://lowbit.example") is True  # https keeps httpx's default verification
