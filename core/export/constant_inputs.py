@@ -1,10 +1,12 @@
-"""Encodings for the constant bounds of Clip, which AIMET quantizes as activations.
+"""Encodings for the constant bounds of Clip and the fill value of Pad, which AIMET quantizes as activations.
 
 A ReLU6 exports as ``Clip(x, min, max)`` with ``min``/``max`` as Constant nodes or initializers.
 aimet-onnx places an activation quantizer on every such input (they are not parameters of an op it
 knows), so its strict loader expects an encoding for each. The target reads them as constants;
 an encoding from the value itself (AIMET's min-max on a scalar: the grid spans [min(v, 0), max(v, 0)])
-represents the bound exactly, so adding them changes nothing the model computes.
+represents the bound exactly, so adding them changes nothing the model computes. A constant Pad's
+fill value (``constant_value``, input 2) is such an input too; aimet-onnx quantizes it whether or not
+the Pad's output is quantized (it is not: Pad is grid-preserving).
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 
 
 def clip_bound_names(model: onnx.ModelProto) -> set[str]:
-    """Names of the scalar constant min/max inputs of the Clips in ``model``."""
+    """Names of the scalar constant min/max inputs of the Clips and the fill values of the Pads in ``model``."""
     constants = _constants(model.graph)
     return {
         name
         for node in model.graph.node
-        if node.op_type == "Clip"
-        for name in node.input[1:3]
+        if node.op_type in ("Clip", "Pad")
+        for name in (node.input[1:3] if node.op_type == "Clip" else node.input[2:3])
         if name and name in constants and constants[name].size == 1
     }
 
@@ -47,11 +49,21 @@ def add_clip_bound_encodings(doc: EncodingsDoc, model: onnx.ModelProto, bitwidth
     constants = _constants(model.graph)
     added = []
     for node in model.graph.node:
-        if node.op_type != "Clip" or not node.output or node.output[0] not in doc.activations:
+        if node.op_type == "Clip" and node.output and node.output[0] in doc.activations:
+            names = node.input[1:3]
+        elif (
+            node.op_type == "Pad"
+            and len(node.input) > 2
+            and doc.activations.keys() & {*node.input[:1], *node.output}
+        ):
+            names = node.input[2:3]
+        else:
             continue
-        for name in node.input[1:3]:
+        for name in names:
             value = constants.get(name)
-            if not name or value is None or value.size != 1 or name in doc.activations or name in doc.params:
+            if not name or value is None or value.size != 1 or value.dtype.kind != "f":
+                continue
+            if name in doc.activations or name in doc.params:
                 continue
             v = torch.tensor([float(value.reshape(-1)[0])])
             enc = Encoding.from_min_max(

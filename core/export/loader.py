@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from core.export.grid_preserving import GridGraph, record_upstream
 from core.export.reader import parse_encodings, read_encodings_file
 from core.export.records import EncodingRecord, EncodingsDoc
 from core.export.tensor_map import TensorMap
@@ -109,6 +110,7 @@ def load_encodings(
     else:
         doc, where = read_encodings_file(source), str(Path(source))
     graph = None
+    walker = None
     bounds: set[str] = set()
     if tensor_map is None:
         from core.export.constant_inputs import clip_bound_names
@@ -116,6 +118,7 @@ def load_encodings(
 
         proto, tensor_map = trace_tensor_map(sim)
         graph = proto.graph
+        walker = GridGraph(graph)
         bounds = clip_bound_names(proto)  # written by export for AIMET; the sim has no quantizer there
     quantizers = sim.quantizers()
     params = dict(sim.model.named_parameters())
@@ -124,7 +127,8 @@ def load_encodings(
     updates: list[tuple[str, Any, Encoding]] = []
     for key, q in quantizers.items():
         binding = tensor_map.bindings.get(key)
-        record = doc.get(binding.tensor) if binding is not None else None
+        # A file written for aimet-onnx holds it in front of grid-preserving ops (grid_preserving.py).
+        record = record_upstream(doc, walker, binding.tensor) if binding is not None else None
         if record is None:
             if q.enabled:
                 missing.append(key if binding is None else f"{key} (tensor {binding.tensor!r})")

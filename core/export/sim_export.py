@@ -23,6 +23,7 @@ from torch import nn
 from core.errors import LowbitError
 from core.export.constant_inputs import add_clip_bound_encodings
 from core.export.formats import get_format
+from core.export.grid_preserving import move_to_sources
 from core.export.onnx_export import DEFAULT_OPSET, export_marked_onnx
 from core.export.qdq import build_qdq_model
 from core.export.reader import write_encodings_file
@@ -236,6 +237,7 @@ def export_sim(
     out.mkdir(parents=True, exist_ok=True)
     proto, tmap = trace_tensor_map(sim, input_names, output_names, opset)
     doc, items, warnings = collect_encodings(sim, tmap)
+    move_to_sources(doc, proto)  # where aimet-onnx places them (same arithmetic: the op is on the grid)
     add_clip_bound_encodings(doc, proto, int(doc.quantizer_args.get("activation_bitwidth", 8)))
     onnx_path = out / f"{prefix}.onnx"
     onnx.save(proto, onnx_path)

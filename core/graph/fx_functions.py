@@ -212,6 +212,16 @@ def register_data_movement(*functions: Any, value_preserving: bool = True) -> No
         VALUE_PRESERVING_FUNCTIONS.update(functions)
 
 
+# Pads called as ``f(x, pads, mode, value)`` (F.pad's argument order): a zero or copying pad keeps a
+# quantized tensor on its grid (AIMET counts Pad as grid-preserving), which quantsim looks through.
+PAD_FUNCTIONS: set[Any] = {F.pad}
+
+
+def register_pad(*functions: Any) -> None:
+    """Declare functions with F.pad's ``(x, pads, mode, value)`` order as pads (see PAD_FUNCTIONS)."""
+    PAD_FUNCTIONS.update(functions)
+
+
 DATA_MOVEMENT_METHODS: frozenset[str] = frozenset(
     {"view", "reshape", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "expand",
      "expand_as", "contiguous", "size", "dim", "split", "chunk", "to", "float", "half", "type", "type_as",

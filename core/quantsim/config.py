@@ -36,6 +36,10 @@ SUPERGROUP_PASSES: Mapping[str, tuple[str, ...] | None] = {
     "LayerNormalization": None,
     "RMSNormalization": None,
 }
+# Ops whose output is on its input's grid (AIMET's ``_is_grid_preserving_op``): aimet-onnx gives them
+# no output quantizer unless the config's op_type names them, so an encodings file that has one is
+# rejected by its strict loader. Only those with a lowbit module are listed.
+GRID_PRESERVING_OP_TYPES = frozenset({"MaxPool", "DepthToSpace", "SpaceToDepth", "Pad"})
 _PRESET_PACKAGE = "core.quantsim.presets"
 # Activation dtypes an override may ask for ('auto': float16 at 16 bits, integer otherwise).
 ACT_DTYPES = ("int", "float", "auto")
@@ -236,6 +240,8 @@ class QuantSimConfig:
 
     def op_rule(self, op_type: str) -> OpRule:
         rule = self.op_type.get(op_type, OpRule())
+        if op_type in GRID_PRESERVING_OP_TYPES and op_type not in self.op_type:
+            rule = OpRule(is_output_quantized=False)
         return OpRule(
             is_input_quantized=rule.is_input_quantized,
             is_output_quantized=(

@@ -17,6 +17,7 @@ model_output), then lowbit's per-layer overrides:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import operator
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
-from core.graph.fx_functions import VALUE_PRESERVING_FUNCTIONS
+from core.graph.fx_functions import PAD_FUNCTIONS, VALUE_PRESERVING_FUNCTIONS
 from core.graph.op_types import has_op_type, onnx_op_type
 from core.quant.encoding import QuantSpec
 from core.quantsim.config import Override, QuantSimConfig
@@ -182,8 +183,29 @@ def is_quantizable(module: nn.Module) -> bool:
     return has_op_type(module) and not isinstance(module, _NOT_QUANTIZED_MODULES)
 
 
+def _pads_zero(node: fx.Node) -> bool:
+    """A pad whose new values are on every quantization grid: zeros (AIMET's grids always hold 0) or
+    copies of the input (reflect, replicate, circular). AIMET counts Pad as grid-preserving."""
+    if isinstance(node.target, torch._ops.OpOverload):
+        name = node.target.overloadpacket.__name__
+        if name == "constant_pad_nd":
+            value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
+            return value in (0, 0.0)
+        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+        return name == "pad" and (mode != "constant" or value in (None, 0, 0.0))
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
+    return mode != "constant" or value in (None, 0, 0.0)
+
+
 def _is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
     if node.op == "call_function":
+        if node.target in PAD_FUNCTIONS or (
+            isinstance(node.target, torch._ops.OpOverload)
+            and node.target.overloadpacket.__name__ in ("constant_pad_nd", "pad")
+        ):
+            return _pads_zero(node)
         if isinstance(node.target, torch._ops.OpOverload):
             return node.target.overloadpacket.__name__ in DATA_MOVEMENT_ATEN
         return node.target in DATA_MOVEMENT_FUNCTIONS or node.target in VALUE_PRESERVING_FUNCTIONS
@@ -250,6 +272,12 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             plans[first].output = None
             fused_outputs.add(first)
             plans[second].reasons["input"] = f"inside supergroup {'+'.join(op_types[c] for c in chain)}"
+    bias_inputs = _matmul_add_biases(qnodes, op_types, modules, gm, config)
+    for layer, (add, index) in bias_inputs.items():
+        plans[layer].output = None
+        fused_outputs.add(layer)
+        plans[add].reasons[f"input.{index}"] = f"bias of {layer} (MatmulAdd: one Gemm on target)"
+    skipped_inputs = {(add, index) for add, index in bias_inputs.values()}
     # 3. tensors computed only from integer/bool model inputs and constants (attention masks,
     #    position tables) stay in float: the target precomputes them, and an 8-bit encoding of
     #    {0, finfo.min} would erase the mask.
@@ -265,7 +293,7 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
         plan = plans[str(n.target)]
         rule = config.op_rule(plan.op_type)
         for i, arg in enumerate(n.args):
-            if not isinstance(arg, fx.Node):
+            if not isinstance(arg, fx.Node) or (str(n.target), i) in skipped_inputs:
                 continue
             source = _true_producer(arg, gm)
             if source.name in derived_nodes and source.op != "get_attr":
@@ -383,6 +411,40 @@ def _foldable_bn_pairs(qnodes: list[fx.Node], op_types: dict[str, str]) -> list[
             ):
                 pairs.append((name, str(user.target)))
     return pairs
+
+
+def _matmul_add_biases(
+    qnodes: list[fx.Node],
+    op_types: dict[str, str],
+    modules: dict[str, nn.Module],
+    gm: fx.GraphModule,
+    config: QuantSimConfig,
+) -> dict[str, tuple[str, int]]:
+    """``{linear: (add, input index)}`` for bias-less linears whose sole reader adds a constant vector.
+
+    An imported ONNX ``MatMul(x, W) + b`` is a bias-less linear and an Add of a constant. AIMET's
+    ``MatmulAdd`` pass (in ``supergroup_pass_list``) fuses the pair into one Gemm whose bias is a
+    parameter (left in float by every shipped config), so neither the MatMul's output nor the constant
+    gets a quantizer; quantizing them here would write encodings aimet-onnx's strict loader rejects.
+    """
+    if "MatmulAdd" not in config.supergroup_passes or config.param_rule("Gemm", "bias").is_quantized:
+        return {}
+    found: dict[str, tuple[str, int]] = {}
+    for n in qnodes:
+        layer = modules[str(n.target)]
+        if not isinstance(layer, nn.Linear) or layer.bias is not None or len(n.users) != 1:
+            continue
+        add = next(iter(n.users))
+        if add.op != "call_module" or op_types.get(str(add.target)) != "Add" or len(add.args) != 2:
+            continue
+        index = 1 if add.args[0] is n else 0
+        const = add.args[index]
+        if add.args[1 - index] is not n or not isinstance(const, fx.Node) or const.op != "get_attr":
+            continue
+        value = functools.reduce(getattr, str(const.target).split("."), gm)
+        if isinstance(value, torch.Tensor) and value.dim() == 1 and value.numel() == layer.out_features:
+            found[str(n.target)] = (str(add.target), index)
+    return found
 
 
 def _output_producers(gm: fx.GraphModule) -> list[fx.Node]:

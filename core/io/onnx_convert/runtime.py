@@ -192,7 +192,7 @@ def trilu(x: torch.Tensor, k: int, upper: int) -> torch.Tensor:
 
 
 def _register() -> None:
-    from core.graph.fx_functions import register_data_movement
+    from core.graph.fx_functions import register_data_movement, register_pad
 
     register_data_movement(
         onnx_reshape, onnx_flatten, onnx_gather, onnx_slice, expand, gather_elements, gather_nd
@@ -201,6 +201,7 @@ def _register() -> None:
         onnx_split, onnx_split_even, tile, onnx_pad, onnx_pad_computed, trilu, value_preserving=False
     )
     register_data_movement(onnx_shape, cast, constant_of_shape, value_preserving=False)
+    register_pad(onnx_pad, onnx_pad_computed)
 
 
 _register()

@@ -9,8 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 
-@pytest.fixture(scope="session")
-def aimet():
+def aimet_oracle() -> SimpleNamespace:
     """aimet_onnx's QuantizationSimModel, load_encodings_to_sim and the config files its wheel ships."""
     from aimet_onnx.quantsim import QuantizationSimModel, load_encodings_to_sim
 
@@ -20,3 +19,8 @@ def aimet():
     return SimpleNamespace(
         QuantizationSimModel=QuantizationSimModel, load=load_encodings_to_sim, configs=configs
     )
+
+
+@pytest.fixture(scope="session")
+def aimet() -> SimpleNamespace:
+    return aimet_oracle()
