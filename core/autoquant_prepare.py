@@ -44,7 +44,11 @@ def prepare_run(run: AutoQuantRun) -> None:
         # A core.io.LoadedModel: capture its program/module, keep its I/O names for export.
         loaded: Any = model
         example_inputs = example_inputs or tuple(loaded.example_inputs)
-        run.io_names = {"input_names": list(loaded.input_names), "output_names": list(loaded.output_names)}
+        run.io_names = {
+            "input_names": list(loaded.input_names),
+            "output_names": list(loaded.output_names),
+            "dynamic_dims": {name: dict(axes) for name, axes in loaded.dynamic_dims.items()},
+        }
         model = loaded.graph_source
     first = run.batches[0]
     run.example = example_inputs or tuple(t[:1] if isinstance(t, torch.Tensor) else t for t in first)

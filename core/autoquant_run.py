@@ -98,7 +98,8 @@ class AutoQuantRun:
     # -- filled by the prepare stage ---------------------------------------------------------------
     batches: list[Batch] = field(default_factory=list)
     example: tuple[Any, ...] = ()
-    io_names: dict[str, list[str]] = field(default_factory=dict)
+    # Sim attributes export reads: input_names, output_names, dynamic_dims (a LoadedModel's).
+    io_names: dict[str, Any] = field(default_factory=dict)
     fp: fx.GraphModule | None = None
     eval_fn: EvalFn | None = None
     metric: str = ""

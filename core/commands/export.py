@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         folded = prepare_model(loaded.graph_source, example)
         fold_all_batch_norms(folded)
         sim = QuantSim(folded, example, prepared=True, **sim_kwargs(args))
-        sim.input_names, sim.output_names = list(loaded.input_names), list(loaded.output_names)
+        sim.use_io_of(loaded)
     sim.load_encodings(doc, strict=True)
     result = sim.export(args.out, encoding_version=args.encoding_version, qdq=not args.no_qdq)
     print(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -54,10 +54,13 @@ def export_marked_onnx(
     output_names: Sequence[str],
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    dynamic_dims: Mapping[str, Mapping[int, str]] | None = None,
 ) -> MarkedExport:
     """Export ``model`` (eval mode, as is) and locate the boundary tensors of ``module_names``.
 
-    ``dynamic_batch`` makes dimension 0 of every input and output symbolic (``batch``).
+    ``dynamic_dims`` (input/output name -> {axis: dimension name}, the user's file's open dimensions)
+    makes exactly those dimensions symbolic; without it, ``dynamic_batch`` makes dimension 0 of every
+    input and output symbolic (``batch``).
     """
     # torch's exporter refuses graph I/O names it uses for its own values (numeric ones such as
     # '272', common in ONNX files from other exporters): export under stand-ins, rename afterwards.
@@ -65,7 +68,13 @@ def export_marked_onnx(
     stand_ins = {n: f"lowbit_io_{i}" if n.isdigit() else n for i, n in enumerate(wanted)}
     input_names = [stand_ins[n] for n in input_names]
     output_names = [stand_ins[n] for n in output_names]
-    dynamic_axes = {n: {0: "batch"} for n in [*input_names, *output_names]} if dynamic_batch else None
+    dynamic_axes: dict[str, dict[int, str]] | None = None
+    if dynamic_dims is not None:
+        dynamic_axes = {
+            stand_ins[n]: dict(axes) for n, axes in dynamic_dims.items() if n in stand_ins and axes
+        }
+    elif dynamic_batch:
+        dynamic_axes = {n: {0: "batch"} for n in [*input_names, *output_names]}
     buffer = io.BytesIO()
     was_training = model.training
     model.eval()
@@ -90,9 +99,41 @@ def export_marked_onnx(
     finally:
         model.train(was_training)
     proto = onnx.load_from_string(buffer.getvalue())
+    _declare_output_shapes(proto, model, example_inputs, dynamic_axes or {})
     _rename_io(proto, {v: k for k, v in stand_ins.items() if k != v})
     _restore_deduplicated_params(proto, {name for name, _ in model.state_dict().items()})
     return _strip_markers(proto)
+
+
+def _declare_output_shapes(
+    proto: onnx.ModelProto,
+    model: nn.Module,
+    example_inputs: Sequence[torch.Tensor],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+) -> None:
+    """Declare each graph output's shape: its dynamic axes by name, the others at the example's size.
+
+    The exporter's shape inference stops at the boundary markers, leaving outputs with made-up
+    dimension names (``Markerhidden_dim_2``) where the size is in fact fixed.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            result = model(*example_inputs)
+    finally:
+        model.train(was_training)
+    results = result if isinstance(result, tuple | list) else (result,)
+    for output, value in zip(proto.graph.output, results, strict=False):
+        dims = output.type.tensor_type.shape.dim
+        if not isinstance(value, torch.Tensor) or len(dims) != value.dim():
+            continue
+        axes = dynamic_axes.get(output.name, {})
+        for axis, dim in enumerate(dims):
+            if axis in axes:
+                dim.dim_param = axes[axis]
+            else:
+                dim.dim_value = int(value.shape[axis])
 
 
 def _rename_io(proto: onnx.ModelProto, renames: dict[str, str]) -> None:

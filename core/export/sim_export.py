@@ -105,7 +105,10 @@ def trace_tensor_map(
             model.train(was_training)
         in_names = list(input_names or _default_names(sim, "input_names", len(inputs), "input"))
         out_names = list(output_names or _default_names(sim, "output_names", n_out, "output"))
-        marked = export_marked_onnx(model, inputs, module_names, in_names, out_names, opset)
+        dims = getattr(sim, "dynamic_dims", None) or None  # none declared: the batch dimension
+        marked = export_marked_onnx(
+            model, inputs, module_names, in_names, out_names, opset, dynamic_dims=dims
+        )
     param_names = rename_tensors(marked, recorded_names(sim.model))
     for alias, canonical in shared_parameter_names(sim.model).items():
         param_names.setdefault(alias, param_names.get(canonical, canonical))

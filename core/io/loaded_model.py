@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ class LoadedModel:
 
     ``module`` is in eval mode. ``example_inputs`` holds one tensor per model input shaped like
     the calibration data when it was given to load_model, else as declared (core.io.example_shapes),
-    dynamic dimensions small (values are zeros for ONNX/pt2 without samples, or the program's
-    sample inputs). ``source_format`` is ``"pt2"``, ``"onnx"`` or ``"module"``;
+    dynamic dimensions small (2 for ONNX: an export traced at 1 lets broadcasting hide them; values
+    are zeros for ONNX/pt2 without samples, or the program's sample inputs). ``source_format`` is ``"pt2"``, ``"onnx"`` or ``"module"``;
     ``path`` is the file it came from (None for a Python module).
 
     Example::
@@ -39,6 +39,10 @@ class LoadedModel:
     program: Any = None
     # Per input, the axes the file declares dynamic (batch, sequence...): data may differ there.
     dynamic_axes: tuple[tuple[int, ...], ...] = ()
+    # Input and output name -> {axis: dimension name} as the file declares them (an ONNX dim_param, a
+    # torch.export symbol): exports keep exactly these dimensions dynamic. Empty: dimension 0 of every
+    # input and output is the batch (a Python module declares nothing).
+    dynamic_dims: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
 
     @property
     def graph_source(self) -> Any:

@@ -124,6 +124,15 @@ def read_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return model
 
 
+def _free_dims(value: onnx.ValueInfoProto) -> dict[int, str]:
+    """{axis: name} of the dimensions ``value`` leaves open: its dim_param, or ``<tensor>_dim<axis>``."""
+    dims: dict[int, str] = {}
+    for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+        if not (dim.HasField("dim_value") and dim.dim_value > 0):
+            dims[axis] = dim.dim_param or f"{value.name}_dim{axis}"
+    return dims
+
+
 def load_onnx(path: Path, data: DataShapes | None = None) -> LoadedModel:
     """Load an ``.onnx`` file as a LoadedModel whose module is the converted torch.fx GraphModule;
     ``data`` (the calibration file's array shapes) shapes its example inputs."""
@@ -131,6 +140,12 @@ def load_onnx(path: Path, data: DataShapes | None = None) -> LoadedModel:
 
     model = read_onnx(path)
     converted = convert(model, data)
+    declared = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+    dims = {name: _free_dims(declared[name]) for name in converted.output_names}
+    for name, axes in zip(converted.input_names, converted.open_axes, strict=True):
+        # Open as probed: the declared open dims, and a fixed size the calibration data does not fill.
+        free = _free_dims(declared[name])
+        dims[name] = {axis: free.get(axis, f"{name}_dim{axis}") for axis in axes}
     return LoadedModel(
         converted.module,
         converted.example_inputs,
@@ -138,6 +153,8 @@ def load_onnx(path: Path, data: DataShapes | None = None) -> LoadedModel:
         converted.output_names,
         "onnx",
         Path(path),
+        dynamic_axes=tuple(tuple(dims[name]) for name in converted.input_names),
+        dynamic_dims={name: axes for name, axes in dims.items() if axes},
     )
 
 

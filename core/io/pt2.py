@@ -136,6 +136,32 @@ def _example_inputs(
     return names, tuple(tensors), dynamic
 
 
+def _dim_names(shape: Any, stem: str) -> dict[int, str]:
+    """{axis: name} of the symbolic dimensions of ``shape``: the symbol (``s43``) when the size is one,
+    ``<stem>_dim<axis>`` when it is an expression of several (a strided conv's output length)."""
+    names: dict[int, str] = {}
+    for axis, dim in enumerate(shape):
+        if isinstance(dim, torch.SymInt):
+            expr = dim.node.expr
+            names[axis] = str(expr) if getattr(expr, "is_Symbol", False) else f"{stem}_dim{axis}"
+    return names
+
+
+def _dynamic_dims(program: torch.export.ExportedProgram, names: list[str]) -> dict[str, dict[int, str]]:
+    """Input and output name -> {axis: dimension name} for every symbolic dimension of the program."""
+    values = dict(_input_values(program))
+    dims = {name: _dim_names(values[name].shape, name) for name in names}
+    (output,) = (node for node in program.graph.nodes if node.op == "output")
+    results = output.args[0] if isinstance(output.args[0], tuple | list) else (output.args[0],)
+    by_name = {node.name: node for node in results if isinstance(node, torch.fx.Node)}
+    for name in program.graph_signature.user_outputs:
+        node = by_name.get(str(name))
+        value = node.meta.get("val") if node is not None else None
+        if isinstance(value, torch.Tensor):
+            dims[str(name)] = _dim_names(value.shape, str(name))
+    return {name: axes for name, axes in dims.items() if axes}
+
+
 def load_pt2(path: Path, data: DataShapes | None = None) -> LoadedModel:
     """Load a ``.pt2`` file as a LoadedModel whose module is ``ExportedProgram.module()``; ``data``
     (the calibration file's array shapes) shapes example inputs the file does not hold.
@@ -152,7 +178,15 @@ def load_pt2(path: Path, data: DataShapes | None = None) -> LoadedModel:
         module.eval()
     outputs = [str(name) for name in program.graph_signature.user_outputs]
     return LoadedModel(
-        module, examples, names, outputs, "pt2", Path(path), program=program, dynamic_axes=dynamic
+        module,
+        examples,
+        names,
+        outputs,
+        "pt2",
+        Path(path),
+        program=program,
+        dynamic_axes=dynamic,
+        dynamic_dims=_dynamic_dims(program, names),
     )
 
 

@@ -87,7 +87,7 @@ def quantsim_with_ptq(
             bn_stats = fold.bn_stats
             details["bn_fold"] = {"folded": len(fold.folded) + len(fold.folded_forward)}
         sim = QuantSim(gm, examples, prepared=True, **sim_kwargs)
-        sim.input_names, sim.output_names = list(loaded.input_names), list(loaded.output_names)
+        sim.use_io_of(loaded)
     if "seq_mse" in techniques:
         seq = apply_seq_mse(
             sim, calib, SeqMseConfig(num_samples=min(num_samples, 512), batch_size=batch_size)

@@ -67,7 +67,7 @@ class QuantSim:
             # A core.io.LoadedModel: capture from its program (.pt2) or module, keep its I/O names.
             loaded: Any = model
             example_inputs = example_inputs if example_inputs is not None else loaded.example_inputs
-            self.input_names, self.output_names = list(loaded.input_names), list(loaded.output_names)
+            self.use_io_of(loaded)
             model = loaded.graph_source
         if example_inputs is None:
             raise ConfigError("QuantSim needs example_inputs (a tuple with one tensor per model input)")
@@ -132,6 +132,11 @@ class QuantSim:
                 outputs=outputs if plan.output is not None else [],
                 params={p: make(s, plan.param_scheme) for p, s in plan.params.items()},
             )
+
+    def use_io_of(self, loaded: Any) -> None:
+        """Export with ``loaded``'s (a core.io.LoadedModel) input/output names and dynamic dimensions."""
+        self.input_names, self.output_names = list(loaded.input_names), list(loaded.output_names)
+        self.dynamic_dims = {name: dict(axes) for name, axes in getattr(loaded, "dynamic_dims", {}).items()}
 
     # -- introspection -----------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -1,7 +1,9 @@
 """One corpus case end to end, as a user runs it: load the file → validate → QuantSim W8A8 → export → QDQ in ORT.
 
-The FP32 reference is the Python module the file was exported from; the evaluation batch has EVAL_BATCH
-samples (not the export's batch of 2), so a batch size baked into the imported or exported graph shows.
+The FP32 reference is the Python module the file was exported from. The exported ``model.onnx`` and
+``model_qdq.onnx`` run in ONNX Runtime at EVAL_SIZES: two batch sizes, neither the export's 2, and for
+models with a dynamic sequence two sequence lengths, neither the export's 16, so a size baked into the
+imported or exported graph shows (``qdq_cosine`` and ``onnx_cosine`` are the worst over the sizes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from tests.corpus.build import CorpusEntry
 from tests.corpus.models import sample_inputs
 
 EVAL_BATCH = 3
+# (batch, sequence length) the exported files run at; the sequence applies to inputs with a "seq" axis.
+EVAL_SIZES = ((EVAL_BATCH, 9), (1, 24))
 
 
 @dataclass
@@ -33,20 +37,35 @@ class CaseResult:
     quantizers: int = 0
     sim_cosine: float = float("nan")
     qdq_cosine: float = float("nan")
+    onnx_cosine: float = float("nan")
     seconds: float = 0.0
 
     def row(self) -> str:
         return (
             f"{self.name:16s} {self.fmt:12s} {self.stage:9s} validate={'ok' if self.validate_ok else 'FAIL'} "
             f"quantizers={self.quantizers:4d} float_ops={len(self.float_ops):3d} "
-            f"sim_cos={self.sim_cosine:.4f} qdq_cos={self.qdq_cosine:.4f} {self.seconds:6.1f}s"
+            f"sim_cos={self.sim_cosine:.4f} qdq_cos={self.qdq_cosine:.4f} onnx_cos={self.onnx_cosine:.4f} "
+            f"{self.seconds:6.1f}s"
         )
 
 
 def _cosine(reference: torch.Tensor, candidate: object) -> float:
-    ref = reference.detach().double().flatten()
-    cand = torch.as_tensor(candidate).double().flatten()
-    return float(torch.nn.functional.cosine_similarity(ref, cand, dim=0))
+    ref = reference.detach().double()
+    cand = torch.as_tensor(candidate).double()
+    assert ref.shape == cand.shape, f"output shape {tuple(cand.shape)}, FP32 module's {tuple(ref.shape)}"
+    return float(torch.nn.functional.cosine_similarity(ref.flatten(), cand.flatten(), dim=0))
+
+
+def sized_inputs(entry: CorpusEntry, batch: int, seq: int) -> dict[str, torch.Tensor]:
+    """Fresh samples with ``batch`` rows; inputs with a dynamic "seq" axis cut or tiled to length ``seq``."""
+    samples = sample_inputs(entry.spec, batch, seed=99 + batch)
+    for name, axes in entry.spec.dynamic.items():
+        for axis, dim in axes.items():
+            if dim == "seq":
+                tensor = samples[name]
+                reps = -(-seq // tensor.shape[axis])
+                samples[name] = torch.cat([tensor] * reps, axis).narrow(axis, 0, seq)
+    return samples
 
 
 def run_case(entry: CorpusEntry, fmt: str, out_dir: Path | None = None) -> CaseResult:
@@ -80,8 +99,15 @@ def run_case(entry: CorpusEntry, fmt: str, out_dir: Path | None = None) -> CaseR
         exported = export_sim(sim, out_dir or Path(tmp))
         result.stage = "ort"
         assert exported.qdq_onnx is not None
-        (qdq_output, *_) = run_onnx(exported.qdq_onnx, {n: samples[n].numpy() for n in entry.input_names})
-    result.qdq_cosine = _cosine(reference, qdq_output)
+        qdq, fp32 = [], []
+        for batch, seq in EVAL_SIZES:
+            sized = sized_inputs(entry, batch, seq)
+            with torch.no_grad():
+                expected = entry.module()(*(sized[n] for n in entry.input_names))
+            feeds = {n: sized[n].numpy() for n in entry.input_names}
+            qdq.append(_cosine(expected, run_onnx(exported.qdq_onnx, feeds)[0]))
+            fp32.append(_cosine(expected, run_onnx(exported.onnx, feeds)[0]))
+    result.qdq_cosine, result.onnx_cosine = min(qdq), min(fp32)
     result.stage = "done"
     result.seconds = time.perf_counter() - start
     return result

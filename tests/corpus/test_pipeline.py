@@ -2,8 +2,9 @@
 
 Given a model written by a library nobody here wrote (transformers, random-init small configs) and exported
 by torch 2.13, when its file goes through the pipeline, then it validates with no blocking issue (ops left in
-float are named), quantizes, exports, and the QDQ model runs in ONNX Runtime at a batch size other than the
-export's (3 vs 2) with outputs close to the FP32 module's.
+float are named), quantizes, exports, and both exported files (model.onnx, model_qdq.onnx) run in ONNX
+Runtime at two batch sizes and, where the file's sequence is dynamic, two lengths other than the export's
+(tests.corpus.pipeline.EVAL_SIZES), with outputs close to the FP32 module's.
 
 CI time: the full matrix (every model × .pt2, ONNX dynamo, ONNX legacy) takes several minutes on CI's
 2 cores, so CI runs the ``.pt2`` case of every architecture except three heavy ones covered elsewhere
@@ -47,6 +48,7 @@ def test_corpus_case_validates_quantizes_exports_and_runs_in_ort(entry, fmt):
     floor = _FLOOR.get(entry.name, 0.95)
     assert result.sim_cosine >= floor, result.row()
     assert result.qdq_cosine >= floor, result.row()
+    assert result.onnx_cosine >= 0.9999, result.row()  # the FP32 export computes the module's output
 
 
 def test_every_format_is_known():

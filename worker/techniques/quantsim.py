@@ -14,6 +14,7 @@ def build_sim(ctx: JobContext, module: object | None = None) -> object:
 
     graph = module if module is not None else ctx.prepared
     sim = QuantSim(graph, ctx.loaded.example_inputs, **ctx.quantsim_kwargs(), prepared=True)
+    sim.use_io_of(ctx.loaded)  # the exported files keep the upload's tensor names and dynamic dimensions
     return sim.to(ctx.device)
 
 

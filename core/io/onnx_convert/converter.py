@@ -27,12 +27,14 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 @dataclass(frozen=True)
 class ConvertedGraph:
-    """The converted module (eval mode), ONNX input/output names, and one example tensor per input."""
+    """The converted module (eval mode), ONNX input/output names, one example tensor per input
+    (open dimensions are 2), and per input the axes probed as open (sizes vary there)."""
 
     module: fx.GraphModule
     input_names: list[str]
     output_names: list[str]
     example_inputs: tuple[torch.Tensor, ...]
+    open_axes: tuple[tuple[int, ...], ...] = ()
 
 
 def _torch_dtype(elem_type: int, what: str) -> torch.dtype:
@@ -103,12 +105,16 @@ def convert(model: onnx.ModelProto, data: DataShapes | None = None) -> Converted
     arrays = data.for_inputs([v.name for v in inputs]) if data is not None else [None] * len(inputs)
     input_names: list[str] = []
     examples: list[torch.Tensor] = []
+    open_axes: list[tuple[int, ...]] = []
     for value_info, array in zip(inputs, arrays, strict=True):
         probes = _input_probes(value_info, array)
         node = builder.graph.placeholder(builder.unique_name(value_info.name))
         env[value_info.name] = Dynamic(node, probes)
         input_names.append(value_info.name)
-        examples.append(probes[0])
+        # The example is the last probe (open dimensions = 2, every node ran on it): an export traced at
+        # size 1 lets broadcasting hide a dimension that the traced graph then bakes in.
+        examples.append(probes[-1])
+        open_axes.append(tuple(a for a, size in enumerate(probes[0].shape) if size != probes[-1].shape[a]))
     with torch.no_grad():
         for onnx_node in graph.node:
             _convert_node(builder, onnx_node, env, opset, supported)
@@ -120,7 +126,8 @@ def convert(model: onnx.ModelProto, data: DataShapes | None = None) -> Converted
     builder.graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     module = fx.GraphModule(builder.root, builder.graph, class_name="OnnxGraphModule")
     module.eval()
-    return ConvertedGraph(module, input_names, [o.name for o in graph.output], tuple(examples))
+    outputs_names = [o.name for o in graph.output]
+    return ConvertedGraph(module, input_names, outputs_names, tuple(examples), tuple(open_axes))
 
 
 def _convert_node(

@@ -153,7 +153,8 @@ def slice_(ctx: NodeContext) -> list[Value | None]:
 def constant_of_shape(ctx: NodeContext) -> list[Value | None]:
     value = ctx.attr("value")
     fill = value if isinstance(value, torch.Tensor) else torch.zeros(1, dtype=torch.float32)
-    return [ctx.call(runtime.constant_of_shape, ctx.required(0), fill)]
+    # Static: a computed shape puts the call in the graph, where a tensor must be a buffer, not a literal.
+    return [ctx.call(runtime.constant_of_shape, ctx.required(0), Static(fill))]
 
 
 @converts("Expand")

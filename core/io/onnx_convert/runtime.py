@@ -1,25 +1,49 @@
 """Functions that converted graphs call where ONNX semantics differ from a single torch function.
 
 They run inside the generated GraphModule's forward, so they must be plain torch on their inputs.
+
+Sizes computed in the graph (a ``Shape`` result, a Concat of them) stay tensors here: a size list is
+built with ``unbind`` and shapes are read with ``torch._shape_as_tensor``, never ``.tolist()`` or
+``int()``. The TorchScript tracer behind the ONNX export then records them as graph values, so the
+exported model keeps the user's dynamic dimensions (``.tolist()`` would bake in the example's size).
 """
 
 from __future__ import annotations
 
+import typing
+
 import torch
 import torch.nn.functional as F
+
+Sizes = torch.Tensor | list[int]
+
+
+def size_list(sizes: Sizes) -> list[int]:
+    """A size argument for torch (``torch.full``, ``reshape``, ``repeat``): 0-d tensors from a tensor,
+    which eager torch reads as ints and the tracer records as run-time values (typed as ints for that)."""
+    if isinstance(sizes, torch.Tensor):
+        return typing.cast(list[int], list(sizes.to(torch.int64).reshape(-1).unbind(0)))
+    return list(sizes)
 
 
 def onnx_shape(x: torch.Tensor, start: int = 0, end: int | None = None) -> torch.Tensor:
     """ONNX Shape: the dimensions of ``x`` (``start:end``) as an int64 tensor."""
-    return torch.tensor(list(x.shape)[start:end], dtype=torch.int64)
+    return torch._shape_as_tensor(x)[start:end]
 
 
-def onnx_reshape(x: torch.Tensor, shape: torch.Tensor | list[int], allowzero: int = 0) -> torch.Tensor:
+def onnx_reshape(x: torch.Tensor, shape: Sizes, allowzero: int = 0) -> torch.Tensor:
     """ONNX Reshape: a 0 in ``shape`` copies the input dimension unless ``allowzero``."""
-    dims = [int(d) for d in (shape.tolist() if isinstance(shape, torch.Tensor) else shape)]
+    if not isinstance(shape, torch.Tensor):
+        dims = [int(d) for d in shape]
+        if not allowzero:
+            dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+        return torch.reshape(x, dims)
+    target = shape.to(torch.int64).reshape(-1)
     if not allowzero:
-        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
-    return torch.reshape(x, dims)
+        # Pad the input's shape so a target longer than the input's rank still lines up.
+        own = torch.cat([torch._shape_as_tensor(x), torch.ones_like(target)])[: target.shape[0]]
+        target = torch.where(target == 0, own, target)
+    return torch._reshape_from_tensor(x, target)
 
 
 def onnx_flatten(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -49,16 +73,22 @@ def onnx_slice(
     steps: list[int] | None = None,
 ) -> torch.Tensor:
     """ONNX Slice with clamping of out-of-range bounds and negative steps."""
-    starts_l = starts.tolist() if isinstance(starts, torch.Tensor) else list(starts)
-    ends_l = ends.tolist() if isinstance(ends, torch.Tensor) else list(ends)
-    axes_l = list(range(len(starts_l))) if axes is None else [a % x.dim() for a in axes]
-    steps_l = [1] * len(starts_l) if steps is None else list(steps)
+    count = len(starts) if not isinstance(starts, torch.Tensor) else starts.reshape(-1).shape[0]
+    axes_l = list(range(count)) if axes is None else [a % x.dim() for a in axes]
+    steps_l = [1] * len(axes_l) if steps is None else list(steps)
+    if any(step < 0 for step in steps_l):
+        # Negative steps pick explicit indices: computed bounds are read as numbers here.
+        starts = starts.tolist() if isinstance(starts, torch.Tensor) else starts
+        ends = ends.tolist() if isinstance(ends, torch.Tensor) else ends
+    # Bounds computed in the graph stay 0-d tensors: Python slicing takes them, the tracer records them.
+    starts_l, ends_l = size_list(starts), size_list(ends)
     out = x
     for axis, start, end, step in zip(axes_l, starts_l, ends_l, steps_l, strict=True):
         size = out.shape[axis]
         if step > 0:
             out = out[(slice(None),) * axis + (slice(start, end, step),)]
         else:
+            start, end = int(start), int(end)
             # Python's range semantics match ONNX's clamping for negative steps too.
             start = min(max(start + size if start < 0 else start, -1), size - 1)
             end = min(max(end + size if end < 0 else end, -1), size - 1)
@@ -93,20 +123,19 @@ def cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def constant_of_shape(shape: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """ONNX ConstantOfShape: ``shape``-shaped tensor filled with the single element of ``value``."""
-    return torch.full([int(d) for d in shape.tolist()], value.reshape(-1)[0].item(), dtype=value.dtype)
+    return torch.full(size_list(shape), value.reshape(-1)[0].item(), dtype=value.dtype)
 
 
-def expand(x: torch.Tensor, shape: torch.Tensor | list[int]) -> torch.Tensor:
+def expand(x: torch.Tensor, shape: Sizes) -> torch.Tensor:
     """ONNX Expand: bidirectional broadcast of ``x`` with ``shape``."""
-    dims = shape.tolist() if isinstance(shape, torch.Tensor) else list(shape)
-    return x * torch.ones(dims, dtype=x.dtype)
+    return x * torch.ones(size_list(shape), dtype=x.dtype)
 
 
 def interpolate_to_size(
     x: torch.Tensor, sizes: torch.Tensor, mode: str, align_corners: bool | None
 ) -> torch.Tensor:
     """Resize to a size computed in the graph (``sizes`` covers every dimension)."""
-    return F.interpolate(x, size=[int(s) for s in sizes.tolist()[2:]], mode=mode, align_corners=align_corners)
+    return F.interpolate(x, size=size_list(sizes[2:]), mode=mode, align_corners=align_corners)
 
 
 def prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
@@ -121,20 +150,23 @@ def gather_elements(x: torch.Tensor, indices: torch.Tensor, axis: int) -> torch.
 
 
 def gather_nd(x: torch.Tensor, indices: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
-    """ONNX GatherND: the last index dimension addresses leading dimensions of ``x`` after ``batch_dims``."""
+    """ONNX GatherND: the last index dimension addresses leading dimensions of ``x`` after ``batch_dims``.
+
+    One advanced-indexing expression (no loop over the batch), so a traced export keeps the batch open.
+    """
     idx = indices.to(torch.int64)
     depth = idx.shape[-1]
-    batch = x.shape[:batch_dims]
-    flat_x = x.reshape(-1, *x.shape[batch_dims:]) if batch_dims else x.unsqueeze(0)
-    flat_i = idx.reshape(-1, *idx.shape[batch_dims:]) if batch_dims else idx.unsqueeze(0)
-    outs = []
-    for b in range(flat_x.shape[0]):
-        sizes = torch.tensor(flat_x.shape[1 : 1 + depth], dtype=torch.int64)
-        where = flat_i[b]
-        where = torch.where(where < 0, where + sizes, where)
-        outs.append(flat_x[b][tuple(where[..., d] for d in range(depth))])
-    stacked = torch.stack(outs)
-    return stacked.reshape(*batch, *stacked.shape[1:]) if batch_dims else stacked[0]
+    lead = idx.shape[:-1]
+    if batch_dims:
+        flat_x = x.reshape((-1, *x.shape[batch_dims:]))
+        flat_i = idx.reshape((-1, *idx.shape[batch_dims:]))
+    else:
+        flat_x, flat_i = x.unsqueeze(0), idx.unsqueeze(0)
+    sizes = torch._shape_as_tensor(flat_x)[1 : 1 + depth]
+    where = torch.where(flat_i < 0, flat_i + sizes, flat_i)
+    rows = torch.arange(flat_x.shape[0]).reshape((-1,) + (1,) * (where.dim() - 2))
+    picked = flat_x[(rows, *(where[..., d] for d in range(depth)))]
+    return picked.reshape((*lead, *picked.shape[where.dim() - 1 :]))
 
 
 def cumsum(x: torch.Tensor, axis: int, exclusive: int = 0, reverse: int = 0) -> torch.Tensor:
@@ -172,18 +204,17 @@ def onnx_pad(x: torch.Tensor, pads: list[int], mode: str, value: float) -> torch
 
 def onnx_pad_computed(x: torch.Tensor, pads: torch.Tensor, mode: str, value: float) -> torch.Tensor:
     """ONNX Pad whose ``pads`` (all begins, then all ends) are computed in the graph."""
-    flat = [int(p) for p in pads.reshape(-1).tolist()]
+    flat = size_list(pads)
     n = len(flat) // 2
-    pairs: list[int] = []
+    pairs = []
     for axis in reversed(range(n)):
         pairs += [flat[axis], flat[axis + n]]
     return onnx_pad(x, pairs, mode, value)
 
 
-def tile(x: torch.Tensor, repeats: torch.Tensor | list[int]) -> torch.Tensor:
+def tile(x: torch.Tensor, repeats: Sizes) -> torch.Tensor:
     """ONNX Tile."""
-    reps = repeats.tolist() if isinstance(repeats, torch.Tensor) else list(repeats)
-    return x.repeat(*[int(r) for r in reps])
+    return x.repeat(size_list(repeats))
 
 
 def trilu(x: torch.Tensor, k: int, upper: int) -> torch.Tensor:

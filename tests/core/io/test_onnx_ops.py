@@ -156,7 +156,7 @@ def test_weighted_layers_become_named_modules(tmp_path):
     modules = dict(loaded.module.named_modules())
     assert isinstance(modules["features_conv1"], torch.nn.Conv2d)
     assert loaded.source_format == "onnx" and loaded.input_names == ["x"] and loaded.output_names == ["y"]
-    assert [tuple(t.shape) for t in loaded.example_inputs] == [(1, 3, 8, 8)]
+    assert [tuple(t.shape) for t in loaded.example_inputs] == [(2, 3, 8, 8)]  # open batch: size 2
 
 
 def test_digits_example_matches_onnxruntime(digits_artifacts):
