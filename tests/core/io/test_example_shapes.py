@@ -90,11 +90,12 @@ def test_an_input_without_a_declared_shape_takes_the_data_shape(tmp_path):
     )
     np.savez(tmp_path / "calib.npz", x=np.ones((5, 3, 7), np.float32))
     loaded = load_model(model, calib=tmp_path / "calib.npz")
-    assert [tuple(t.shape) for t in loaded.example_inputs] == [(1, 3, 7)]
+    assert [tuple(t.shape) for t in loaded.example_inputs] == [(2, 3, 7)]  # open axes at the probe size 2
     assert load_data(tmp_path / "calib.npz", loaded.input_names).for_model(loaded).num_samples == 5
     assert [tuple(t.shape) for t in load_model(model).example_inputs] == [()]  # no data: a scalar
     loaded = load_model(ones, calib=tmp_path / "calib.npz")
-    assert [tuple(t.shape) for t in loaded.example_inputs] == [(1, 1, 7)]
+    assert [tuple(t.shape) for t in loaded.example_inputs] == [(1, 2, 7)]
+    assert loaded.dynamic_axes == ((1,),)  # the unfilled 1 is open in exports too
     assert load_data(tmp_path / "calib.npz", loaded.input_names).for_model(loaded).num_samples == 5
 
 
