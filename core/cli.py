@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any, NoReturn
 
 from core.command_catalog import CommandSource, discover
 from core.commands.exit_codes import USAGE
@@ -25,17 +25,31 @@ from core.errors import LowbitError
 
 
 def _version() -> str:
+    # importlib.metadata costs more to import than the rest of `lowbit --help`: only --version pays.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("lowbit")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: like argparse's "version" action, with the version looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(f"lowbit {_version()}")  # on stdout, as argparse's own version action prints it
+        parser.exit()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The `lowbit` parser; with ``command`` only the module providing it is imported, without it
     every command is listed from its declared name and help (and the undeclared ones imported)."""
     parser = argparse.ArgumentParser(prog="lowbit", description="Quantize models for fixed-point targets.")
-    parser.add_argument("--version", action="version", version=f"lowbit {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sources = discover()
     provider = _provider_of(command, sources) if command else None

@@ -5,6 +5,7 @@ so `lowbit --help` and `lowbit jobs` would pay for commands they never run. A co
 ``register(subparsers)`` names its commands in literal ``subparsers.add_parser("name", help="...")``
 calls; reading those from the module's syntax tree costs milliseconds. A module whose register
 function builds its parsers any other way is marked unknown and imported when the parser is built.
+The catalog is kept between runs (core/command_cache.py) until a file or install it depends on changes.
 
 >>> [c.name for s in discover() for c in s.commands]        # doctest: +SKIP
 ['analyze', 'autoquant', 'export', 'quantize', 'validate', 'cancel', 'submit', ...]
@@ -13,13 +14,11 @@ function builds its parsers any other way is marked unknown and imported when th
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
-import importlib.util
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+
+from core import command_cache
 
 ENTRY_POINT_GROUP = "lowbit.commands"
 Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
@@ -53,15 +52,14 @@ def declared_commands(module: str, attr: str = "register") -> tuple[Command, ...
     Only calls on the function's first parameter count, so nested sub-parsers (``db upgrade``) are not
     mistaken for top-level commands.
     """
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
+    import ast
+
+    origin = _origin(module)
+    if origin is None or not origin.endswith(".py"):
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
     try:
-        with open(spec.origin, encoding="utf-8") as fh:
-            tree = ast.parse(fh.read(), filename=spec.origin)
+        with open(origin, encoding="utf-8") as fh:
+            tree = ast.parse(fh.read(), filename=origin)
     except (OSError, SyntaxError, ValueError):
         return None
     func = next(
@@ -95,28 +93,68 @@ def declared_commands(module: str, attr: str = "register") -> tuple[Command, ...
     return tuple(found) or None
 
 
-def _engine_sources() -> list[CommandSource]:
+def _origin(module: str) -> str | None:
+    """The file ``module`` would be imported from (its parent packages are imported to find it)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.origin else None
+
+
+def _engine_sources(files: list[str]) -> list[CommandSource]:
+    import pkgutil
+
     import core.commands as commands_pkg
 
+    files.extend(commands_pkg.__path__)  # a module added or removed changes the directory
     sources = []
     for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
         module = f"core.commands.{info.name}"
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.origin:
+        origin = _origin(module)
+        if origin is None:
             continue
-        with open(spec.origin, encoding="utf-8") as fh:
+        files.append(origin)
+        with open(origin, encoding="utf-8") as fh:
             if "def register(" not in fh.read():
                 continue  # shared helpers (options, exit_codes), not commands
         sources.append(CommandSource(module, "register", declared_commands(module)))
     return sources
 
 
-def discover() -> list[CommandSource]:
-    """Engine commands (modules in core/commands with a ``register``), then the ``lowbit.commands``
-    entry points of installed packages (service, worker, ...)."""
-    sources = _engine_sources()
+def _discover_fresh(files: list[str]) -> list[CommandSource]:
+    from importlib.metadata import entry_points
+
+    sources = _engine_sources(files)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         module, _, attr = ep.value.partition(":")
-        attr = attr.strip() or "register"
-        sources.append(CommandSource(module.strip(), attr, declared_commands(module.strip(), attr)))
+        module, attr = module.strip(), attr.strip() or "register"
+        if (origin := _origin(module)) is not None:
+            files.append(origin)
+        sources.append(CommandSource(module, attr, declared_commands(module, attr)))
+    return sources
+
+
+def discover() -> list[CommandSource]:
+    """Engine commands (modules in core/commands with a ``register``), then the ``lowbit.commands``
+    entry points of installed packages (service, worker, ...); from core/command_cache.py while
+    nothing they depend on changed."""
+    rows = command_cache.load()
+    if rows is not None:
+        try:
+            return [
+                CommandSource(m, a, None if cmds is None else tuple(Command(n, h) for n, h in cmds))
+                for m, a, cmds in rows
+            ]
+        except (TypeError, ValueError):
+            pass  # a malformed cache: discover again
+    files: list[str] = []
+    sources = _discover_fresh(files)
+    rows = [
+        [s.module, s.attr, None if s.commands is None else [[c.name, c.help] for c in s.commands]]
+        for s in sources
+    ]
+    command_cache.store(rows, files)
     return sources
