@@ -15,7 +15,7 @@ from croniter import croniter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.db.models import Job
+from service.db.models import Job, ModelVersion
 from service.db.schedule_tables import Schedule, ScheduleRun
 
 TREND_WIDTH = 120
@@ -35,6 +35,8 @@ class TrendPoint:
 class RunRow:
     run: ScheduleRun
     job_status: str | None
+    model_version: int | None = None  # the version the run's job quantized and its content hash:
+    model_sha256: str | None = None  # a regression is between two versions, so say which ones
 
 
 @dataclass(frozen=True)
@@ -90,17 +92,19 @@ def trend_points(
 
 
 def recent_runs(session: Session, schedule_ids: Sequence[str], per_schedule: int) -> dict[str, list[RunRow]]:
-    """The newest ``per_schedule`` runs of each schedule (newest first) with their job's status."""
+    """The newest ``per_schedule`` runs of each schedule (newest first) with their job's status and the
+    model version (number, sha256) the job quantized."""
     out: dict[str, list[RunRow]] = {sid: [] for sid in schedule_ids}
     for sid in schedule_ids:
         rows = session.execute(
-            select(ScheduleRun, Job.status)
+            select(ScheduleRun, Job.status, ModelVersion.version, ModelVersion.blob_sha256)
             .outerjoin(Job, Job.id == ScheduleRun.job_id)
+            .outerjoin(ModelVersion, ModelVersion.id == Job.model_version_id)
             .where(ScheduleRun.schedule_id == sid)
             .order_by(ScheduleRun.scheduled_for.desc())
             .limit(per_schedule)
         ).all()
-        out[sid] = [RunRow(run, status) for run, status in rows]
+        out[sid] = [RunRow(run, status, number, sha) for run, status, number, sha in rows]
     return out
 
 

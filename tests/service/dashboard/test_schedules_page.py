@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from html import unescape as html_unescape
@@ -11,8 +12,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from service.dashboard.schedule_view import trend_points
-from service.db.models import ModelVersion
+from service.db.models import Blob, ModelVersion
 from service.db.repositories import jobs as jobs_repo
+from service.db.repositories import resources
 from service.db.repositories import schedules as schedules_repo
 from service.db.schedule_tables import Schedule, ScheduleRun
 from service.db.session import session_scope
@@ -268,3 +270,36 @@ def test_schedule_edit_form_patches_the_schedule_and_is_project_scoped(dash: Das
         stored = session.get(Schedule, sid)
         assert stored is not None and (stored.cron, stored.timezone) == ("45 1 * * 1", "UTC")
         assert stored.template["calib_dataset_id"] == dash.a.dataset_id
+
+
+def test_each_run_shows_the_model_version_and_sha256_its_job_quantized(dash: Dash) -> None:
+    """Runs compare model versions, so each run row names the version its job quantized and its hash."""
+    sid, (old_job,) = make_schedule(dash, dash.a, "versions-a", [(0.95, False)])
+    sha = hashlib.sha256(b"model v-next").hexdigest()
+    with session_scope(dash.sessions) as session:
+        old_number = session.get(ModelVersion, dash.a.model_version_id).version  # type: ignore[union-attr]
+        session.add(Blob(sha256=sha, size=12, storage_key=f"blobs/{sha}"))
+        # A model of its own (the tenant's is shared by other tests), at its third version.
+        model = resources.create_model(session, dash.a.project_id, f"versions-{sha[:8]}")
+        for _ in range(3):
+            version = resources.create_version(session, model, "onnx")
+        version.status, version.size, version.blob_sha256 = "ready", 12, sha
+        number = version.version
+        job = jobs_repo.create_job(
+            session, project_id=dash.a.project_id, model_version_id=version.id, calib_dataset_id=dash.a.dataset_id,
+            eval_dataset_id=None, spec={**TEMPLATE, "model_id": model.id}, schedule_id=sid,
+        )  # fmt: skip
+        session.add(ScheduleRun(schedule_id=sid, scheduled_for=datetime(2026, 2, 1, tzinfo=UTC), job_id=job.id,
+                                status="compared", message="", metric=0.9, regressed=True, webhook_attempts=0))  # fmt: skip
+    with dash.client() as client:
+        sign_in(client, dash.a.key)
+        page = client.get("/dashboard/schedules").text
+    cells = {
+        jid: re.search(rf"{jid}</code></a>.*?<td data-model-version>(.*?)</td>", page, re.S)
+        for jid in (job.id, old_job)
+    }
+    new_cell, old_cell = cells[job.id], cells[old_job]
+    assert new_cell is not None and old_cell is not None
+    assert new_cell.group(1).startswith(f"v{number} ") and f"<code>{sha[:12]}</code>" in new_cell.group(1)
+    assert f'title="sha256 {sha}"' in new_cell.group(1)
+    assert number == 3 and old_cell.group(1) == f"v{old_number}"  # the tenant's version has no hash
