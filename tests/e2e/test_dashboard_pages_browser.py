@@ -341,6 +341,11 @@ def test_schedule_created_and_edited_through_the_form(site: Site, page: Any) -> 
     expect(page.get_by_role("status")).to_have_text("Schedule updated.")
     expect(page.locator("tr[data-schedule]", has_text="nightly-digits")).to_contain_text("30 4 * * 1-5")
     _shot(page, "schedules-after-edit")
+    page.set_viewport_size({"width": 390, "height": 844})  # the page and its form fit a phone
+    page.reload()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    _shot(page, "schedules-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     with httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {site.key}"}, timeout=30) as http:
         items = http.get("/v1/schedules").json()["items"]
