@@ -1,11 +1,16 @@
 """AdaRound on a QuantSim: learned weight rounding, layer by layer, frozen into the sim's weight encodings.
 
-Flow (as AIMET, with a faster objective): weight encodings are computed once from the FP32 weights;
-activation quantizers are switched off while rounding (weights-only sim); Conv / ConvTranspose / Linear
-layers are rounded in forward order, each from its inputs in the partially rounded sim (earlier layers
-already AdaRounded) and its targets in the FP32 model (``sim.fp_model``). The rounded weight is written
-into ``sim.model``'s module (it lies exactly on the encoding's grid, so fake-quantizing it is the
-identity) and the weight quantizer is frozen so later ``compute_encodings`` calls keep it.
+Flow (as AIMET, with a faster objective and two differences): weight encodings are computed once from
+the FP32 weights; Conv / ConvTranspose / Linear layers are rounded in forward order, each from its inputs
+in the partially rounded sim (earlier layers already AdaRounded) and its targets in the FP32 model
+(``sim.fp_model``). The rounded weight is written into ``sim.model``'s module (it lies exactly on the
+encoding's grid, so fake-quantizing it is the identity) and the weight quantizer is frozen so later
+``compute_encodings`` calls keep it. Unlike AIMET's weights-only sim, the inputs are *quantized*: the
+sim's activation quantizers stay on (calibrated with float weights if they have no encodings), so each
+layer's rounding also makes up for the activation quantization upstream; and each layer's grid is the
+range with the lowest output error among k/20 of min-max and the sim's own (core/ptq/adaround_grid.py),
+unless the range is frozen. Both are what takes W4A8 per tensor on a MobileNet-style net with channel
+ranges spread 10–30× from 0.93 (AIMET's recipe) to FP32 (bench/ptq_mobilenet.py).
 
 The objective is exact over all calibration samples through Gram matrices wherever the layer allows
 (see core/ptq/adaround_objectives.py); other layers use minibatches of cached activations that spill to
@@ -28,6 +33,7 @@ from torch import nn
 
 from core.errors import CancelledError, ConfigError
 from core.ptq.activation_cache import ActivationCache
+from core.ptq.adaround_grid import search_grid
 from core.ptq.adaround_objectives import (
     GramAccumulator,
     SampledObjective,
@@ -36,7 +42,7 @@ from core.ptq.adaround_objectives import (
 )
 from core.ptq.adaround_rounding import SoftRounding, cpu_threads_for, optimize_rounding
 from core.ptq.calibration_batches import Batch, materialize_batches, to_device
-from core.ptq.graph_walk import WEIGHTED_TYPES
+from core.ptq.layer_io import adaroundable_layers, calibrate_activations, capture
 from core.quant.primitives import broadcast_encoding
 
 ProgressFn = Callable[[float], None]
@@ -60,6 +66,13 @@ class AdaroundConfig:
     spill_dir       folder for spill files (default: the system temp dir).
     device          None: the sim's device, else e.g. "cuda".
     seed            0, for minibatch sampling.
+    range_candidates  20: before rounding a layer whose weight range is not frozen (by SeqMSE, loaded
+                    encodings), try k/20 of its min-max range and the sim's own range, and round on the
+                    one with the lowest reconstruction error (core/ptq/adaround_grid.py; Gram layers
+                    only); 0 keeps the sim's range as AIMET does.
+    quantized_inputs  True: each layer's inputs come from the sim with its activation quantizers on
+                    (calibrated with float weights first when they have no encodings), so the rounding
+                    also makes up for upstream activation quantization; False: weights-only sim (AIMET).
     """
 
     num_iterations: int = 5000
@@ -74,6 +87,8 @@ class AdaroundConfig:
     spill_dir: str | None = None
     device: str | None = None
     seed: int = 0
+    range_candidates: int = 20
+    quantized_inputs: bool = True
 
     def __post_init__(self) -> None:
         if self.num_iterations < 1:
@@ -84,6 +99,8 @@ class AdaroundConfig:
             raise ConfigError(f"warm_start must be in [0, 1), got {self.warm_start}")
         if self.num_samples < 1 or self.batch_size < 1:
             raise ConfigError("num_samples and batch_size must be >= 1")
+        if self.range_candidates < 0:
+            raise ConfigError(f"range_candidates must be >= 0, got {self.range_candidates}")
 
 
 @dataclass(frozen=True)
@@ -98,61 +115,13 @@ class LayerRounding:
     seconds: float
     spilled: bool = False
     collect_seconds: float = 0.0  # of ``seconds``: running the models to gather statistics
+    range_ratio: float = 1.0  # scale of the grid rounded on / the sim's (1.0: range kept)
 
 
 @dataclass
 class AdaroundResult:
     layers: list[LayerRounding] = field(default_factory=list)
     seconds: float = 0.0
-
-
-class _Stop(Exception):
-    """Raised from a hook once the activations of interest are captured: the rest of the forward is skipped."""
-
-
-def adaroundable_layers(sim: Any) -> list[str]:
-    """Names of Conv/ConvTranspose/Linear modules of ``sim.model`` with an enabled weight quantizer,
-    in forward (graph) order."""
-    names = []
-    for node in sim.model.graph.nodes:
-        if node.op != "call_module":
-            continue
-        module = sim.model.get_submodule(str(node.target))
-        pq = getattr(module, "param_quantizers", None)
-        q = pq["weight"] if pq is not None and "weight" in pq else None
-        if (
-            isinstance(module, WEIGHTED_TYPES)
-            and q is not None
-            and q.enabled
-            and str(node.target) not in names
-        ):
-            names.append(str(node.target))
-    return names
-
-
-def _capture(model: nn.Module, module: nn.Module, batch: Batch, *, output: bool) -> torch.Tensor:
-    """Run ``model`` on ``batch`` just far enough to see ``module``'s input (or output)."""
-    seen: list[torch.Tensor] = []
-
-    def pre_hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
-        seen.append(args[0])
-        raise _Stop
-
-    def post_hook(_m: nn.Module, _args: tuple[Any, ...], out: torch.Tensor) -> None:
-        seen.append(out)
-        raise _Stop
-
-    handle = module.register_forward_hook(post_hook) if output else module.register_forward_pre_hook(pre_hook)
-    try:
-        with torch.no_grad():
-            model(*batch)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    if not seen:
-        raise ConfigError(f"layer {type(module).__name__} was not reached by the model's forward pass")
-    return seen[0].detach()
 
 
 def _choose_method(config: AdaroundConfig, module: nn.Module, positions_per_sample: int) -> str:
@@ -188,10 +157,7 @@ def _round_layer(
     if encoding is None:
         raise ConfigError(f"weight quantizer of {name} has no encoding; compute param encodings first")
     weight = qmod._parameters["weight"].detach().to(device)
-    scale, offset = broadcast_encoding(weight, encoding.to(device))
-    rounding = SoftRounding(weight, scale, offset, offset + encoding.spec.num_steps)
-
-    probe = _capture(sim.fp_model, fmod, to_device(batches[0], device), output=True)
+    probe = capture(sim.fp_model, fmod, to_device(batches[0], device), output=True)
     positions = _positions(fmod, probe)
     method = _choose_method(config, fmod, positions)
     spilled = False
@@ -199,7 +165,7 @@ def _round_layer(
         acc = GramAccumulator(fmod)
         for batch in batches:
             b = to_device(batch, device)
-            acc.add(_capture(sim.model, qmod, b, output=False), _capture(sim.fp_model, fmod, b, output=False))
+            acc.add(capture(sim.model, qmod, b, output=False), capture(sim.fp_model, fmod, b, output=False))
         objective = acc.objective(fmod.weight.detach().to(device), device)
         flops = 2 * weight.numel() * gram_group_size(fmod)
         grad_fn: Callable[[torch.Tensor], torch.Tensor] = objective.gradient
@@ -211,8 +177,8 @@ def _round_layer(
         targets = ActivationCache(config.cache_budget_bytes // 2, config.spill_dir)
         for batch in batches:
             b = to_device(batch, device)
-            inputs.append(_capture(sim.model, qmod, b, output=False))
-            targets.append(_capture(sim.fp_model, fmod, b, output=True))
+            inputs.append(capture(sim.model, qmod, b, output=False))
+            targets.append(capture(sim.fp_model, fmod, b, output=True))
         inputs.finish()
         targets.finish()
         spilled = inputs.spilled or targets.spilled
@@ -230,6 +196,11 @@ def _round_layer(
             return sampled.full_error(w)
 
     collect_seconds = time.perf_counter() - start
+    initial = encoding
+    if method == "gram" and not quantizer.frozen:
+        encoding = search_grid(objective, weight, encoding, config.range_candidates)
+    scale, offset = broadcast_encoding(weight, encoding.to(device))
+    rounding = SoftRounding(weight, scale, offset, offset + encoding.spec.num_steps)
     nearest_error = error(rounding.nearest)
     with cpu_threads_for(flops, device):
         optimize_rounding(
@@ -252,8 +223,10 @@ def _round_layer(
     quantizer.set_encoding(encoding)
     quantizer.freeze()
     qmod.clear_param_cache()
+    ratio = float((encoding.scale / initial.scale.to(encoding.scale.device)).mean())
+    seconds = time.perf_counter() - start
     return LayerRounding(
-        name, method, nearest_error, adaround_error, time.perf_counter() - start, spilled, collect_seconds
+        name, method, nearest_error, adaround_error, seconds, spilled, collect_seconds, ratio
     )
 
 
@@ -281,8 +254,11 @@ def apply_adaround(
     saved = [(q, q.enabled) for q in sim.activation_quantizers().values()]
     result = AdaroundResult()
     try:
-        for q, _ in saved:
-            q.enabled = False
+        if config.quantized_inputs:
+            calibrate_activations(sim, batches, cancel)
+        else:
+            for q, _ in saved:
+                q.enabled = False
         sim.compute_param_encodings()
         for i, name in enumerate(names):
 

@@ -133,6 +133,17 @@ class GramObjective:
         w = weight.reshape(self.groups, -1, self.gq.shape[1])
         return (w * (torch.bmm(w, self.gq) - 2.0 * self.m)).sum() + self.const
 
+    def row_errors(self, weights: torch.Tensor) -> torch.Tensor:
+        """Per candidate and output channel, the loss of ``weights`` (candidates stacked on dim 0) less
+        the constant; all candidates in one batched product."""
+        n = weights.shape[0]
+        k = self.gq.shape[1]
+        # (candidates, C_out, ...) → (groups, candidates·rows, K): a group's rows of every candidate.
+        w = weights.reshape(n, self.groups, -1, k).transpose(0, 1).reshape(self.groups, -1, k)
+        m = self.m.repeat(1, n, 1)
+        rows = (w * (torch.bmm(w, self.gq) - 2.0 * m)).sum(-1)  # (groups, candidates·rows)
+        return rows.reshape(self.groups, n, -1).transpose(0, 1).reshape(n, -1)
+
     def gradient(self, weight: torch.Tensor) -> torch.Tensor:
         """d loss / d Ŵ = 2(ŴG̃ − M), in Ŵ's own shape (G̃ is symmetric)."""
         w = weight.reshape(self.groups, -1, self.gq.shape[1])

@@ -25,11 +25,11 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from core.errors import ConfigError
-from core.ptq.adaround import _capture, adaroundable_layers
 from core.ptq.bn_fold import BnStats
 from core.ptq.calibration_batches import materialize_batches, to_device
 from core.ptq.channel_clip import ChannelClip
 from core.ptq.graph_walk import CONV_TRANSPOSE_TYPES, ensure_bias, module_of
+from core.ptq.layer_io import adaroundable_layers, capture
 from core.ptq.weight_channels import in_channel_sum
 
 
@@ -139,8 +139,8 @@ def _correct_empirically(sim: Any, name: str, batches: list[tuple[Any, ...]]) ->
     count = 0
     for batch in batches:
         b = to_device(batch, device)
-        x_q = _capture(sim.model, qmod, b, output=False)
-        y_fp = _capture(sim.fp_model, fmod, b, output=True)
+        x_q = capture(sim.model, qmod, b, output=False)
+        y_fp = capture(sim.fp_model, fmod, b, output=True)
         params = {"weight": q_weight}
         if bias is not None:
             params["bias"] = bias.detach()

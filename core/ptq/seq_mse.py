@@ -28,8 +28,8 @@ from torch import nn
 from torch.func import functional_call
 
 from core.errors import CancelledError, ConfigError
-from core.ptq.adaround import _capture, adaroundable_layers
 from core.ptq.calibration_batches import Batch, materialize_batches, to_device
+from core.ptq.layer_io import adaroundable_layers, capture
 from core.quant.encoding import Encoding
 from core.quant.primitives import fake_quantize
 
@@ -128,7 +128,7 @@ def _search_layer(sim: Any, name: str, batches: list[Batch], config: SeqMseConfi
     errors: torch.Tensor | None = None
     params: dict[str, torch.Tensor] = {"bias": bias.detach()} if bias is not None else {}
     for batch in batches:
-        x = _capture(sim.model, qmod, to_device(batch, device), output=False)
+        x = capture(sim.model, qmod, to_device(batch, device), output=False)
         with torch.no_grad():
             rows = _stacked_errors(fmod, x, deltas)
             if rows is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -32,19 +33,16 @@ def _data(n: int = 128) -> torch.Tensor:
 
 
 def _layer_error(sim: QuantSim, name: str, x: torch.Tensor, weight: torch.Tensor) -> float:
-    """Independent oracle: ‖layer(x̃; weight) − fp_layer(x)‖² summed over channels, mean elsewhere."""
+    """Independent oracle: ‖layer(x̃; weight) − fp_layer(x)‖² summed over channels, mean elsewhere;
+    x̃ is the layer's input in the sim as it runs (activation quantizers on: AdaRound's quantized inputs)."""
     seen: dict[str, torch.Tensor] = {}
     hooks = [
         sim.model.get_submodule(name).register_forward_pre_hook(lambda m, a: seen.setdefault("q", a[0])),
         sim.fp_model.get_submodule(name).register_forward_hook(lambda m, a, o: seen.setdefault("fp", o)),
     ]
-    enabled = {k: q.enabled for k, q in sim.activation_quantizers().items()}
-    sim.set_enabled(False, kind="activation")
     with torch.no_grad():
         sim.model(x)
         sim.fp_model(x)
-    for k, q in sim.activation_quantizers().items():
-        q.enabled = enabled[k]
     for h in hooks:
         h.remove()
     fp_layer = sim.fp_model.get_submodule(name)
@@ -88,6 +86,27 @@ def test_adaround_beats_nearest_on_every_layer_and_freezes_the_weights():
     torch.testing.assert_close(sim.model(x), before, rtol=0, atol=0)
     sim.set_enabled(True, kind="activation")
     assert all(q.enabled for q in sim.activation_quantizers().values())
+
+
+def test_an_uncalibrated_sim_is_rounded_on_inputs_with_activations_quantized_at_float_weight_ranges():
+    """Given a sim without activation encodings, When AdaRound runs (quantized inputs, the default),
+    Then the activation ranges are those of the float-weight network (W32A8 calibration), and each
+    layer's reported errors are the oracle's with those quantized inputs."""
+    x = _data()
+    sim = QuantSim(_model(), (x[:1],), param_bw=4, output_bw=8, per_channel=False)
+    reference = QuantSim(_model(), (x[:1],), param_bw=4, output_bw=8, per_channel=False)
+    reference.set_enabled(False, kind="param")
+    reference.compute_encodings(x.split(32))
+    result = apply_adaround(sim, x, AdaroundConfig(num_iterations=200, num_samples=128))
+    for key, q in sim.activation_quantizers().items():
+        expected = reference.activation_quantizers()[key].encoding
+        assert q.encoding is not None and expected is not None, key
+        torch.testing.assert_close(q.encoding.scale, expected.scale)
+    for layer in result.layers:
+        module = sim.model.get_submodule(layer.name)
+        assert _layer_error(sim, layer.name, x, module.weight.detach()) == pytest.approx(
+            layer.adaround_error, rel=1e-3
+        ), layer.name
 
 
 def test_spill_to_disk_with_a_tiny_budget(tmp_path):

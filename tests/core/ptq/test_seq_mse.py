@@ -9,8 +9,8 @@ import torch
 from torch import fx, nn
 from torch.func import functional_call
 
-from core.ptq.adaround import _capture
 from core.ptq.bn_fold import fold_all_batch_norms
+from core.ptq.layer_io import capture
 from core.ptq.seq_mse import SeqMseConfig, apply_seq_mse
 from core.quant.encoding import Encoding
 from core.quant.primitives import fake_quantize
@@ -35,7 +35,7 @@ def _output_error(sim, name: str, x: torch.Tensor, encoding: Encoding) -> float:
     fmod = sim.fp_model.get_submodule(name)
     weight = qmod._parameters["weight"].detach()
     bias = {"bias": qmod._parameters["bias"].detach()} if qmod._parameters.get("bias") is not None else {}
-    inp = _capture(sim.model, qmod, (x,), output=False)
+    inp = capture(sim.model, qmod, (x,), output=False)
     ref = functional_call(fmod, {"weight": weight, **bias}, (inp,))
     out = functional_call(fmod, {"weight": fake_quantize(weight, encoding), **bias}, (inp,))
     return float((out - ref).square().sum())
