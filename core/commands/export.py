@@ -46,7 +46,13 @@ def run(args: argparse.Namespace) -> int:
         fold_all_batch_norms(folded)
         sim = QuantSim(folded, example, prepared=True, **sim_kwargs(args))
         sim.use_io_of(loaded)
-    sim.load_encodings(doc, strict=True)
+    # AIMET run on the user's own ONNX names its tensors; the imported graph resolves those lowbit's lacks.
+    user_graph = None
+    if loaded.source_format == "onnx" and loaded.path is not None:
+        import onnx
+
+        user_graph = onnx.load(str(loaded.path), load_external_data=False).graph
+    sim.load_encodings(doc, strict=True, user_graph=user_graph)
     result = sim.export(args.out, encoding_version=args.encoding_version, qdq=not args.no_qdq)
     print(
         json.dumps(

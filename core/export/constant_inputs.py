@@ -30,12 +30,13 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
-def clip_bound_names(model: onnx.ModelProto) -> set[str]:
-    """Names of the scalar constant min/max inputs of the Clips and the fill values of the Pads in ``model``."""
-    constants = _constants(model.graph)
+def clip_bound_names(model: onnx.ModelProto | onnx.GraphProto) -> set[str]:
+    """Names of the scalar constant min/max inputs of the Clips and the fill values of the Pads."""
+    graph = model.graph if isinstance(model, onnx.ModelProto) else model
+    constants = _constants(graph)
     return {
         name
-        for node in model.graph.node
+        for node in graph.node
         if node.op_type in ("Clip", "Pad")
         for name in (node.input[1:3] if node.op_type == "Clip" else node.input[2:3])
         if name and name in constants and constants[name].size == 1

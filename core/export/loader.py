@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
-from core.export.grid_preserving import GridGraph, record_upstream
+from core.export.grid_preserving import GRID_PRESERVING_OPS, GridGraph, record_upstream
 from core.export.reader import parse_encodings, read_encodings_file
 from core.export.records import EncodingRecord, EncodingsDoc
 from core.export.tensor_map import TensorMap
@@ -66,16 +66,18 @@ def batch_norms_folded_in(sim: Any, doc: EncodingsDoc) -> bool:
 
 def _requantized_copies(graph: Any, doc: EncodingsDoc) -> set[str]:
     """Names of tensors that only move values of a tensor the file already encodes (AIMET quantizes
-    the output of a Flatten/Reshape/...; lowbit looks through such ops, the values are the same)."""
+    the output of a Flatten/Reshape/... or exports the encoding it derives there; lowbit looks through
+    such ops, the values are the same)."""
     if graph is None:
         return set()
     from core.quantsim.placement import VALUE_PRESERVING_OP_TYPES
 
+    moving = VALUE_PRESERVING_OP_TYPES | GRID_PRESERVING_OPS
     producers = {o: n for n in graph.node for o in n.output}
     copies = set()
     for name in doc.names():
         node = producers.get(name)
-        while node is not None and node.op_type in VALUE_PRESERVING_OP_TYPES and node.input:
+        while node is not None and node.op_type in moving and node.input:
             source = node.input[0]
             if doc.get(source) is not None and source not in copies:
                 copies.add(name)
@@ -94,6 +96,7 @@ def load_encodings(
     freeze: bool = False,
     strict: bool = True,
     tensor_map: TensorMap | None = None,
+    user_graph: Any = None,
 ) -> list[str]:
     """Set the sim's quantizers from an encodings file (0.6.1 / 1.0.0 / 2.0.0), a parsed dict or doc.
 
@@ -101,7 +104,9 @@ def load_encodings(
     else ConfigError naming them. Non-strict: quantizers without an encoding keep theirs and
     unknown names are ignored. Disabled quantizers stay disabled and untouched. ``freeze``:
     loaded quantizers are frozen (compute_encodings leaves them alone); loading replaces an
-    earlier frozen encoding. Returns the keys of the quantizers that were set.
+    earlier frozen encoding. Returns the keys of the quantizers that were set. ``user_graph``: the
+    ONNX graph the model was imported from, whose data-movement outputs a file written by AIMET for
+    that graph may encode (copies of an encoding it holds; lowbit's graph may not have the tensor).
     """
     if isinstance(source, EncodingsDoc):
         doc, where = source, str(source.source or "encodings")
@@ -145,7 +150,12 @@ def load_encodings(
     # int32 entries are biases on the accumulator grid (AIMET 2.0.0 writes them by default): the sim
     # derives that grid from the input and weight encodings, so they need no quantizer.
     accumulator = {n for n in doc.names() if _is_accumulator_bias(doc.get(n))}
-    unknown = sorted(doc.names() - used - accumulator - bounds - _requantized_copies(graph, doc))
+    copies = _requantized_copies(graph, doc) | _requantized_copies(user_graph, doc)
+    if user_graph is not None:
+        from core.export.constant_inputs import clip_bound_names
+
+        bounds |= clip_bound_names(user_graph)  # AIMET quantizes the user's Clip bounds and Pad fills
+    unknown = sorted(doc.names() - used - accumulator - bounds - copies)
     if strict and (missing or unknown):
         parts = []
         if missing:

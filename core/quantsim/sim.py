@@ -296,11 +296,13 @@ class QuantSim:
         *,
         freeze: bool = False,
         strict: bool = True,
+        user_graph: Any = None,
     ) -> None:
-        """Load an encodings file (AIMET 0.6.1 / 1.0.0 / 2.0.0) written for this model."""
+        """Load an encodings file (AIMET 0.6.1 / 1.0.0 / 2.0.0) written for this model (``user_graph``:
+        the ONNX graph it was imported from, see core.export.loader.load_encodings)."""
         from core.export import load_encodings
 
-        load_encodings(self, source, freeze=freeze, strict=strict)
+        load_encodings(self, source, freeze=freeze, strict=strict, user_graph=user_graph)
         self.apply_target_arithmetic()
         for m in self.quantized_modules().values():
             m.clear_param_cache()
