@@ -66,7 +66,7 @@ def test_aimet_encodings_of_the_users_onnx_reproduce_aimets_simulation(
     (tmp_path / "aimet").mkdir()
     asim.export(str(tmp_path / "aimet"), "aimet", encoding_version=version, export_int32_bias=fold)
     encodings = tmp_path / "aimet" / "aimet.encodings"
-    samples = sample_inputs(entry.spec, 1, seed=99)  # batch 1: the dynamic batch lowbit's sim is built at
+    samples = sample_inputs(entry.spec, 1, seed=99)  # not the calibration samples
     feed = {n: samples[n].numpy() for n in names}
     theirs = asim.session.run(None, feed)[0]
     fp32 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
