@@ -199,11 +199,19 @@ def _resnet() -> nn.Module:
 
 
 def _kaiming(model: nn.Module) -> nn.Module:
-    # transformers initialises these convs with std 0.02: through 17+ blocks the random net's logits
-    # vanish (~1e-25), which would make every cosine meaningless. He init keeps activations O(1).
+    # transformers initialises these convs (and MobileViT's BatchNorm scales) with std 0.02: through 17+
+    # blocks the random net's logits vanish (~1e-25), which would make every cosine meaningless. He init
+    # keeps activations O(1); BatchNorms get scales near 1 and running statistics of their own, so BN
+    # folding has real work to do.
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            with torch.no_grad():
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
     return model
 
 

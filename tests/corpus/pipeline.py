@@ -8,6 +8,7 @@ imported or exported graph shows (``qdq_cosine`` and ``onnx_cosine`` are the wor
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tests.corpus.build import CorpusEntry
+from tests.corpus.build import CorpusEntry, corpus_entries
 from tests.corpus.models import sample_inputs
 
 EVAL_BATCH = 3
@@ -56,6 +57,18 @@ def _cosine(reference: torch.Tensor, candidate: object) -> float:
     return float(torch.nn.functional.cosine_similarity(ref.flatten(), cand.flatten(), dim=0))
 
 
+@functools.cache
+def _modules(name: str, directory: Path) -> torch.nn.Module:
+    (entry,) = (e for e in corpus_entries([name]) if e.directory == directory)
+    return entry.module()
+
+
+def reference_module(entry: CorpusEntry) -> torch.nn.Module:
+    """The FP32 module the entry's files were exported from, built once per process (eval mode, only
+    ever called under no_grad): building a transformers model costs more than running it."""
+    return _modules(entry.name, entry.directory)
+
+
 def sized_inputs(entry: CorpusEntry, batch: int, seq: int) -> dict[str, torch.Tensor]:
     """Fresh samples with ``batch`` rows; inputs with a dynamic "seq" axis cut or tiled to length ``seq``."""
     samples = sample_inputs(entry.spec, batch, seed=99 + batch)
@@ -70,43 +83,49 @@ def sized_inputs(entry: CorpusEntry, batch: int, seq: int) -> dict[str, torch.Te
 
 def run_case(entry: CorpusEntry, fmt: str, out_dir: Path | None = None) -> CaseResult:
     """Run every stage it can; a stage's exception propagates after ``result.stage`` names it."""
-    from core.export import export_sim, run_onnx
-    from core.graph import validate_model
+    from core.export import OnnxRunner, export_sim
+    from core.graph.validator import check_model
     from core.io import load_data, load_model
     from core.quantsim import QuantSim
 
     result = CaseResult(entry.name, fmt)
     start = time.perf_counter()
     path = entry.path(fmt)
-    loaded = load_model(path)
+    # As a service job runs it: the calibration file shapes the examples, one capture serves the
+    # validation report and the QuantSim (core.graph.validator.check_model).
+    loaded = load_model(path, calib=entry.calibration())
     result.stage = "validate"
-    report = validate_model(loaded.graph_source, loaded.example_inputs)
+    prepared, report = check_model(loaded.graph_source, loaded.example_inputs)
     result.validate_ok, result.capture = report.ok, report.capture
     result.issues = [f"{i.node}: {i.op}: {i.problem}" for i in report.issues]
     result.float_ops = [i.op for i in getattr(report, "float_ops", ())]
+    if prepared is None:
+        raise AssertionError(f"{entry.name} {fmt}: not captured: {result.issues}")
     result.stage = "quantsim"
     calib = load_data(entry.calibration(), loaded.input_names).for_model(loaded)
-    sim = QuantSim(loaded, param_bw=8, output_bw=8)
+    sim = QuantSim(prepared, loaded.example_inputs, param_bw=8, output_bw=8, prepared=True)
+    sim.use_io_of(loaded)
     sim.compute_encodings(calib, num_batches=2, batch_size=4)
     result.quantizers = sum(q.enabled for q in sim.quantizers().values())
     samples = sample_inputs(entry.spec, EVAL_BATCH, seed=99)
     inputs = tuple(samples[name] for name in entry.input_names)
     with torch.no_grad():
-        reference = entry.module()(*inputs)
+        reference = reference_module(entry)(*inputs)
         result.sim_cosine = _cosine(reference, sim.model(*inputs))
     result.stage = "export"
     with tempfile.TemporaryDirectory() as tmp:
         exported = export_sim(sim, out_dir or Path(tmp))
         result.stage = "ort"
         assert exported.qdq_onnx is not None
+        qdq_runner, fp32_runner = OnnxRunner(exported.qdq_onnx), OnnxRunner(exported.onnx)
         qdq, fp32 = [], []
         for batch, seq in EVAL_SIZES:
             sized = sized_inputs(entry, batch, seq)
             with torch.no_grad():
-                expected = entry.module()(*(sized[n] for n in entry.input_names))
+                expected = reference_module(entry)(*(sized[n] for n in entry.input_names))
             feeds = {n: sized[n].numpy() for n in entry.input_names}
-            qdq.append(_cosine(expected, run_onnx(exported.qdq_onnx, feeds)[0]))
-            fp32.append(_cosine(expected, run_onnx(exported.onnx, feeds)[0]))
+            qdq.append(_cosine(expected, qdq_runner.run(feeds)[0]))
+            fp32.append(_cosine(expected, fp32_runner.run(feeds)[0]))
     result.qdq_cosine, result.onnx_cosine = min(qdq), min(fp32)
     result.stage = "done"
     result.seconds = time.perf_counter() - start

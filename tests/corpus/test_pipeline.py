@@ -6,10 +6,11 @@ float are named), quantizes, exports, and both exported files (model.onnx, model
 Runtime at two batch sizes and, where the file's sequence is dynamic, two lengths other than the export's
 (tests.corpus.pipeline.EVAL_SIZES), with outputs close to the FP32 module's.
 
-CI time: the full matrix (every model × .pt2, ONNX dynamo, ONNX legacy) takes several minutes on CI's
-2 cores, so CI runs the ``.pt2`` case of every architecture except three heavy ones covered elsewhere
-(MiniLM: tests/core/test_minilm_pipeline.py as a module; transformers' MobileNetV2 and MobileViT: the own
-MobileNetV2-style model and the ONNX cases). ``LOWBIT_CORPUS=full`` runs the full matrix.
+CI time: one test per architecture runs its ``.pt2`` and one ONNX file (the TorchScript exporter's, which
+builds in about a second where the dynamo exporter takes several; GPT-2 has only the dynamo file), sharing
+one reference module. MiniLM runs as a module in tests/core/test_minilm_pipeline.py; the two _HEAVY models
+run one file each (MobileNetV2's ONNX, MobileViT's .pt2). ``LOWBIT_CORPUS=full`` runs every (model, format) pair as its own test, both ONNX exporters
+included.
 """
 
 from __future__ import annotations
@@ -18,37 +19,59 @@ import os
 
 import pytest
 
-from tests.corpus.build import FORMATS, corpus_entries
+from tests.corpus.build import FORMATS, CorpusEntry, corpus_entries
 from tests.corpus.pipeline import run_case
 
 pytestmark = pytest.mark.slow
 
-_HEAVY = {"minilm", "mobilenet_v2", "mobilevit"}
+# ~4x the others' time per file (17 inverted-residual blocks; MobileViT's 473 quantizers): CI runs the
+# cheaper file of each (measured 17 s and 22 s against 34 s and 48 s for the other), the full run both.
+_HEAVY = {"mobilenet_v2": "onnx-legacy", "mobilevit": "pt2"}
+_MODULE_ONLY = {"minilm"}  # 90 MB of weights; its module path is tests/core/test_minilm_pipeline.py
 # W8A8 per-tensor min-max on random-init nets: the floors are the measured figures less a margin.
 _FLOOR = {"minilm": 0.7}
+# transformers' MobileNetV2 as TorchScript ONNX (BN folded into the convs): ONNX Runtime fuses
+# DQ→Conv→Clip→Q into QLinearConv, whose u8×s8 kernels saturate on CPUs without VNNI (NOTES.md,
+# "Outside checks"): 0.941 there against 0.969 with session.disable_quant_qdq=1 and 0.983 simulated.
+_QDQ_FLOOR = {"mobilenet_v2": 0.9}
 _FULL = os.environ.get("LOWBIT_CORPUS") == "full"
+
+
+def ci_formats(entry: CorpusEntry) -> tuple[str, ...]:
+    """The formats CI runs for ``entry``: .pt2 and the cheaper ONNX file (both for most models)."""
+    onnx = "onnx-legacy" if "onnx-legacy" in entry.formats else "onnx"
+    return (_HEAVY[entry.name],) if entry.name in _HEAVY else ("pt2", onnx)
 
 
 def _cases() -> list[object]:
     cases = []
     for entry in corpus_entries():
-        for fmt in entry.formats:
-            if _FULL or (fmt == "pt2" and entry.name not in _HEAVY):
-                cases.append(pytest.param(entry, fmt, id=f"{entry.name}-{fmt}"))
+        if _FULL:
+            cases += [pytest.param(entry, (fmt,), id=f"{entry.name}-{fmt}") for fmt in entry.formats]
+        elif entry.name not in _MODULE_ONLY:
+            cases.append(pytest.param(entry, ci_formats(entry), id=entry.name))
     return cases
 
 
-@pytest.mark.parametrize(("entry", "fmt"), _cases())
-def test_corpus_case_validates_quantizes_exports_and_runs_in_ort(entry, fmt):
-    result = run_case(entry, fmt)
-    print(result.row(), "float:", result.float_ops)
-    assert result.validate_ok, result.issues
-    assert result.capture == ("torch.export" if fmt == "pt2" else result.capture)  # no silent fx fallback
-    assert result.quantizers > 0
-    floor = _FLOOR.get(entry.name, 0.95)
-    assert result.sim_cosine >= floor, result.row()
-    assert result.qdq_cosine >= floor, result.row()
-    assert result.onnx_cosine >= 0.9999, result.row()  # the FP32 export computes the module's output
+@pytest.mark.parametrize(("entry", "formats"), _cases())
+def test_corpus_case_validates_quantizes_exports_and_runs_in_ort(entry, formats):
+    failures = []
+    for fmt in formats:
+        result = run_case(entry, fmt)
+        print(result.row(), "float:", result.float_ops)
+        floor = _FLOOR.get(entry.name, 0.95)
+        checks = {
+            "validates": result.validate_ok,
+            "no silent fx fallback": fmt != "pt2" or result.capture == "torch.export",
+            "quantizers placed": result.quantizers > 0,
+            "sim close to FP32": result.sim_cosine >= floor,
+            "QDQ close to FP32 at other sizes": result.qdq_cosine >= _QDQ_FLOOR.get(entry.name, floor),
+            "model.onnx computes FP32": result.onnx_cosine >= 0.9999,
+        }
+        failures += [
+            f"{fmt}: {what}: {result.row()} {result.issues[:3]}" for what, ok in checks.items() if not ok
+        ]
+    assert not failures, failures
 
 
 def test_every_format_is_known():
