@@ -6,10 +6,10 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import CapacityLimiter
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
@@ -135,6 +135,17 @@ def _authenticate(ctx: AppContext, token: str) -> tuple[float, Principal]:
     with ctx.sessions() as session:
         key = projects.authenticate(session, token)
         return time.monotonic() + _AUTH_CACHE_TTL_S, Principal(project_id=key.project_id, key_id=key.id)
+
+
+# The page-size query parameter; its documented bounds are the default settings' (page_limit enforces
+# the running server's, answering invalid_limit).
+PageLimit = Annotated[
+    int | None,
+    Query(
+        description="page size; default: the server's default_page_size",
+        json_schema_extra={"minimum": 1, "maximum": Settings.model_fields["max_page_size"].default},
+    ),
+]
 
 
 def page_limit(ctx: AppContext, limit: int | None) -> int:

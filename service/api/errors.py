@@ -91,6 +91,10 @@ def install(app: FastAPI) -> None:
                 405, code, f"method {request.method} is not allowed here; allowed: {', '.join(allowed)}",
                 {"Allow": ", ".join(allowed)},
             )  # fmt: skip
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (bytes that are not UTF-8): an invalid
+            # request like any other, with the status every route documents.
+            return error_response(422, "invalid_request", "body: not JSON text; send UTF-8 encoded JSON")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(DBAPIError)

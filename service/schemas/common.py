@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 T = TypeVar("T")
 MAX_INT32 = 2**31 - 1  # INTEGER columns (versions, event and log ids)
@@ -43,6 +45,34 @@ class Strict(BaseModel):
     """Request models: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+# Rules the API enforces across fields, written into the OpenAPI schema as JSON Schema so that a request
+# the schema allows is one the API accepts (schemathesis' positive_data_acceptance holds them to it).
+# Both or neither of size and sha256: a presigned upload needs both, a streamed one neither.
+PRESIGNED_PAIR: dict[str, Any] = {
+    "anyOf": [
+        {
+            "required": ["size", "sha256"],
+            "properties": {"size": {"type": "integer"}, "sha256": {"type": "string"}},
+        },
+        {"properties": {"size": {"type": "null"}, "sha256": {"type": "null"}}},
+    ]
+}
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def check_rfc3339(value: Any) -> Any:
+    """``value`` when it is an RFC 3339 date-time with its offset (the OpenAPI ``date-time`` format);
+    pydantic alone would also take Unix timestamps, bare dates and times without an offset."""
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time; accepted: e.g. 2026-01-31T12:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(check_rfc3339)]
 
 
 class Page(BaseModel, Generic[T]):

@@ -100,12 +100,32 @@ TECHNIQUE_PARAMS: dict[str, type[Strict]] = {
 }
 
 
+def _spec_rules() -> dict[str, Any]:
+    """JobSpec._check's rules as JSON Schema (see service.schemas.common.PRESIGNED_PAIR: why)."""
+
+    def null(*names: str) -> dict[str, Any]:
+        return {"properties": {name: {"type": "null"} for name in names}}
+
+    return {
+        "allOf": [
+            {"anyOf": [{"properties": {"technique": {"enum": [t for t in TECHNIQUE_PARAMS if t != "autoquant"]}}},
+                       {"required": ["allowed_accuracy_drop"], "properties": {"allowed_accuracy_drop": {"type": "number"}}}]},
+            {"anyOf": [null("quantsim_config"), null("preset")]},
+            {"anyOf": [null("train_dataset_id"), {"properties": {"technique": {"const": "qat"}}}]},
+            {"anyOf": [{"properties": {"technique": {"const": technique}, "params": model.model_json_schema()}}
+                       for technique, model in TECHNIQUE_PARAMS.items()]},
+        ]
+    }  # fmt: skip
+
+
 class JobSpec(Strict):
     """What to run (spec_version 1). Stored with the job; the worker reads exactly this.
 
     >>> JobSpec(model_id="0" * 26, calib_dataset_id="1" * 26, technique="ptq").params
     {'steps': ['bn_fold', 'cle'], 'adaround_iterations': 1000}
     """
+
+    model_config = ConfigDict(json_schema_extra=_spec_rules())
 
     spec_version: Literal[1] = 1
     model_id: ResourceId
@@ -132,7 +152,10 @@ class JobSpec(Strict):
     priority: int = Field(default=5, ge=0, le=9)
     name: str | None = Field(default=None, max_length=200, description="a name people give the job")
     labels: dict[LabelKey, LabelValue] = Field(
-        default={}, max_length=32, description="key/value labels (keys: letters, digits, ._/-)"
+        default={},
+        max_length=32,
+        description="key/value labels (keys: letters, digits, ._/-)",
+        json_schema_extra={"additionalProperties": False},  # keys match the pattern (patternProperties)
     )
 
     @model_validator(mode="after")

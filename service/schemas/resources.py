@@ -7,13 +7,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas.common import Name, Sha256, Strict, UploadTarget
+from service.schemas.common import PRESIGNED_PAIR, Name, Sha256, Strict, UploadTarget
+from service.settings import Settings
 
 ModelFormat = Literal["onnx", "pt2"]
 DatasetFormat = Literal["npz", "safetensors", "sharded"]
 ShardFormat = Literal["npz", "safetensors"]
 DatasetKind = Literal["calibration", "evaluation", "training"]
 ReadyStatus = Literal["pending", "ready", "rejected"]
+# Declared sizes over the (default) upload limit are refused with 413.
+_SIZE = {"maximum": Settings.model_fields["max_upload_bytes"].default}
 
 
 class ModelCreate(Strict):
@@ -35,8 +38,10 @@ class ModelVersionCreate(Strict):
     """Declare a version. With ``size`` and ``sha256`` the answer carries presigned upload URLs;
     without them, stream the bytes to ``PUT /v1/models/{id}/versions/{n}/content``."""
 
+    model_config = ConfigDict(json_schema_extra=PRESIGNED_PAIR)
+
     format: ModelFormat
-    size: int | None = Field(default=None, gt=0)
+    size: int | None = Field(default=None, gt=0, json_schema_extra=_SIZE)
     sha256: Sha256 | None = None
 
 
@@ -55,10 +60,25 @@ class ModelVersionRead(BaseModel):
 
 
 class DatasetCreate(Strict):
+    # A sharded dataset's bytes come per shard: it declares neither size nor sha256.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                PRESIGNED_PAIR,
+                {
+                    "anyOf": [
+                        {"properties": {"format": {"not": {"const": "sharded"}}}},
+                        {"properties": {"size": {"type": "null"}, "sha256": {"type": "null"}}},
+                    ]
+                },
+            ]
+        }
+    )
+
     name: Name
     kind: DatasetKind = "calibration"
     format: DatasetFormat
-    size: int | None = Field(default=None, gt=0)
+    size: int | None = Field(default=None, gt=0, json_schema_extra=_SIZE)
     sha256: Sha256 | None = None
 
 
@@ -81,9 +101,11 @@ class ShardCreate(Strict):
     ``sha256`` the answer carries presigned upload URLs (completed through ``/v1/uploads/{id}/complete``);
     without them, stream the bytes to ``PUT /v1/datasets/{id}/shards/{index}/content``."""
 
+    model_config = ConfigDict(json_schema_extra=PRESIGNED_PAIR)
+
     index: int = Field(ge=0, lt=100_000)
     format: ShardFormat
-    size: int | None = Field(default=None, gt=0)
+    size: int | None = Field(default=None, gt=0, json_schema_extra=_SIZE)
     sha256: Sha256 | None = None
 
 

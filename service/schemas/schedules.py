@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from service.schemas.common import JsonObject, Name, Strict
 from service.schemas.jobs import JobSpec
@@ -23,6 +23,22 @@ def check_template(template: dict[str, Any]) -> dict[str, Any]:
     spec.pop("model_id")
     spec.pop("model_version")
     return spec
+
+
+def _template_schema() -> dict[str, Any]:
+    """The OpenAPI schema of a template: JobSpec's without model_id and model_version."""
+    schema = JobSpec.model_json_schema()
+    for name in ("model_id", "model_version"):
+        schema["properties"].pop(name)
+    schema["required"] = [name for name in schema["required"] if name != "model_id"]
+    schema["title"] = "JobTemplate"
+    schema["description"] = "a job spec (see JobSpec) without model_id and model_version"
+    return schema
+
+
+Template = Annotated[JsonObject, WithJsonSchema(_template_schema())]
+# Only http(s) URLs (check_webhook); whether the target's address is allowed is decided at create time.
+_WEBHOOK_URL: dict[str, Any] = {"pattern": "^https?://"}
 
 
 def check_cron(cron: str) -> str:
@@ -63,11 +79,11 @@ class ScheduleCreate(Strict):
 
     name: Name
     model_name: Name
-    template: JsonObject
+    template: Template
     cron: str = Field(max_length=100, examples=["0 2 * * *"])
     timezone: str = Field(default="UTC", max_length=64)
     enabled: bool = True
-    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_url: str | None = Field(default=None, max_length=2000, json_schema_extra=_WEBHOOK_URL)
     webhook_secret: str | None = Field(default=None, min_length=16, max_length=100)
     regression_threshold: float = Field(default=0.01, ge=0, le=1)
 
@@ -82,11 +98,11 @@ class ScheduleUpdate(Strict):
 
     name: Name | None = None
     model_name: Name | None = None
-    template: JsonObject | None = None
+    template: Template | None = None
     cron: str | None = Field(default=None, max_length=100)
     timezone: str | None = Field(default=None, max_length=64)
     enabled: bool | None = None
-    webhook_url: str | None = Field(default=None, max_length=2000)
+    webhook_url: str | None = Field(default=None, max_length=2000, json_schema_extra=_WEBHOOK_URL)
     webhook_secret: str | None = Field(default=None, min_length=16, max_length=100)
     regression_threshold: float | None = Field(default=None, ge=0, le=1)
 

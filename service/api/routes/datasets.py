@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
-from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
+from service.api.context import (
+    AppContext,
+    PageLimit,
+    Principal,
+    app_context,
+    db_session,
+    page_limit,
+    principal,
+)
 from service.api.idempotency import Idempotent, idempotent
 from service.api.routes import dataset_shards, uploads
 from service.db.models import Dataset
@@ -48,7 +56,7 @@ async def create_dataset(
 @router.get("", response_model=Page[DatasetRead])
 def list_datasets(
     cursor: str | None = None,
-    limit: int | None = None,
+    limit: PageLimit = None,
     sha256: Sha256 | None = None,
     kind: DatasetKind | None = None,
     format: DatasetFormat | None = None,

@@ -15,7 +15,15 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
+from service.api.context import (
+    AppContext,
+    PageLimit,
+    Principal,
+    app_context,
+    db_session,
+    page_limit,
+    principal,
+)
 from service.api.idempotency import IdempotencyContext, Idempotent, idempotent, replay
 from service.db.loop_sqlite import Busy
 from service.db.models import ModelVersion
@@ -24,7 +32,7 @@ from service.db.repositories import jobs as jobs_repo
 from service.db.repositories import jobs_loop, references, resources
 from service.errors import ConflictError, InvalidInputError, NotFoundError
 from service.jobs import state
-from service.schemas.common import MAX_INT32, Page
+from service.schemas.common import MAX_INT32, DateTime, Page
 from service.schemas.jobs import (
     ArtifactRead,
     JobCreate,
@@ -173,10 +181,10 @@ def list_jobs(
     status: JobStatus | None = None,
     technique: Technique | None = None,
     model_id: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: DateTime | None = None,
+    created_before: DateTime | None = None,
     cursor: str | None = None,
-    limit: int | None = None,
+    limit: PageLimit = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),
@@ -324,7 +332,7 @@ def list_artifacts(
 def job_logs(
     job_id: str,
     after: int = Query(default=0, ge=0, le=MAX_INT32),
-    limit: int | None = None,
+    limit: PageLimit = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),

@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Path, Request
 from sqlalchemy.orm import Session
 
-from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
+from service.api.context import (
+    AppContext,
+    PageLimit,
+    Principal,
+    app_context,
+    db_session,
+    page_limit,
+    principal,
+)
 from service.api.idempotency import Idempotent, idempotent
 from service.api.routes import uploads
 from service.db.models import ModelVersion
@@ -38,7 +46,7 @@ async def create_model(body: ModelCreate, idem: Idempotent = Depends(idempotent)
 def list_models(
     name: str | None = None,
     cursor: str | None = None,
-    limit: int | None = None,
+    limit: PageLimit = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),

@@ -10,7 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import schedule_changes
-from service.api.context import AppContext, Principal, app_context, db_session, page_limit, principal
+from service.api.context import (
+    AppContext,
+    PageLimit,
+    Principal,
+    app_context,
+    db_session,
+    page_limit,
+    principal,
+)
 from service.db.models import Job, ModelVersion
 from service.db.repositories import schedules as repo
 from service.db.schedule_tables import Schedule
@@ -43,7 +51,7 @@ def create_schedule(
 @router.get("", response_model=Page[ScheduleRead])
 def list_schedules(
     cursor: str | None = None,
-    limit: int | None = None,
+    limit: PageLimit = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),
@@ -87,7 +95,7 @@ def delete_schedule(
 def list_runs(
     schedule_id: str,
     cursor: str | None = None,
-    limit: int | None = None,
+    limit: PageLimit = None,
     who: Principal = Depends(principal),
     ctx: AppContext = Depends(app_context),
     session: Session = Depends(db_session),

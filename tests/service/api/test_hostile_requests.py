@@ -199,3 +199,14 @@ def test_webhook_secret_is_sealed_at_rest(api: Api, client: httpx.Client, ready_
                 unseal(stored.webhook_secret, "another-server-secret")
     finally:
         engine.dispose()
+
+
+def test_undecodable_body_and_loose_date_times_are_422(client: httpx.Client) -> None:
+    """Bytes that are not UTF-8 JSON answered an undocumented 400; date-time filters took Unix timestamps
+    and bare dates the schema's date-time format forbids (schemathesis' negative_data_rejection)."""
+    resp = client.post("/v1/models", content=b"\xff\xfe{", headers={"Content-Type": "application/json"})
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "invalid_request", resp.text
+    for value in ("0", "2026-01-01", "2026-01-01T00:00:00"):
+        resp = client.get("/v1/jobs", params={"created_after": value})
+        assert resp.status_code == 422 and "RFC 3339" in resp.json()["error"]["message"], (value, resp.text)
+    assert client.get("/v1/jobs", params={"created_after": "2026-01-01T00:00:00+02:00"}).status_code == 200
