@@ -7,12 +7,13 @@ time, e.g. a dynamic convolution) the converter declines and the node stays a fl
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from core.graph import ops
+from core.graph import aten_math, ops
 from core.graph.aten_registry import Conversion, ConversionContext, arg, register_aten
 
 
@@ -34,6 +35,21 @@ def _assign(module: nn.Module, name: str, tensor: torch.Tensor | None) -> None:
         module._buffers[name] = tensor
 
 
+def _weight_normed(item: Any, ctx: ConversionContext) -> torch.Tensor | None:
+    """The weight ``aten._weight_norm(v, g, dim)`` computes from program tensors (weight-normalised
+    convs, Wav2Vec2's positional conv), computed once here: at inference it is a constant."""
+    if not isinstance(item, fx.Node) or item.op != "call_function" or len(item.args) < 2:
+        return None
+    if getattr(getattr(item.target, "overloadpacket", None), "__name__", None) != "_weight_norm":
+        return None
+    v, g = ctx.tensor_of(item.args[0]), ctx.tensor_of(item.args[1])
+    if v is None or g is None:
+        return None
+    dim = arg(item, "dim", 2, 0)
+    with torch.no_grad():
+        return nn.Parameter(torch._weight_norm(v.detach(), g.detach(), dim))
+
+
 def _tensors(node: fx.Node, ctx: ConversionContext, *nodes: Any) -> list[torch.Tensor | None] | None:
     """Program tensors for weight-like arguments; None if any given one is computed at run time."""
     out: list[torch.Tensor | None] = []
@@ -42,6 +58,8 @@ def _tensors(node: fx.Node, ctx: ConversionContext, *nodes: Any) -> list[torch.T
             out.append(None)
             continue
         tensor = ctx.tensor_of(item)
+        if tensor is None:
+            tensor = _weight_normed(item, ctx)
         if tensor is None:
             return None
         out.append(tensor)
@@ -105,6 +123,87 @@ def _conv_transpose(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     return Conversion(module, (node.args[0],), "conv_transpose")
 
 
+@register_aten("convolution")
+def _convolution(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    """The inference IR's ``aten.convolution`` (what ``run_decompositions`` makes of conv2d and friends):
+    ``(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)``."""
+    tensors = _tensors(node, ctx, node.args[1], node.args[2])
+    if tensors is None or len(node.args) < 9:
+        return None
+    weight, bias = tensors
+    assert weight is not None
+    dims = weight.dim() - 2
+    stride, padding, dilation, transposed, output_padding, groups = node.args[3:9]
+    common: dict[str, Any] = {
+        "stride": _ntuple(stride, dims),
+        "padding": _ntuple(padding, dims),
+        "dilation": _ntuple(dilation, dims),
+        "groups": groups,
+        "bias": bias is not None,
+        "device": "meta",
+    }
+    if transposed:
+        module: nn.Module = _CONV_T[
+            dims
+        ](
+            weight.shape[0],
+            weight.shape[1] * groups,  # type: ignore[operator]
+            tuple(weight.shape[2:]),
+            output_padding=_ntuple(output_padding, dims),
+            **common,
+        )
+    else:
+        module = _CONV[
+            dims
+        ](
+            weight.shape[1] * groups,  # type: ignore[operator]
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            **common,
+        )
+    _assign(module, "weight", weight)
+    _assign(module, "bias", bias)
+    return Conversion(module, (node.args[0],), "conv_transpose" if transposed else "conv")
+
+
+def _transposed_parameter(item: Any) -> fx.Node | None:
+    """The placeholder behind ``aten.permute(w, [1, 0])`` / ``aten.t(w)`` (how the inference IR feeds a
+    Linear's weight to ``addmm``), else None."""
+    if not isinstance(item, fx.Node) or item.op != "call_function":
+        return None
+    name = getattr(getattr(item.target, "overloadpacket", None), "__name__", None)
+    source = item.args[0] if item.args else None
+    if not isinstance(source, fx.Node) or source.op != "placeholder":
+        return None
+    if name == "t" or (name == "permute" and list(item.args[1]) == [1, 0]):  # type: ignore[arg-type]
+        return source
+    return None
+
+
+@register_aten("addmm")
+def _addmm_linear(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    """``addmm(bias, x, permute(weight))`` of the inference IR with program tensors: an ``nn.Linear``
+    (anything else: the generic Addmm of core.graph.aten_math)."""
+    weight_node = _transposed_parameter(node.args[2])
+    beta, alpha = arg(node, "beta", 3, 1), arg(node, "alpha", 4, 1)
+    tensors = _tensors(node, ctx, weight_node, node.args[0]) if weight_node is not None else None
+    bias_val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+    if (
+        tensors is None
+        or beta != 1
+        or alpha != 1
+        or not isinstance(bias_val, torch.Tensor)
+        or bias_val.dim() != 1
+    ):
+        return aten_math.addmm(node, ctx)
+    weight, bias = tensors
+    assert weight is not None
+    module = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
+    _assign(module, "weight", weight)
+    _assign(module, "bias", bias)
+    return Conversion(module, (node.args[1],), "linear")
+
+
 @register_aten("linear")
 def _linear(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     tensors = _tensors(node, ctx, node.args[1], arg(node, "bias", 2))
@@ -148,6 +247,34 @@ def _batch_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     _assign(module, "running_var", var)
     _assign(module, "num_batches_tracked", torch.zeros((), dtype=torch.long, device=mean.device))
     return Conversion(module.eval(), (node.args[0],), "batch_norm")
+
+
+@register_aten("_native_batch_norm_legit_no_training")
+def _batch_norm_inference(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    """The inference IR's BatchNorm, ``(input, weight, bias, running_mean, running_var, momentum, eps)``,
+    a tuple of which only element 0 (the output) is read: a BatchNorm module standing for that element
+    (``first_of_tuple``: the rebuild maps ``getitem(node, 0)`` to the module's output)."""
+    # torch.export.load writes a getitem for every element; those of the statistics must be unread.
+    if any(user.target is not operator.getitem or (user.args[1] != 0 and user.users) for user in node.users):
+        return None
+    weight_node, bias_node, mean_node, var_node = node.args[1:5]
+    tensors = _tensors(node, ctx, weight_node, bias_node, mean_node, var_node)
+    val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+    if tensors is None or not isinstance(val, torch.Tensor) or val.dim() not in _BN:
+        return None
+    weight, bias, mean, var = tensors
+    assert mean is not None and var is not None
+    module = _BN[val.dim()](
+        mean.shape[0], eps=arg(node, "eps", 6, 1e-5), momentum=arg(node, "momentum", 5, 0.1),
+        affine=weight is not None, device="meta",
+    )  # fmt: skip
+    if weight is not None:
+        _assign(module, "weight", weight)
+        _assign(module, "bias", bias if bias is not None else torch.zeros_like(weight))
+    _assign(module, "running_mean", mean)
+    _assign(module, "running_var", var)
+    _assign(module, "num_batches_tracked", torch.zeros((), dtype=torch.long, device=mean.device))
+    return Conversion(module.eval(), (node.args[0],), "batch_norm", first_of_tuple=True)
 
 
 @register_aten("layer_norm")

@@ -72,8 +72,8 @@ def _div(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     return Conversion(ops.Div(arg(node, "rounding_mode", 2)), tuple(node.args[:2]), "div")
 
 
-@register_aten("addmm")
-def _addmm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+def addmm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    """Generic ``addmm`` (core.graph.aten_layers registers the op: a Linear when its operands allow)."""
     module = ops.Addmm(beta=arg(node, "beta", 3, 1), alpha=arg(node, "alpha", 4, 1))
     return Conversion(module, tuple(node.args[:3]), "addmm")
 

@@ -33,6 +33,9 @@ class Conversion:
     args: tuple[Any, ...]
     name: str
     tuple_output: bool = field(default=False)
+    # The ATen op returns a tuple read only at index 0 (the inference IR's BatchNorm): the module returns
+    # that element, and the rebuild maps ``getitem(node, 0)`` to the module's output.
+    first_of_tuple: bool = field(default=False)
 
 
 class ConversionContext(Protocol):

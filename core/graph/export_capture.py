@@ -13,6 +13,7 @@ needs none of: layers are rebuilt from the ATen arguments and the program's tens
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ from core.graph.aten_registry import (
 )
 from core.graph.module_tree import ModuleTree, is_registered_layer, stack_owner
 from core.graph.symbolic_shapes import emit_symbolic
+
+FIRST_OF_TUPLE = "lowbit_first_of_tuple"
 
 
 def export_program(model: nn.Module, example_inputs: tuple[Any, ...]) -> ExportedProgram:
@@ -185,6 +188,10 @@ def _set_calling_convention(graph: fx.Graph, program: ExportedProgram, model: nn
 
 
 def _convert_node(node: fx.Node, ctx: _Context, tree: ModuleTree, graph: fx.Graph, remap: Any) -> fx.Node:
+    if node.target is operator.getitem and node.args[1] == 0:
+        source = remap(node.args[0])
+        if isinstance(source, fx.Node) and source.meta.get(FIRST_OF_TUPLE):
+            return source  # the module already returns element 0 (Conversion.first_of_tuple)
     converter = None if is_data_movement(node.target) else converter_for(node.target)
     if converter is not None and is_inplace(node.target) and not inplace_is_safe(node):
         converter = None
@@ -198,4 +205,6 @@ def _convert_node(node: fx.Node, ctx: _Context, tree: ModuleTree, graph: fx.Grap
     name = tree.add_module(_module_name(node, conversion, ctx), conversion.module)
     new = graph.call_module(name, remap(conversion.args))
     new.meta["lowbit_source"] = str(node.target)
+    if conversion.first_of_tuple:
+        new.meta[FIRST_OF_TUPLE] = True
     return new
