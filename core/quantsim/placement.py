@@ -150,6 +150,11 @@ _PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
 _FOLDABLE_INTO = FOLDABLE_INTO
 
 
+def weight_channel_axis(op: str) -> int | None:
+    """The output-channel axis of ``op``'s weight (Conv/Gemm 0, ConvTranspose 1), None for other ops."""
+    return _PER_CHANNEL_AXIS.get(op)
+
+
 @dataclass(frozen=True)
 class QuantParams:
     """The run's bitwidths and schemes (from the CLI/API), applied before per-layer overrides."""

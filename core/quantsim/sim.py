@@ -29,7 +29,7 @@ from core.quant.quantizer import Quantizer
 from core.quant.range_setters.base import canonical_scheme
 from core.quantsim.config import QuantSimConfig, load_config
 from core.quantsim.mixin import QuantizationMixin, quantize_module_in_place
-from core.quantsim.placement import ModulePlan, QuantParams, plan_quantizers
+from core.quantsim.placement import ModulePlan, QuantParams, plan_quantizers, weight_channel_axis
 
 if TYPE_CHECKING:
     from core.export.records import EncodingsDoc
@@ -104,8 +104,14 @@ class QuantSim:
         for name, plan in self.plans.items():
             module = self.model.get_submodule(name)
 
-            def make(spec: Any, scheme: str) -> Quantizer | None:
-                return None if spec is None else Quantizer(spec, scheme=scheme)
+            def make(spec: Any, scheme: str, options: dict[str, Any] | None = None) -> Quantizer | None:
+                return None if spec is None else Quantizer(spec, scheme=scheme, scheme_options=options)
+
+            def make_param(pname: str, spec: Any, plan: ModulePlan = plan) -> Quantizer | None:
+                # SQNR/MSE weight ranges balance noise across output channels (core/quant/range_setters).
+                axis = weight_channel_axis(plan.op_type) if pname == "weight" else None
+                balanced = axis is not None and plan.param_scheme in ("sqnr", "mse")
+                return make(spec, plan.param_scheme, {"channel_axis": axis} if balanced else None)
 
             outputs = [make(plan.output, plan.act_scheme)]
             q = outputs[0]
@@ -130,7 +136,7 @@ class QuantSim:
                 plan.op_type,
                 inputs=[make(s, plan.act_scheme) for s in plan.inputs],
                 outputs=outputs if plan.output is not None else [],
-                params={p: make(s, plan.param_scheme) for p, s in plan.params.items()},
+                params={p: make_param(p, s) for p, s in plan.params.items()},
             )
 
     def use_io_of(self, loaded: Any) -> None:

@@ -69,7 +69,7 @@ def test_weight_encodings_follow_weights_after_each_step_of_a_user_loop():
         opt.step()  # no explicit compute_param_encodings: prepare_qat's hook runs it
         for key, q in sim.param_quantizers().items():
             module, _, pname = key.rpartition(".param.")
-            fresh = Quantizer(q.spec, scheme=q.scheme)
+            fresh = Quantizer(q.spec, scheme=q.scheme, scheme_options=q.scheme_options)
             fresh.compute_encoding_from(getattr(sim.model.get_submodule(module), pname).detach())
             assert q.encoding.equals(fresh.encoding), key
     for key, q in sim.activation_quantizers().items():
@@ -344,11 +344,11 @@ def test_weight_search_once_keeps_the_schemes_clip_ratio_every_step_searches_aga
     for key in keys:
         q, weight, weight0 = sim.param_quantizers()[key], _param(sim, key), start[key]
         if weight_search == "every_step":
-            fresh = Quantizer(q.spec, scheme=q.scheme)
+            fresh = Quantizer(q.spec, scheme=q.scheme, scheme_options=q.scheme_options)
             fresh.compute_encoding_from(weight)
             assert q.encoding.equals(fresh.encoding), key
             continue
-        setter = Quantizer(q.spec, scheme=q.scheme).range_setter
+        setter = Quantizer(q.spec, scheme=q.scheme, scheme_options=q.scheme_options).range_setter
         setter.observe(weight0)
         lo0, hi0 = setter.search_range(setter.min, setter.max)
         clipped += int(bool((lo0 != setter.min).any() or (hi0 != setter.max).any()))

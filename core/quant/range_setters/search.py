@@ -12,6 +12,7 @@ import torch
 from core.quant.encoding import Encoding, QuantSpec
 
 MAX_SAMPLES_PER_GROUP = 512
+BALANCED_CANDIDATES = 100
 
 
 def histogram_search(
@@ -100,3 +101,40 @@ def _try(
     cost = err.mean(1)
     better = cost < best_cost
     return torch.where(better, cost, best_cost), torch.where(better, frac, best_f)
+
+
+def channel_balanced_search(
+    weight: torch.Tensor, axis: int, lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One range for a whole weight that minimises the *mean over channels* of each channel's
+    noise-to-signal ratio ``Σ_c ‖Q(w_c) − w_c‖² / ‖w_c‖²`` (channels along ``axis``).
+
+    Why: after BN folding a channel's weight scale is arbitrary (BN's γ/σ, or CLE), and the layers after
+    it see the channel relative to that scale. Noise summed over the whole tensor — SQNR of the tensor —
+    lets a per-tensor 4-bit grid round every small channel to zero (noise = its whole signal, but tiny
+    next to the big channels' rounding noise): on the MobileNet-style bench net with channel ranges
+    spread 10–30× that took nearest rounding to 0.18 accuracy; balanced per channel, 0.64 (min-max:
+    0.10; bench/ptq_mobilenet.py). Clipping is not weighted extra here: a weight's clipping error is
+    known exactly (no histogram tail to guard against), and a weighted one gave up small channels again.
+    Candidates: k/100 of the range, k = 1..100 (AIMET's SQNR tries 101 symmetric deltas; a coarse-then-
+    fine pass measured 0.51 there: at 4 bits per tensor the accuracy is that sensitive to the range);
+    large channels are subsampled as in ``exact_search``.
+    """
+    with torch.no_grad():
+        rows = weight.detach().float().movedim(axis, 0).reshape(weight.shape[axis], -1)
+        if rows.shape[1] > MAX_SAMPLES_PER_GROUP:
+            gen = torch.Generator().manual_seed(0)
+            cols = torch.randperm(rows.shape[1], generator=gen)[:MAX_SAMPLES_PER_GROUP].to(rows.device)
+            rows = rows[:, cols]
+        signal = rows.square().sum(1).clamp_min(1e-30)
+
+        def cost(f: float) -> float:
+            enc = Encoding.from_min_max(
+                lo * f, hi * f, bitwidth=spec.bitwidth, symmetric=spec.symmetric, spec=spec
+            )
+            scale, q_lo = float(enc.scale.reshape(-1)[0]), float(enc.offset.reshape(-1)[0])
+            q = torch.clamp(torch.round(rows / scale), q_lo, q_lo + spec.num_steps) * scale
+            return float(((q - rows).square().sum(1) / signal).sum())
+
+        best = min(torch.linspace(0.01, 1.0, BALANCED_CANDIDATES).tolist(), key=cost)
+    return lo * best, hi * best

@@ -186,3 +186,41 @@ def test_compute_before_observing_and_float16():
         make_range_setter("min_max", QuantSpec()).compute()
     enc = make_range_setter("sqnr", QuantSpec(bitwidth=16, dtype="float")).compute()
     assert enc.spec.dtype == "float"
+
+
+def test_sqnr_per_tensor_weight_range_balances_noise_across_spread_output_channels():
+    """Given a conv weight whose output channels' ranges are spread ~30× (as after BN folding), When its
+    per-tensor 4-bit SQNR range is searched with its channel axis, Then the mean per-channel
+    noise-to-signal ratio — what the next layers see, each channel relative to its own scale — is lower
+    than with the tensor-wide search, and no channel is rounded away entirely."""
+    torch.manual_seed(0)
+    w = torch.randn(16, 8, 3, 3) * torch.logspace(-0.75, 0.75, 16).reshape(-1, 1, 1, 1)
+    spec = QuantSpec(bitwidth=4, symmetric=True)
+
+    def encoding(**options: int) -> object:
+        rs = make_range_setter("sqnr", spec, **options)
+        rs.observe(w)
+        return rs.compute()
+
+    def nsr(enc: object) -> torch.Tensor:
+        return (fake_quantize(w, enc) - w).pow(2).sum((1, 2, 3)) / w.pow(2).sum((1, 2, 3))
+
+    balanced, tensor_wide = nsr(encoding(channel_axis=0)), nsr(encoding())
+    assert float(balanced.mean()) < float(tensor_wide.mean())
+    assert float(tensor_wide.max()) == pytest.approx(1.0)  # the tensor-wide range zeroes a channel
+    assert float(balanced.max()) < 1.0
+
+
+def test_quantsim_gives_sqnr_and_mse_weight_range_setters_their_output_channel_axis():
+    from torch import nn
+
+    from core.quantsim import QuantSim
+
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3), nn.ConvTranspose2d(4, 3, 2), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
+    )
+    x = torch.randn(1, 2, 5, 5)
+    for scheme, axes in (("sqnr", [0, 1, 0]), ("mse", [0, 1, 0]), ("min_max", [None, None, None])):
+        sim = QuantSim(model, (x,), param_bw=4, per_channel=False, param_scheme=scheme)
+        weights = [q for k, q in sim.param_quantizers().items() if k.endswith(".weight")]
+        assert [getattr(q.range_setter, "channel_axis", None) for q in weights] == axes, scheme
