@@ -31,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_quant_options(p)
     p.add_argument(
         "--ptq",
-        help="PTQ techniques to apply, comma-separated: bn_fold, cle, adaround, bias_correction (e.g. cle,adaround); "
-        "cle without adaround is DFQ: CLE then bias correction",
+        help="PTQ techniques to apply, comma-separated: bn_fold, cle, seq_mse, adaround, bias_correction, "
+        "outlier_clip (e.g. cle,adaround); cle without adaround is DFQ: CLE then bias correction; outlier_clip "
+        "narrows outlier-dominated activation ranges by the output error (transformers)",
     )
     p.add_argument(
         "--quantized-input-passes",

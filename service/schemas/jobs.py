@@ -12,7 +12,9 @@ from service.schemas.common import MAX_INT32, JsonObject, ResourceId, Strict
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=200)]
 Technique = Literal["quantsim", "ptq", "autoquant", "qat", "analyze"]
-PtqStep = Literal["bn_fold", "cle", "seq_mse", "adaround", "bn_reestimation", "bias_correction"]
+PtqStep = Literal[
+    "bn_fold", "cle", "seq_mse", "adaround", "bn_reestimation", "bias_correction", "outlier_clip"
+]
 
 
 class QuantsimParams(Strict):

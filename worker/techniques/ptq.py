@@ -2,7 +2,9 @@
 
 Order: BN fold or CLE (on the FP32 graph) → QuantSim → SeqMSE weight ranges → AdaRound → calibration → bias correction (it
 runs the quantized model, so it needs the encodings; calibrated again after it) → BN re-estimation
-(the statistics then describe the quantized activations, as AIMET does after QAT).
+(the statistics then describe the quantized activations, as AIMET does after QAT). ``outlier_clip`` runs
+on the calibrated sim, after bias correction: it narrows outlier-dominated activation ranges where the
+model's output error says so (core/ptq/outlier_clip.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from worker.pipeline.context import JobContext, TechniqueResult
 from worker.techniques import register_technique
 from worker.techniques.quantsim import build_sim, calibrate
 
-SUPPORTED = ("bn_fold", "cle", "seq_mse", "adaround", "bias_correction", "bn_reestimation")
+SUPPORTED = ("bn_fold", "cle", "seq_mse", "adaround", "bias_correction", "outlier_clip", "bn_reestimation")
 BIAS_CORRECTION_METHODS = ("empirical", "analytical")
 
 
@@ -100,6 +102,15 @@ def run_ptq(ctx: JobContext) -> TechniqueResult:
         )
         notes["bias_correction"] = {"empirical": corrected.empirical, "analytical": corrected.analytical}
         calibrate(ctx, sim)
+    if "outlier_clip" in steps:
+        from core.ptq.outlier_clip import clip_activation_outliers
+
+        clipped = clip_activation_outliers(sim, ctx.calib)
+        notes["outlier_clip"] = {
+            "searched": len(clipped.searched),
+            "clipped": len(clipped.clipped),
+            "seconds": round(clipped.seconds, 2),
+        }
     if "bn_reestimation" in steps:
         from core.ptq.bn_reestimation import reestimate_bn_stats
 

@@ -64,3 +64,22 @@ def test_quantized_input_passes_out_of_range_is_a_usage_error(digits_artifacts, 
         code = exc.code
     assert code == 2
     assert "0 to 8" in capsys.readouterr().err
+
+
+def test_quantize_with_outlier_clip_records_the_search(digits_artifacts, tmp_path, capsys):
+    """`--ptq outlier_clip` calibrates, searches the outlier-dominated activation ranges by output error and
+    records what it did; whatever it clipped is the range the exported encodings carry."""
+    code = main(_args(digits_artifacts, tmp_path / "q", "--ptq", "outlier_clip", "--scheme", "min_max"))
+    metrics = json.loads(capsys.readouterr().out)
+    assert code == 0 and metrics["technique"] == "ptq"
+    clip = metrics["ptq"]["outlier_clip"]
+    before, after = clip["output_error"]
+    assert after <= before and clip["searched"] >= len(clip["clipped"])
+    encodings = json.loads((tmp_path / "q" / "model.encodings").read_text())["activation_encodings"]
+    for _key, (observed, chosen) in clip["clipped"].items():
+        assert chosen < observed
+        assert any(abs(max(-e["min"], e["max"]) - chosen) < 1e-3 * chosen for e in _flat(encodings))
+
+
+def _flat(encodings):
+    return [e for entry in encodings for e in (entry if isinstance(entry, list) else [entry])]
