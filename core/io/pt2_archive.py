@@ -9,7 +9,7 @@ symbolic shape expressions with ``sympy.sympify`` (Python ``eval``). The rule en
   members, no AOTInductor / ExecuTorch / MTIA payloads (compiled code), nothing unknown;
 * every weight and constant is a raw tensor (``use_pickle: false``, ``tensor_*`` constants only),
   and every raw payload file is referenced by a config;
-* sample inputs are a ``torch.save`` archive whose pickles import only allow-listed tensor globals
+* sample inputs are empty (a program saved without example inputs) or a ``torch.save`` archive whose pickles import only allow-listed tensor globals
   and which loads with ``weights_only=True`` (so torch's fallback is never reached);
 * every ``expr_str`` in the program JSON is a plain arithmetic expression over shape symbols;
   ``guards_code`` (Python source that ``ExportedProgram.module()`` would run with ``exec``) must be a
@@ -107,6 +107,10 @@ def _check_payload_config(config: object, name: str, path: Path, constants: bool
 
 
 def _check_sample_inputs(data: bytes, name: str, path: Path) -> None:
+    # torch.export.save writes this member empty when the program has no example inputs
+    # (``example_inputs is None``), and torch.export.load reads an empty member back as None.
+    if not data:
+        return
     try:
         nested = zipfile.ZipFile(io.BytesIO(data))
         infos = nested.infolist()

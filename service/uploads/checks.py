@@ -10,7 +10,8 @@ contents: service/uploads/array_checks.py). The worker runs the same check again
   tensors have samples and finite floats (streamed).
 - ``pt2`` (``torch.export.save`` archive): a well-formed zip with ``archive_format`` = ``pt2`` whose
   members all match the layout torch.export writes. The rule on pickles: ``torch.export.save`` always
-  writes ``data/sample_inputs/*.pt``, a nested ``torch.save`` archive whose ``data.pkl`` is a pickle. Such
+  writes ``data/sample_inputs/*.pt``: empty for a program without example inputs, else a nested
+  ``torch.save`` archive whose ``data.pkl`` is a pickle. Such
   a member is accepted only when a static scan of its opcodes (``pickletools.genops``, never
   ``pickle.loads``) finds no imports besides torch's tensor-rebuild functions, storage classes and
   ``collections.OrderedDict``. Any other pickle (``.pkl`` members, legacy ``serialized_*.pt`` archives,
@@ -281,6 +282,10 @@ def _pickle_globals(data: bytes) -> list[str]:
 def _check_sample_inputs(data: bytes, name: str, budgets: UploadBudgets) -> None:
     import io
 
+    # An empty member is what torch.export.save writes for a program without example inputs
+    # (torch.export.load reads it back as None): nothing to unpickle, nothing to check.
+    if not data:
+        return
     try:
         inner = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:

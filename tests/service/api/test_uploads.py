@@ -10,6 +10,7 @@ import zipfile
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.service.conftest import Api
 from tests.service.samples import make_ready_dataset, make_ready_model, npz_bytes, onnx_bytes
@@ -120,6 +121,22 @@ def test_structural_checks_reject_bad_files(client: httpx.Client) -> None:
     client.post(f"/v1/models/{model['id']}/versions", json={"format": "onnx"})
     resp = client.put(f"/v1/models/{model['id']}/versions/1/content", content=b"\x08\x07garbage")
     assert resp.status_code == 422 and resp.json()["error"]["code"] == "upload_rejected"
+
+
+@pytest.fixture(scope="module")
+def no_inputs_pt2(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    from tests.fixtures.pt2_without_inputs import save_pt2_without_example_inputs  # torch: only this test
+
+    return save_pt2_without_example_inputs(tmp_path_factory.mktemp("pt2") / "m.pt2").read_bytes()
+
+
+def test_pt2_saved_without_example_inputs_becomes_ready(client: httpx.Client, no_inputs_pt2: bytes) -> None:
+    """A torch.export.save archive whose sample-inputs member is empty (no example inputs) is accepted."""
+    model = client.post("/v1/models", json={"name": f"no-inputs-{os.urandom(3).hex()}"}).json()
+    client.post(f"/v1/models/{model['id']}/versions", json={"format": "pt2"})
+    resp = client.put(f"/v1/models/{model['id']}/versions/1/content", content=no_inputs_pt2)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "ready"
 
 
 def test_local_signed_urls_tampered_or_expired_refused(api: Api, client: httpx.Client) -> None:

@@ -89,6 +89,20 @@ def test_pt2_sample_inputs_with_foreign_globals_refused(real_pt2: Path, tmp_path
     check_file("pt2", _rewrite(real_pt2, tmp_path / "d.pt2", {}, {sample: ok_inner.getvalue()}), LIMIT)
 
 
+def test_pt2_saved_without_example_inputs_passes(tmp_path: Path) -> None:
+    """torch.export.save writes an empty sample-inputs member for a program without example inputs."""
+    pytest.importorskip("torch")
+    from tests.fixtures.pt2_without_inputs import save_pt2_without_example_inputs
+
+    path = save_pt2_without_example_inputs(tmp_path / "no_inputs.pt2")
+    check_file("pt2", path, LIMIT)
+    with zipfile.ZipFile(path) as zf:
+        sample = next(n for n in zf.namelist() if "/data/sample_inputs/" in n)
+    # Only empty is "no inputs": any other bytes there must still be a torch.save archive.
+    with pytest.raises(UploadRejectedError, match=r"not a torch\.save archive"):
+        check_file("pt2", _rewrite(path, tmp_path / "junk.pt2", {}, {sample: b"\x80"}), LIMIT)
+
+
 def test_pt2_needs_archive_format(tmp_path: Path) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
