@@ -116,6 +116,7 @@ class LayerRounding:
     spilled: bool = False
     collect_seconds: float = 0.0  # of ``seconds``: running the models to gather statistics
     range_ratio: float = 1.0  # scale of the grid rounded on / the sim's (1.0: range kept)
+    grid_seconds: float = 0.0  # of ``seconds``: choosing the grid (≈ range_candidates + 1 iterations)
 
 
 @dataclass
@@ -199,6 +200,7 @@ def _round_layer(
     initial = encoding
     if method == "gram" and not quantizer.frozen:
         encoding = search_grid(objective, weight, encoding, config.range_candidates)
+    grid_seconds = time.perf_counter() - start - collect_seconds
     scale, offset = broadcast_encoding(weight, encoding.to(device))
     rounding = SoftRounding(weight, scale, offset, offset + encoding.spec.num_steps)
     nearest_error = error(rounding.nearest)
@@ -226,7 +228,7 @@ def _round_layer(
     ratio = float((encoding.scale / initial.scale.to(encoding.scale.device)).mean())
     seconds = time.perf_counter() - start
     return LayerRounding(
-        name, method, nearest_error, adaround_error, seconds, spilled, collect_seconds, ratio
+        name, method, nearest_error, adaround_error, seconds, spilled, collect_seconds, ratio, grid_seconds
     )
 
 
