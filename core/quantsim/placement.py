@@ -212,7 +212,9 @@ def _is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
         ):
             return _pads_zero(node)
         if isinstance(node.target, torch._ops.OpOverload):
-            return node.target.overloadpacket.__name__ in DATA_MOVEMENT_ATEN
+            name = node.target.overloadpacket.__name__
+            # In-place variants (aten.dropout_ of an eval-mode nn.Dropout(inplace=True)) move data too.
+            return name in DATA_MOVEMENT_ATEN or (name.endswith("_") and name[:-1] in DATA_MOVEMENT_ATEN)
         return node.target in DATA_MOVEMENT_FUNCTIONS or node.target in VALUE_PRESERVING_FUNCTIONS
     if node.op == "call_method":
         return node.target in DATA_MOVEMENT_METHODS

@@ -7,10 +7,11 @@ the file with ``load_encodings_to_sim(strict=True)`` (its quantizer placement an
 tensor for tensor) and its outputs match lowbit's simulation.
 
 Representative set (CI time): ResNet (MaxPool: grid-preserving, no output quantizer in AIMET) from
-the dynamo exporter, and MobileNetV2 (zero Pads in front of the model input and of strided convs,
-depthwise convs outside supergroups, ReLU6 as Clip) from the TorchScript exporter, each with a
-different config and file version. The other CNNs of the corpus (the MobileNetV2-style net, both
-exporters, default/per-channel/HTP v73 configs, 1.0.0 and 2.0.0) passed the same check by hand
+the dynamo exporter; MobileNetV2 (zero Pads in front of the model input and of strided convs,
+depthwise convs outside supergroups, ReLU6 as Clip) from the TorchScript exporter, and from its .pt2
+with BN folded first (in-place dropout before the classifier); each with a different config and file
+version. The other CNNs of the corpus (the MobileNetV2-style net; both exporters and .pt2;
+default/per-channel/HTP v73 configs; 1.0.0 and 2.0.0) passed the same check by hand
 (``python -m tests.core.aimet.test_strict_corpus``). The transformer models do not load strictly
 yet (GELU decomposed into Erf at opset 17, LayerNorm scale and bias quantized as activations by
 aimet-onnx, Gather tables): see the module's ``GAPS``.
@@ -24,7 +25,9 @@ import pytest
 import torch
 
 from core.export.runtime import compare_outputs
+from core.graph import prepare_model
 from core.io import load_data, load_model
+from core.ptq.bn_fold import fold_all_batch_norms
 from core.quantsim import QuantSim
 from tests.corpus.build import corpus_entries
 from tests.corpus.models import sample_inputs
@@ -44,6 +47,14 @@ CASES = [
         id="mobilenet_v2-onnx_legacy-htp_v73-1.0.0",
         marks=pytest.mark.slow,
     ),
+    pytest.param(  # .pt2 with BN folded first (AIMET's flow); eval-mode in-place dropout before the classifier
+        "mobilenet_v2",
+        "pt2",
+        "default_config_per_channel.json",
+        "2.0.0",
+        id="mobilenet_v2-pt2_bn_folded-per_channel-2.0.0",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
@@ -53,7 +64,14 @@ def strict_case(aimet, name: str, fmt: str, config: str, version: str, out) -> d
     loaded = load_model(entry.path(fmt))
     calib = load_data(entry.calibration(), loaded.input_names).for_model(loaded)
     cfg = aimet.configs / config
-    sim = QuantSim(loaded, entry.example_inputs(), config=cfg)
+    example = entry.example_inputs()
+    if fmt == "pt2":  # AIMET's flow folds BN into the weights before simulating (the ONNX files are folded
+        gm = prepare_model(loaded.graph_source, example)  # by the TorchScript exporter or kept as BN)
+        fold_all_batch_norms(gm)
+        sim = QuantSim(gm, example, config=cfg, prepared=True)
+        sim.use_io_of(loaded)
+    else:
+        sim = QuantSim(loaded, example, config=cfg)
     sim.compute_encodings(calib, num_batches=2, batch_size=4)
     sim.export(out, encoding_version=version, qdq=False)
 
@@ -90,7 +108,7 @@ if __name__ == "__main__":  # the wider matrix, by hand: one row per case
     oracle = aimet_oracle()
     names = sys.argv[1:] or ["mobilenet_style", "resnet", "mobilenet_v2"]
     for model in names:
-        for file_format in ("onnx", "onnx-legacy"):
+        for file_format in ("onnx", "onnx-legacy", "pt2"):
             for cfg_name in (
                 "default_config.json",
                 "default_config_per_channel.json",
