@@ -12,8 +12,8 @@ percentile) can know that: it depends on what follows.
 ``clip_activation_outliers`` therefore picks the clipping threshold by the error of the *model's
 outputs* against FP32 on a few calibration batches, with every quantizer active: for each activation
 quantizer whose observed range is dominated by outliers (``max|x|`` above ``ratio`` × the 99.9th
-percentile of ``|x|``), it tries the current range and narrower symmetric clips ``f · max|x|`` and
-keeps the one with the smallest output error, in graph order (each decision sees the ones before).
+percentile of ``|x|``), it tries the observed min-max range and narrower symmetric clips ``f · max|x|``
+against the range the scheme chose, and keeps the one with the smallest output error, in graph order (each decision sees the ones before).
 The result is an ordinary encoding: the exported QDQ model clips exactly the same way. Clipped
 quantizers are frozen so a later ``compute_encodings`` keeps them.
 
@@ -64,7 +64,8 @@ class OutlierClipConfig:
 
 @dataclass
 class OutlierClipResult:
-    """clipped: quantizer key → (max|x| observed, clip chosen); searched: every quantizer tried."""
+    """clipped: quantizer key → (max|x| observed, max|range| chosen; chosen ≤ observed); searched: every
+    quantizer tried."""
 
     clipped: dict[str, tuple[float, float]] = field(default_factory=dict)
     searched: list[str] = field(default_factory=list)
@@ -80,6 +81,7 @@ class _Recorder(nn.Module):
         super().__init__()
         self.inner = inner
         self.absmax = 0.0
+        self.low, self.high = 0.0, 0.0
         self.quantiles: list[float] = []
 
     @property
@@ -88,9 +90,12 @@ class _Recorder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x.is_floating_point():
-            values = x.detach().abs().flatten().float()
-            values = values[values < SENTINEL]  # attention-mask sentinels are not activations
+            signed = x.detach().flatten().float()
+            signed = signed[signed.abs() < SENTINEL]  # attention-mask sentinels are not activations
+            values = signed.abs()
             if values.numel():
+                self.low = min(self.low, float(signed.min()))
+                self.high = max(self.high, float(signed.max()))
                 if values.numel() > _MAX_QUANTILE_VALUES:
                     step = -(-values.numel() // _MAX_QUANTILE_VALUES)
                     sample = values[::step]
@@ -154,9 +159,9 @@ def _error(outs: list[torch.Tensor], refs: list[torch.Tensor]) -> float:
     return total
 
 
-def _clipped(q: Quantizer, base: Encoding, clip: float, low_sentinels: bool) -> Encoding:
-    lo = torch.clamp(base.min, min=-clip)
-    hi = torch.clamp(base.max, max=clip)
+def _clipped(q: Quantizer, low: float, high: float, clip: float, low_sentinels: bool) -> Encoding:
+    lo = torch.tensor([max(low, -clip)])
+    hi = torch.tensor([min(high, clip)])
     if low_sentinels and not q.spec.symmetric:
         lo = torch.minimum(lo, hi - SENTINEL_HEADROOM)  # keep masked scores at ~zero softmax weight
     return Encoding.from_min_max(lo, hi, bitwidth=q.spec.bitwidth, symmetric=q.spec.symmetric, spec=q.spec)
@@ -202,10 +207,12 @@ def clip_activation_outliers(
             q = slots[key][0]
             base = q.encoding
             assert base is not None  # _slots keeps calibrated quantizers only
-            absmax = recorders[key].absmax
+            rec = recorders[key]
             best: Encoding | None = None
-            for f in config.fractions:
-                q.set_encoding(_clipped(q, base, f * absmax, q.range_setter.low_sentinels))
+            # Candidates span the observed range (f = 1: min-max) whatever the scheme chose, so a scheme
+            # that clipped too much (percentile cuts the massive token) is widened again when that pays.
+            for f in (1.0, *config.fractions):
+                q.set_encoding(_clipped(q, rec.low, rec.high, f * rec.absmax, q.range_setter.low_sentinels))
                 err = _error(_run(sim, batches), refs)
                 if err < best_err:
                     best_err, best = err, q.encoding
@@ -213,7 +220,7 @@ def clip_activation_outliers(
             result.searched.append(key)
             if best is not None:
                 q.freeze()
-                result.clipped[key] = (absmax, float(torch.maximum(-best.min, best.max).max()))
+                result.clipped[key] = (rec.absmax, float(torch.maximum(-best.min, best.max).max()))
             if progress is not None:
                 progress((n + 1) / len(candidates))
         result.error_after = best_err
