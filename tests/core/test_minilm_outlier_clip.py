@@ -51,11 +51,15 @@ def test_outlier_clip_gains_in_the_sim_and_onnx_runtime_agrees(tmp_path) -> None
 
     exported = sim.export(tmp_path)
     feed = [eval_ids.numpy(), eval_mask.numpy()]
-    # Exact QDQ arithmetic (graph optimizations off): the same numbers as the simulation.
+    # Exact QDQ arithmetic (graph optimizations off): the simulation's numbers, up to float32 summation
+    # order, which now and then puts a value on the other side of a rounding boundary (that sentence then
+    # drifts a little through the next layers): most sentences agree exactly, all of them closely.
     session = _unfused_session(exported.qdq_onnx)
     names = [i.name for i in session.get_inputs()]
     exact = torch.from_numpy(session.run(None, dict(zip(names, feed, strict=True)))[0])
-    assert _cos(simulated, exact) > 0.999
+    per_sentence = torch.nn.functional.cosine_similarity(simulated, exact, dim=1)
+    assert float(per_sentence.median()) > 0.9999 and float(per_sentence.min()) > 0.9, per_sentence
+    assert abs(_cos(reference, exact) - clipped) < 0.01
     # ORT's default session fuses QDQ pairs into integer kernels whose rounding differs by an LSB here and
     # there; across six layers that is another noise draw of the same size (cosine to the simulation
     # ~0.95), so what must agree is the accuracy against FP32.
