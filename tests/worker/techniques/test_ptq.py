@@ -73,3 +73,17 @@ def test_invalid_ptq_spec_is_a_config_error(prepared: JobContext, params: dict, 
     ctx = _context(prepared, params=params)
     with pytest.raises(ConfigError, match=needle):
         run_ptq(ctx)
+
+
+def test_outlier_clip_step_runs_on_the_calibrated_sim(prepared: JobContext) -> None:
+    """Given a job whose steps are bn_fold then outlier_clip, When it runs, Then the search ran on the
+    calibrated sim (its notes count what it searched and clipped), every activation quantizer it clipped
+    is frozen at its new range, and accuracy holds."""
+    ctx = _context(prepared, params={"steps": ["bn_fold", "outlier_clip"]})
+    result = run_ptq(ctx)
+    notes = result.metrics["ptq"]["outlier_clip"]
+    assert notes["searched"] >= notes["clipped"] >= 0
+    frozen = [k for k, q in result.sim.activation_quantizers().items() if q.frozen]
+    assert len(frozen) == notes["clipped"]
+    metrics = evaluate(result.sim, ctx.prepared, ctx.evaluation, None, "cpu", None)
+    assert metrics["drop"] < 0.05, metrics
