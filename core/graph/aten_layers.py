@@ -220,10 +220,10 @@ def _linear(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
 _BN: dict[int, Any] = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
 
-@register_aten("batch_norm")
-def _batch_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
-    if arg(node, "training", 5, False):
-        return None  # a BN that updates its statistics is training-time behaviour, not a layer to quantize
+def _bn_module(node: fx.Node, ctx: ConversionContext, momentum_at: int, eps_at: int) -> nn.Module | None:
+    """The eval-mode BatchNorm module of an aten BN node ``(input, weight, bias, running_mean,
+    running_var, …)``; ``momentum_at``/``eps_at`` are those arguments' positions, which differ between
+    the pre-dispatch op and the inference IR's. None when the statistics are not constants."""
     weight_node, bias_node, mean_node, var_node = node.args[1:5]
     if mean_node is None or var_node is None:
         return None
@@ -234,19 +234,24 @@ def _batch_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
     weight, bias, mean, var = tensors
     assert mean is not None and var is not None
     module = _BN[val.dim()](
-        mean.shape[0],
-        eps=arg(node, "eps", 7, 1e-5),
-        momentum=arg(node, "momentum", 6, 0.1),
-        affine=weight is not None,
-        device="meta",
-    )
+        mean.shape[0], eps=arg(node, "eps", eps_at, 1e-5), momentum=arg(node, "momentum", momentum_at, 0.1),
+        affine=weight is not None, device="meta",
+    )  # fmt: skip
     if weight is not None:
         _assign(module, "weight", weight)
         _assign(module, "bias", bias if bias is not None else torch.zeros_like(weight))
     _assign(module, "running_mean", mean)
     _assign(module, "running_var", var)
     _assign(module, "num_batches_tracked", torch.zeros((), dtype=torch.long, device=mean.device))
-    return Conversion(module.eval(), (node.args[0],), "batch_norm")
+    return module.eval()
+
+
+@register_aten("batch_norm")
+def _batch_norm(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
+    if arg(node, "training", 5, False):
+        return None  # a BN that updates its statistics is training-time behaviour, not a layer to quantize
+    module = _bn_module(node, ctx, momentum_at=6, eps_at=7)
+    return None if module is None else Conversion(module, (node.args[0],), "batch_norm")
 
 
 @register_aten("_native_batch_norm_legit_no_training")
@@ -257,24 +262,10 @@ def _batch_norm_inference(node: fx.Node, ctx: ConversionContext) -> Conversion |
     # torch.export.load writes a getitem for every element; those of the statistics must be unread.
     if any(user.target is not operator.getitem or (user.args[1] != 0 and user.users) for user in node.users):
         return None
-    weight_node, bias_node, mean_node, var_node = node.args[1:5]
-    tensors = _tensors(node, ctx, weight_node, bias_node, mean_node, var_node)
-    val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
-    if tensors is None or not isinstance(val, torch.Tensor) or val.dim() not in _BN:
+    module = _bn_module(node, ctx, momentum_at=5, eps_at=6)
+    if module is None:
         return None
-    weight, bias, mean, var = tensors
-    assert mean is not None and var is not None
-    module = _BN[val.dim()](
-        mean.shape[0], eps=arg(node, "eps", 6, 1e-5), momentum=arg(node, "momentum", 5, 0.1),
-        affine=weight is not None, device="meta",
-    )  # fmt: skip
-    if weight is not None:
-        _assign(module, "weight", weight)
-        _assign(module, "bias", bias if bias is not None else torch.zeros_like(weight))
-    _assign(module, "running_mean", mean)
-    _assign(module, "running_var", var)
-    _assign(module, "num_batches_tracked", torch.zeros((), dtype=torch.long, device=mean.device))
-    return Conversion(module.eval(), (node.args[0],), "batch_norm", first_of_tuple=True)
+    return Conversion(module, (node.args[0],), "batch_norm", first_of_tuple=True)
 
 
 @register_aten("layer_norm")

@@ -16,25 +16,14 @@ from __future__ import annotations
 import torch
 
 from core.ptq.adaround_objectives import GramObjective
+from core.ptq.seq_mse import candidate_encodings
 from core.quant.encoding import Encoding
 from core.quant.primitives import fake_quantize
 
 
 def range_candidates(encoding: Encoding, weight: torch.Tensor, n: int) -> list[Encoding]:
-    """``encoding`` itself, then the weight's min-max range scaled by k/n, k = 1..n."""
-    spec = encoding.spec
-    if spec.granularity == "per_tensor":
-        lo, hi = weight.min().reshape(1), weight.max().reshape(1)
-    else:
-        moved = weight.detach().movedim(spec.axis or 0, 0).reshape(weight.shape[spec.axis or 0], -1)
-        lo, hi = moved.amin(1), moved.amax(1)
-    scaled = [
-        Encoding.from_min_max(
-            lo * (k / n), hi * (k / n), bitwidth=spec.bitwidth, symmetric=spec.symmetric, spec=spec
-        )
-        for k in range(1, n + 1)
-    ]
-    return [encoding, *scaled]
+    """``encoding`` itself, then SeqMSE's candidates: the weight's min-max range scaled by k/n, k = 1..n."""
+    return [encoding, *candidate_encodings(encoding, weight, n)]
 
 
 def search_grid(objective: GramObjective, weight: torch.Tensor, encoding: Encoding, n: int) -> Encoding:
