@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -195,19 +196,29 @@ def _export_pt2(entry: CorpusEntry, tmp: Path) -> None:
 
 def _export_onnx(entry: CorpusEntry, tmp: Path) -> None:
     # Opset 17 is requested; the exporter builds at 18 and converts down, and keeps 18 when its converter
-    # cannot (e.g. ReduceMean with computed axes): the file then says opset 18, as a user's would.
-    with warnings.catch_warnings(), _quiet():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            exported_program(entry),
-            (),
-            str(tmp),
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=entry.input_names,
-            output_names=[OUTPUT_NAME],
-            external_data=False,
-        )
+    # cannot (e.g. ReduceMean with computed axes): the file then says opset 18, as a user's would. Where
+    # the conversion "succeeds" into an invalid file (GPT-2: opset-17 Split carrying opset 18's
+    # num_outputs, refused by onnx.checker, ONNX Runtime and lowbit's upload check), the file is
+    # exported again at 18, the fix a user whose file ONNX Runtime refuses would make.
+    for opset in (OPSET, OPSET + 1):
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                exported_program(entry),
+                (),
+                str(tmp),
+                dynamo=True,
+                opset_version=opset,
+                input_names=entry.input_names,
+                output_names=[OUTPUT_NAME],
+                external_data=False,
+            )
+        try:
+            onnx.checker.check_model(str(tmp))
+            return
+        except onnx.checker.ValidationError:
+            if opset > OPSET:
+                raise
 
 
 def _export_onnx_legacy(entry: CorpusEntry, tmp: Path) -> None:
