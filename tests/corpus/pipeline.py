@@ -23,6 +23,13 @@ EVAL_BATCH = 3
 # (batch, {dynamic axis name: length}) the exported files run at: text "seq" (exported at 16), audio
 # "samples" (exported at 1600).
 EVAL_SIZES = ((EVAL_BATCH, {"seq": 9, "samples": 1200}), (1, {"seq": 24, "samples": 2000}))
+# The ops a (model, format) leaves in float, named in the validation report and a job's ``float_ops``
+# (every other case quantizes every op): MobileViT's ONNX files resize to an unfold size computed from
+# shapes (a Resize with computed sizes), which the TorchScript exporter computes as float Ceil.
+FLOAT_OPS = {
+    ("mobilevit", "onnx"): {"interpolate_to_size"},
+    ("mobilevit", "onnx-legacy"): {"ceil", "interpolate_to_size"},
+}
 
 
 @dataclass

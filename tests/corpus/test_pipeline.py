@@ -8,9 +8,9 @@ Runtime at two batch sizes and, where the file's sequence is dynamic, two length
 
 CI time: one test per architecture runs its ``.pt2`` and one ONNX file (the TorchScript exporter's, which
 builds in about a second where the dynamo exporter takes several; GPT-2 has only the dynamo file), sharing
-one reference module. MiniLM runs as a module in tests/core/test_minilm_pipeline.py; the two _HEAVY models
-run one file each (MobileNetV2's ONNX, MobileViT's .pt2). ``LOWBIT_CORPUS=full`` runs every (model, format) pair as its own test, both ONNX exporters
-included.
+one reference module. MiniLM runs as a module in tests/core/test_minilm_pipeline.py. Every file of every
+model, MiniLM's included, also runs as a service job in tests/e2e/test_corpus_jobs.py.
+``LOWBIT_CORPUS=full`` runs every (model, format) pair as its own test, both ONNX exporters included.
 """
 
 from __future__ import annotations
@@ -20,13 +20,10 @@ import os
 import pytest
 
 from tests.corpus.build import FORMATS, CorpusEntry, corpus_entries
-from tests.corpus.pipeline import run_case
+from tests.corpus.pipeline import FLOAT_OPS, run_case
 
 pytestmark = pytest.mark.slow
 
-# ~4x the others' time per file (17 inverted-residual blocks; MobileViT's 473 quantizers): CI runs the
-# cheaper file of each (measured 17 s and 22 s against 34 s and 48 s for the other), the full run both.
-_HEAVY = {"mobilenet_v2": "onnx-legacy", "mobilevit": "pt2"}
 _MODULE_ONLY = {"minilm"}  # 90 MB of weights; its module path is tests/core/test_minilm_pipeline.py
 # W8A8 per-tensor min-max on random-init nets: the floors are the measured figures less a margin.
 _FLOOR = {"minilm": 0.7}
@@ -34,16 +31,12 @@ _FLOOR = {"minilm": 0.7}
 # DQ→Conv→Clip→Q into QLinearConv, whose u8×s8 kernels saturate on CPUs without VNNI (NOTES.md,
 # "Outside checks"): 0.941 there against 0.969 with session.disable_quant_qdq=1 and 0.983 simulated.
 _QDQ_FLOOR = {"mobilenet_v2": 0.9}
-# Ops a case may leave in float (named in the report): MobileViT's TorchScript ONNX computes its unfold size
-# as float Ceil of shapes and resizes to it (a Resize with computed sizes).
-_FLOAT_OPS = {("mobilevit", "onnx-legacy"): {"ceil", "interpolate_to_size"}}
 _FULL = os.environ.get("LOWBIT_CORPUS") == "full"
 
 
 def ci_formats(entry: CorpusEntry) -> tuple[str, ...]:
-    """The formats CI runs for ``entry``: .pt2 and the cheaper ONNX file (both for most models)."""
-    onnx = "onnx-legacy" if "onnx-legacy" in entry.formats else "onnx"
-    return (_HEAVY[entry.name],) if entry.name in _HEAVY else ("pt2", onnx)
+    """The formats CI runs for ``entry``: .pt2 and the cheaper ONNX file."""
+    return ("pt2", "onnx-legacy" if "onnx-legacy" in entry.formats else "onnx")
 
 
 def _cases() -> list[object]:
@@ -67,7 +60,7 @@ def test_corpus_case_validates_quantizes_exports_and_runs_in_ort(entry, formats)
             "validates": result.validate_ok,
             "no silent fx fallback": fmt != "pt2" or result.capture == "torch.export",
             "quantizers placed": result.quantizers > 0,
-            "no unexpected float ops": set(result.float_ops) <= _FLOAT_OPS.get((entry.name, fmt), set()),
+            "no unexpected float ops": set(result.float_ops) <= FLOAT_OPS.get((entry.name, fmt), set()),
             "sim close to FP32": result.sim_cosine >= floor,
             "QDQ close to FP32 at other sizes": result.qdq_cosine >= _QDQ_FLOOR.get(entry.name, floor),
             "model.onnx computes FP32": result.onnx_cosine >= 0.9999,
