@@ -20,7 +20,8 @@ from core.export.records import EncodingRecord, EncodingsDoc
 from core.quant.encoding import Encoding, QuantSpec
 
 
-def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Values of the initializers and Constant nodes of a graph, by tensor name."""
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
@@ -33,7 +34,7 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
 def clip_bound_names(model: onnx.ModelProto | onnx.GraphProto) -> set[str]:
     """Names of the scalar constant min/max inputs of the Clips and the fill values of the Pads."""
     graph = model.graph if isinstance(model, onnx.ModelProto) else model
-    constants = _constants(graph)
+    constants = constant_values(graph)
     return {
         name
         for node in graph.node
@@ -47,7 +48,7 @@ def add_clip_bound_encodings(doc: EncodingsDoc, model: onnx.ModelProto, bitwidth
     """Add an activation encoding for each constant bound of a quantized Clip; the names added."""
     if bitwidth > 16:
         return []
-    constants = _constants(model.graph)
+    constants = constant_values(model.graph)
     added = []
     for node in model.graph.node:
         if node.op_type == "Clip" and node.output and node.output[0] in doc.activations:

@@ -155,7 +155,12 @@ def load_encodings(
         from core.export.constant_inputs import clip_bound_names
 
         bounds |= clip_bound_names(user_graph)  # AIMET quantizes the user's Clip bounds and Pad fills
-    unknown = sorted(doc.names() - used - accumulator - bounds - copies)
+    # Tensors inside an op the ONNX export decomposes (GELU at opset 17): written for aimet-onnx,
+    # which quantizes each; lowbit runs the op as one module.
+    from core.export.decomposed_ops import decomposed_op_names
+
+    inside = set().union(*(decomposed_op_names(g, doc, used) for g in (graph, user_graph) if g is not None))
+    unknown = sorted(doc.names() - used - accumulator - bounds - copies - inside)
     if strict and (missing or unknown):
         parts = []
         if missing:

@@ -4,8 +4,11 @@ What is written, per encoding:
 
 - activations (int): ``QuantizeLinear → DequantizeLinear`` on the tensor. Output quantizers act on
   every reader of the tensor; input quantizers only on the module's own nodes (chained after an
-  output quantizer on the same tensor, as in the sim). Asymmetric → ``uint8``/``uint16`` with
-  zero point ``−offset``; symmetric → ``int8``/``int16`` with zero point 0. Bitwidths other than
+  output quantizer on the same tensor, as in the sim). ``uint8``/``uint16`` with zero point
+  ``−offset``, symmetric grids included (zero point 128 / 32768: the same values as ``int8`` with
+  zero point 0; ONNX Runtime converts int8 activations to that form itself on x86, and its
+  conversion breaks at opset 21 — "output_dtype INT8 does not match y_zero_point type UINT8" — when
+  a symmetric activation, such as a dynamic MatMul's second input, precedes a Reshape). Bitwidths other than
   8 and 16 use the next container (8 or 16 bits) behind a ``Clip`` to the encoding's exact
   [min, max], so the values stay on the b-bit grid;
 - weights (int): integer initializers (codes computed here, on the b-bit grid, in an 8- or
@@ -105,9 +108,9 @@ class _Builder:
                     "Cast", [mid], [out_name], to=TensorProto.FLOAT, name=self.unique(f"{tag}/CastF32")
                 ),
             ]
-        _, np_dtype, bits = _container(enc.bitwidth, enc.spec.symmetric)
+        _, np_dtype, bits = _container(enc.bitwidth, False)  # unsigned whatever the symmetry (docstring)
         scale = enc.scale.detach().cpu().float().numpy().reshape(-1)
-        zp = _zero_points(enc, np_dtype)
+        zp = (-enc.offset.detach().cpu().double().numpy().reshape(-1)).astype(np_dtype)
         s_name = self.add_init(self.unique(f"{tag}_scale"), scale.reshape(()) if scale.size == 1 else scale)
         z_name = self.add_init(self.unique(f"{tag}_zero_point"), zp.reshape(()) if zp.size == 1 else zp)
         axis: dict[str, Any] = (

@@ -22,6 +22,7 @@ from torch import nn
 
 from core.errors import LowbitError
 from core.export.constant_inputs import add_clip_bound_encodings
+from core.export.decomposed_ops import add_decomposed_op_encodings
 from core.export.formats import get_format
 from core.export.grid_preserving import move_to_sources
 from core.export.onnx_export import DEFAULT_OPSET, export_marked_onnx
@@ -241,7 +242,9 @@ def export_sim(
     proto, tmap = trace_tensor_map(sim, input_names, output_names, opset)
     doc, items, warnings = collect_encodings(sim, tmap)
     move_to_sources(doc, proto)  # where aimet-onnx places them (same arithmetic: the op is on the grid)
-    add_clip_bound_encodings(doc, proto, int(doc.quantizer_args.get("activation_bitwidth", 8)))
+    act_bw = int(doc.quantizer_args.get("activation_bitwidth", 8))
+    add_clip_bound_encodings(doc, proto, act_bw)
+    add_decomposed_op_encodings(doc, proto, act_bw)  # what aimet-onnx quantizes inside a decomposed GELU
     onnx_path = out / f"{prefix}.onnx"
     onnx.save(proto, onnx_path)
     enc_path = write_encodings_file(doc, out / f"{prefix}.encodings", encoding_version)

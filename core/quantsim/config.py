@@ -28,11 +28,14 @@ from core.quantsim.target import TargetArithmetic
 REQUIRED_KEYS = ("defaults", "params", "op_type", "supergroups", "model_input", "model_output")
 OPTIONAL_KEYS = ("supergroup_pass_list", "overrides", "target", "name", "description", "version")
 # AIMET's graph passes (``supergroup_pass_list``) and what each one means in a prepared graph:
-# MatmulAdd runs MatMul + Add (a bias) as one kernel, so no quantizer sits between them; the
+# MatmulAdd runs MatMul + Add (a bias) as one kernel, so no quantizer sits between them: only a
+# MatMul with a constant weight whose sole reader adds a constant vector (AIMET's
+# ``_get_matmul_add_bias_idx``; a dynamic MatMul such as attention's Q·Kᵀ + mask keeps its output
+# quantizer), which placement's ``_matmul_add_biases`` finds, so it is no generic chain; the
 # normalization passes match the ops a decomposed LayerNorm/RMSNorm leaves behind, which lowbit's
 # preparer already holds as one module each.
 SUPERGROUP_PASSES: Mapping[str, tuple[str, ...] | None] = {
-    "MatmulAdd": ("MatMul", "Add"),
+    "MatmulAdd": None,
     "LayerNormalization": None,
     "RMSNormalization": None,
 }

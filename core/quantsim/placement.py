@@ -31,6 +31,7 @@ from core.graph.fx_functions import PAD_FUNCTIONS, VALUE_PRESERVING_FUNCTIONS
 from core.graph.op_types import has_op_type, onnx_op_type
 from core.quant.encoding import QuantSpec
 from core.quantsim.config import Override, QuantSimConfig
+from core.quantsim.exception_rules import apply_exception_rules
 from core.quantsim.supergroups import FOLDABLE_INTO, excluded_from_supergroups, supergroup_chains
 
 # Op types whose output holds exactly the values of their (first) input, so the quantization
@@ -285,16 +286,12 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
         fused_outputs.add(layer)
         plans[add].reasons[f"input.{index}"] = f"bias of {layer} (MatmulAdd: one Gemm on target)"
     skipped_inputs = {(add, index) for add, index in bias_inputs.values()}
-    # 3. tensors computed only from integer/bool model inputs and constants (attention masks,
-    #    position tables) stay in float: the target precomputes them, and an 8-bit encoding of
-    #    {0, finfo.min} would erase the mask.
+    # 3. tensors computed only from integer/bool model inputs and constants (an attention mask's
+    #    fill, shapes) reach their readers unquantized: the target precomputes them. The output of
+    #    a module that computes one (the mask's Where) is quantized like any other, as aimet-onnx
+    #    does: the observed range [finfo.min, 0] holds 0 exactly and finfo.min as a huge negative, so
+    #    the mask survives.
     derived_nodes = _constant_derived(gm, modules)
-    derived = {str(n.target) for n in gm.graph.nodes if n.op == "call_module" and n.name in derived_nodes}
-    for name, plan in plans.items():
-        if name in derived and plan.output is not None:
-            plan.output = None
-            fused_outputs.add(name)
-            plan.reasons["output"] = "computed from integer inputs and constants only (a mask): kept in float"
     # 4. inputs: quantize what reaches a module unquantized.
     for n in qnodes:
         plan = plans[str(n.target)]
@@ -317,7 +314,9 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
                     symmetric=bool(rule.is_symmetric),
                     dtype=_dtype(params.act_dtype, params.output_bw),
                 )
-    # 5. model outputs.
+    # 5. what aimet-onnx imposes after its config (dynamic MatMul weights, normalization params).
+    apply_exception_rules(gm, plans, config, _true_producer)
+    # 6. model outputs.
     if config.model_output_quantized is not None:
         for out in _output_producers(gm):
             name = str(out.target)
@@ -327,7 +326,7 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
                     if config.model_output_quantized
                     else None
                 )
-    # 6. per-layer overrides, in order.
+    # 7. per-layer overrides, in order.
     for override in config.overrides:
         for name, plan in plans.items():
             if fnmatch.fnmatchcase(name, override.pattern):
@@ -391,7 +390,12 @@ def _constant_derived(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> set[
                 derived.add(node.name)
             continue
         if node.op == "get_attr":
-            derived.add(node.name)  # buffers and constants (not parameters of quantized layers)
+            # Scalars and integer buffers (a mask's fill, shapes, position ids) are what the target
+            # precomputes; a float table (an embedding matrix the converter kept as a constant) is
+            # data like a weight: what is looked up in it is quantized, as AIMET does.
+            value = getattr(gm, str(node.target), None)
+            if not (isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1):
+                derived.add(node.name)
             continue
         if node.op == "call_module" and any(
             True for _ in modules[str(node.target)].parameters(recurse=False)

@@ -12,9 +12,12 @@ depthwise convs outside supergroups, ReLU6 as Clip) from the TorchScript exporte
 with BN folded first (in-place dropout before the classifier); each with a different config and file
 version. The other CNNs of the corpus (the MobileNetV2-style net; both exporters and .pt2;
 default/per-channel/HTP v73 configs; 1.0.0 and 2.0.0) passed the same check by hand
-(``python -m tests.core.aimet.test_strict_corpus``). The transformer models do not load strictly
-yet (GELU decomposed into Erf at opset 17, LayerNorm scale and bias quantized as activations by
-aimet-onnx, Gather tables): see the module's ``GAPS``.
+(``python -m tests.core.aimet.test_strict_corpus``). BERT (dynamo exporter, default config): an
+attention mask (its Where and fill constants quantized as aimet-onnx does), dynamic MatMuls (second
+input symmetric), LayerNorm weights (asymmetric at 8 bits), embedding tables looked up by Gather,
+and GELU, which lowbit simulates as one module and the exported opset-17 graph holds as
+Div/Erf/Add/Mul: the exporter writes the intermediates' encodings over the values the chain takes
+on its input's grid. See the module's ``GAPS`` for what does not hold yet.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from tests.corpus.build import corpus_entries
 from tests.corpus.models import sample_inputs
 
 GAPS = {
-    "transformers": "GELU exported as Erf ops (each quantized by aimet-onnx), LayerNormalization "
-    "scale/bias quantized as activations by aimet-onnx, Gather tables quantized at the table",
+    "vit": "loads strictly; AIMET's outputs agree with lowbit's at only ~27 dB (top-1 100 %) on the "
+    "corpus ViT, whose own W8A8 simulation is 12.6 dB from FP32: the difference is not the GELU "
+    "intermediates (AIMET without them: 23 dB) and is not located yet",
 }
 
 CASES = [
     pytest.param("resnet", "onnx", "default_config.json", "1.0.0", id="resnet-onnx-default-1.0.0"),
+    pytest.param("bert", "onnx", "default_config.json", "1.0.0", id="bert-onnx-default-1.0.0"),
     pytest.param(
         "mobilenet_v2",
         "onnx-legacy",
