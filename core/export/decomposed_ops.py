@@ -70,7 +70,7 @@ def add_decomposed_op_encodings(
         return []
     graph = model.graph if isinstance(model, onnx.ModelProto) else model
     constants = constant_values(graph)
-    # A non-finite fill (a mask's -inf) has no integer grid: it is left to the reader's settings.
+    # A non-finite fill (a mask's -inf) has no grid of its own (a Where's takes its output's, below).
     scalars = {
         k: v for k, v in constants.items() if v.size == 1 and v.dtype.kind == "f" and np.all(np.isfinite(v))
     }
@@ -125,7 +125,23 @@ def add_decomposed_op_encodings(
     readers = [n for n in graph.node if n.output and (n.output[0] in doc.activations or id(n) in in_chain)]
     for node in readers:
         for name in node.input:
-            if name not in constant_nodes or name not in scalars or name in doc.activations:
+            if name not in constant_nodes or name in doc.activations:
+                continue
+            value = constants.get(name)
+            if (
+                node.op_type == "Where"
+                and value is not None
+                and value.size == 1
+                and value.dtype.kind == "f"
+                and not np.all(np.isfinite(value))
+                and node.output[0] in doc.activations
+            ):
+                # A mask's ±inf fill: Where selects it unchanged and its output grid clamps it to
+                # that grid's end; on the same grid the fill clamps there first, to the same value.
+                doc.activations[name] = dataclasses.replace(doc.activations[node.output[0]], name=name)
+                added.append(name)
+                continue
+            if name not in scalars:
                 continue
             v = torch.tensor([float(scalars[name].reshape(-1)[0])])
             enc = Encoding.from_min_max(v, v, bitwidth=bitwidth, symmetric=False, spec=spec)
