@@ -151,9 +151,11 @@ def add_decomposed_op_encodings(
 
 
 def _expand_as_mul_by_ones(doc: EncodingsDoc, graph: onnx.GraphProto, spec: QuantSpec) -> list[str]:
-    """An Expand exported as ``Mul(x, ConstantOfShape(1))`` (a broadcast CLS token): aimet-onnx
-    quantizes ``x`` and the ones. ``x`` gets the encoding of the product (the same values, so the
-    same grid: AIMET's two quantizers then round ``x`` once), the ones the encoding of 1 (exact)."""
+    """An Expand exported as ``Mul(x, ConstantOfShape(1))`` (a broadcast CLS token, a pooled norm):
+    lowbit's Expand is value-preserving, so ``x`` and the product hold the same values on one grid;
+    aimet-onnx quantizes ``x``, the ones and the product. The side without an encoding gets the other
+    side's (AIMET then rounds to that grid twice, which is rounding once), the ones the encoding of 1
+    (exact)."""
     ones = set()
     for node in graph.node:
         if node.op_type == "ConstantOfShape" and node.output:
@@ -162,19 +164,23 @@ def _expand_as_mul_by_ones(doc: EncodingsDoc, graph: onnx.GraphProto, spec: Quan
                 ones.add(node.output[0])
     added = []
     for node in graph.node:
-        if node.op_type != "Mul" or len(node.input) != 2 or node.output[0] not in doc.activations:
+        if node.op_type != "Mul" or len(node.input) != 2 or not node.output:
             continue
         for x, one in (node.input, reversed(node.input)):
-            if (
-                one in ones
-                and one not in doc.activations
-                and x not in doc.activations
-                and x not in doc.params
-            ):
-                doc.activations[x] = dataclasses.replace(doc.activations[node.output[0]], name=x)
-                v = torch.ones(1)
-                doc.activations[one] = EncodingRecord.from_encoding(
-                    one, Encoding.from_min_max(v, v, bitwidth=spec.bitwidth, symmetric=False, spec=spec)
-                )
-                added += [x, one]
+            out = node.output[0]
+            if one not in ones or one in doc.activations or x in doc.params:
+                continue
+            if out in doc.activations and x not in doc.activations:
+                doc.activations[x] = dataclasses.replace(doc.activations[out], name=x)
+                added.append(x)
+            elif x in doc.activations and out not in doc.activations:
+                doc.activations[out] = dataclasses.replace(doc.activations[x], name=out)
+                added.append(out)
+            elif out not in doc.activations:
+                continue
+            v = torch.ones(1)
+            doc.activations[one] = EncodingRecord.from_encoding(
+                one, Encoding.from_min_max(v, v, bitwidth=spec.bitwidth, symmetric=False, spec=spec)
+            )
+            added.append(one)
     return added
