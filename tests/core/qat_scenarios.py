@@ -73,6 +73,9 @@ def main() -> None:
     if args.rank <= 0:
         save_file({k: v.contiguous() for k, v in sim.model.state_dict().items()}, args.out)
     if args.rank >= 0:
+        # Both ranks done (rank 0 has saved) before the group goes: a rank tearing gloo's pairs down while
+        # its peer still used them aborted the peer ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
