@@ -70,7 +70,7 @@ def _requantized_copies(graph: Any, doc: EncodingsDoc) -> set[str]:
     such ops, the values are the same)."""
     if graph is None:
         return set()
-    from core.quantsim.placement import VALUE_PRESERVING_OP_TYPES
+    from core.quantsim.data_movement import VALUE_PRESERVING_OP_TYPES
 
     moving = VALUE_PRESERVING_OP_TYPES | GRID_PRESERVING_OPS
     producers = {o: n for n in graph.node for o in n.output}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import itertools
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -27,126 +26,13 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
-from core.graph.fx_functions import PAD_FUNCTIONS, VALUE_PRESERVING_FUNCTIONS
 from core.graph.op_types import has_op_type, onnx_op_type
 from core.quant.encoding import QuantSpec
 from core.quantsim.config import Override, QuantSimConfig
+from core.quantsim.data_movement import NOT_QUANTIZED_MODULES, is_data_movement
 from core.quantsim.exception_rules import apply_exception_rules
 from core.quantsim.supergroups import FOLDABLE_INTO, excluded_from_supergroups, supergroup_chains
 
-# Op types whose output holds exactly the values of their (first) input, so the quantization
-# state of the tensor passes through them unchanged.
-VALUE_PRESERVING_OP_TYPES = frozenset(
-    {
-        "Identity",
-        "Dropout",
-        "Flatten",
-        "Reshape",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Expand",
-        "MaxPool",
-        "GlobalMaxPool",
-        "Slice",
-        "Split",
-        "DepthToSpace",
-        "SpaceToDepth",
-    }
-)
-DATA_MOVEMENT_FUNCTIONS = frozenset(
-    {
-        operator.getitem,
-        torch.reshape,
-        torch.flatten,
-        torch.permute,
-        torch.transpose,
-        torch.squeeze,
-        torch.unsqueeze,
-        torch.narrow,
-        torch.chunk,
-        torch.split,
-        torch.t,
-        torch.movedim,
-        torch.swapaxes,
-        torch.select,
-        torch.nn.functional.dropout,
-        torch.clone,
-    }
-)
-DATA_MOVEMENT_METHODS = frozenset(
-    {
-        "view",
-        "reshape",
-        "permute",
-        "transpose",
-        "flatten",
-        "squeeze",
-        "unsqueeze",
-        "contiguous",
-        "expand",
-        "expand_as",
-        "chunk",
-        "split",
-        "t",
-        "to",
-        "clone",
-        "narrow",
-        "select",
-        "view_as",
-        "repeat",
-        "unflatten",
-        "__getitem__",
-        "size",
-        "dim",
-        "float",
-        "type_as",
-        "detach",
-    }
-)
-# The same ops as ATen overload packets, as graphs captured by torch.export hold them
-# (aten.view.default, aten.flatten.using_ints, ...). Only ops whose output values are a subset of
-# their first input's values: creation ops (zeros_like, full, ...) and padding are not listed.
-DATA_MOVEMENT_ATEN = frozenset(
-    {
-        "view",
-        "reshape",
-        "_unsafe_view",
-        "permute",
-        "transpose",
-        "t",
-        "flatten",
-        "unflatten",
-        "squeeze",
-        "unsqueeze",
-        "expand",
-        "expand_as",
-        "contiguous",
-        "clone",
-        "alias",
-        "detach",
-        "slice",
-        "select",
-        "narrow",
-        "index_select",
-        "split",
-        "split_with_sizes",
-        "chunk",
-        "unbind",
-        "movedim",
-        "swapaxes",
-        "repeat",
-        "tile",
-        "flip",
-        "roll",
-        "pixel_shuffle",
-        "pixel_unshuffle",
-        "dropout",
-        "feature_dropout",
-        "lift_fresh_copy",
-    }
-)
-_NOT_QUANTIZED_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
 _PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
 _FOLDABLE_INTO = FOLDABLE_INTO
 
@@ -186,45 +72,7 @@ class ModulePlan:
 
 
 def is_quantizable(module: nn.Module) -> bool:
-    return has_op_type(module) and not isinstance(module, _NOT_QUANTIZED_MODULES)
-
-
-def _pads_zero(node: fx.Node) -> bool:
-    """A pad whose new values are on every quantization grid: zeros (AIMET's grids always hold 0) or
-    copies of the input (reflect, replicate, circular). AIMET counts Pad as grid-preserving."""
-    if isinstance(node.target, torch._ops.OpOverload):
-        name = node.target.overloadpacket.__name__
-        if name == "constant_pad_nd":
-            value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value", 0)
-            return value in (0, 0.0)
-        mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-        value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
-        return name == "pad" and (mode != "constant" or value in (None, 0, 0.0))
-    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
-    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value")
-    return mode != "constant" or value in (None, 0, 0.0)
-
-
-def _is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
-    if node.op == "call_function":
-        if node.target in PAD_FUNCTIONS or (
-            isinstance(node.target, torch._ops.OpOverload)
-            and node.target.overloadpacket.__name__ in ("constant_pad_nd", "pad")
-        ):
-            return _pads_zero(node)
-        if isinstance(node.target, torch._ops.OpOverload):
-            name = node.target.overloadpacket.__name__
-            # In-place variants (aten.dropout_ of an eval-mode nn.Dropout(inplace=True)) move data too.
-            return name in DATA_MOVEMENT_ATEN or (name.endswith("_") and name[:-1] in DATA_MOVEMENT_ATEN)
-        return node.target in DATA_MOVEMENT_FUNCTIONS or node.target in VALUE_PRESERVING_FUNCTIONS
-    if node.op == "call_method":
-        return node.target in DATA_MOVEMENT_METHODS
-    if node.op == "call_module":
-        mod = gm.get_submodule(str(node.target))
-        if isinstance(mod, _NOT_QUANTIZED_MODULES):
-            return True
-        return has_op_type(mod) and onnx_op_type(mod) in VALUE_PRESERVING_OP_TYPES
-    return False
+    return has_op_type(module) and not isinstance(module, NOT_QUANTIZED_MODULES)
 
 
 def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantParams) -> dict[str, ModulePlan]:
@@ -362,7 +210,7 @@ def _is_float_tensor(node: fx.Node) -> bool:
 
 def _true_producer(node: fx.Node, gm: fx.GraphModule) -> fx.Node:
     """Walk back through value-preserving ops to the node that computed the values."""
-    while _is_data_movement(node, gm) and node.args and isinstance(node.args[0], fx.Node):
+    while is_data_movement(node, gm) and node.args and isinstance(node.args[0], fx.Node):
         node = node.args[0]
     return node
 
