@@ -1,24 +1,27 @@
 """Encodings for the tensors inside an op the ONNX export decomposes, which aimet-onnx quantizes one by one.
 
-lowbit simulates an activation such as GELU as one module with one output quantizer (the target
-runs it as one kernel). Below opset 20 ONNX has no Gelu, so the exported graph holds
+Below opset 20 ONNX has no Gelu (nor SiLU, nor Mish below 18), so the exported graph holds
 ``Div → Erf → Add → Mul → Mul`` with scalar Constants, and aimet-onnx puts an activation quantizer
-on every one of those outputs; its strict loader rejects a file without them. The fused module's
-input is on a known grid, so each intermediate can only take the values the chain computes from
-the 2^b grid points: the encoding written for it spans exactly that set (min-max over it, as AIMET's
-own calibration of the tensor would at best observe). The input and output keep lowbit's
-encodings, so AIMET's simulation differs from lowbit's only by rounding the intermediates on those
-grids (corpus BERT: 48.8 dB between the two, top-1 unchanged; the corpus ViT: 26.6 dB, see
-tests/core/aimet/test_strict_corpus.py GAPS). A scalar Constant read by such a
-chain, or by a quantized op (a ``Where`` mask's fill), gets the encoding of its own value: the grid
-spans [min(v, 0), max(v, 0)], so ``v`` is an end of it and is represented to the float32 rounding
-of ``scale · 2^b``.
+on every one of those outputs; its strict loader rejects a file without them. The op's input is on
+a known grid, so each intermediate can only take the values the chain computes from the 2^b grid
+points: the encoding written for it spans exactly that set (min-max over it, core/quant/grid_chain.py),
+or the range the config fixes for the node's op type (HTP's Sigmoid [0, 1]). A scalar Constant read
+by such a chain, or by a quantized op (a ``Where`` mask's fill), gets the encoding of its own value:
+the grid spans [min(v, 0), max(v, 0)], so ``v`` is an end of it and is represented to the float32
+rounding of ``scale · 2^b``.
+
+Whether lowbit's simulation rounds on these encodings too is the config's ``target.decomposed_ops``
+(core/quantsim/decomposed.py): ``per_node`` (AIMET's config files, the HTP presets) rounds them as
+aimet-onnx does — corpus ViT and BERT then agree with aimet-onnx exactly, where one-op GELU gave
+26.6 and 48.8 dB — and the QDQ model carries them (``DecomposedOps.rounded``); ``fused`` (lowbit's
+default and onnxruntime_cpu presets, whose QDQ model ONNX Runtime runs with the chain in float)
+keeps GELU one op, and aimet-onnx's simulation of the file then differs by those roundings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
@@ -27,27 +30,32 @@ import torch
 from core.export.constant_inputs import constant_values
 from core.export.records import EncodingRecord, EncodingsDoc
 from core.quant.encoding import Encoding, QuantSpec
+from core.quant.grid_chain import (
+    ELEMENTWISE_OPS,
+    constant_encoding,
+    encoding_over,
+    fixed_encoding,
+    grid_values,
+)
 
-# Elementwise ops whose output the chain evaluation can compute from its inputs' values.
-_ELEMENTWISE: dict[str, Callable[..., torch.Tensor]] = {
-    "Div": torch.div,
-    "Mul": torch.mul,
-    "Add": torch.add,
-    "Sub": torch.sub,
-    "Erf": torch.special.erf,
-    "Tanh": torch.tanh,
-    "Sigmoid": torch.sigmoid,
-    "Pow": torch.pow,
-    "Sqrt": torch.sqrt,
-}
+
+@dataclasses.dataclass(frozen=True)
+class DecomposedOps:
+    """What :func:`add_decomposed_op_encodings` wrote: every name, and those of the chains' nodes and
+    constants (``rounded``: what a target that rounds node by node quantizes beyond the sim's own
+    quantizers)."""
+
+    names: list[str]
+    rounded: list[str]
 
 
 def _grid(record: EncodingRecord) -> np.ndarray | None:
     """Every value a per-tensor integer encoding can represent."""
     if record.dtype != "int" or record.granularity != "per_tensor" or record.bitwidth > 16:
         return None
-    q = np.arange(2**record.bitwidth, dtype=np.float64)
-    return ((q + float(record.offset[0])) * float(record.scale[0])).astype(np.float32)
+    return grid_values(
+        float(record.scale.reshape(-1)[0]), float(record.offset.reshape(-1)[0]), record.bitwidth
+    )
 
 
 def decomposed_op_names(graph: onnx.GraphProto, doc: EncodingsDoc, bound: set[str]) -> set[str]:
@@ -60,15 +68,23 @@ def decomposed_op_names(graph: onnx.GraphProto, doc: EncodingsDoc, bound: set[st
         activations={k: v for k, v in doc.activations.items() if k in bound},
         params={k: v for k, v in doc.params.items() if k in bound},
     )
-    return set(add_decomposed_op_encodings(own, graph, bw))
+    return set(add_decomposed_op_encodings(own, graph, bw).names)
 
 
 def add_decomposed_op_encodings(
-    doc: EncodingsDoc, model: onnx.ModelProto | onnx.GraphProto, bitwidth: int
-) -> list[str]:
-    """Add encodings for the intermediates of decomposed ops and their scalar constants; the names."""
+    doc: EncodingsDoc,
+    model: onnx.ModelProto | onnx.GraphProto,
+    bitwidth: int,
+    fixed_ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> DecomposedOps:
+    """Add encodings for the intermediates of decomposed ops and their scalar constants.
+
+    ``fixed_ranges``: op type → (min, max) the config fixes for that op's output (AIMET's
+    ``encoding_constraints``, e.g. HTP's Sigmoid [0, 1]); such an intermediate gets the fixed range.
+    """
     if bitwidth > 16:
-        return []
+        return DecomposedOps([], [])
+    fixed_ranges = fixed_ranges or {}
     graph = model.graph if isinstance(model, onnx.ModelProto) else model
     constants = constant_values(graph)
     # A non-finite fill (a mask's -inf) has no grid of its own (a Where's takes its output's, below).
@@ -81,7 +97,7 @@ def add_decomposed_op_encodings(
     root: dict[str, str] = {}
     chain_nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        fn = _ELEMENTWISE.get(node.op_type)
+        fn = ELEMENTWISE_OPS.get(node.op_type)
         if fn is None or not node.output:
             continue
         args, roots = [], set()
@@ -114,15 +130,23 @@ def add_decomposed_op_encodings(
             closed.update(i for i in node.input if i in values and i not in encoded)
     added = []
     spec = QuantSpec(bitwidth=bitwidth)
+    op_of = {n.output[0]: n.op_type for n in chain_nodes}
     for name in sorted(closed, key=list(values).index):
-        v = torch.from_numpy(values[name])
-        enc = Encoding.from_min_max(v.min(), v.max(), bitwidth=bitwidth, symmetric=False, spec=spec)
+        fixed = fixed_ranges.get(op_of.get(name, ""))
+        enc = (
+            fixed_encoding(*fixed, bitwidth=bitwidth)
+            if fixed is not None
+            else encoding_over(torch.from_numpy(values[name]), bitwidth)
+        )
         doc.activations[name] = EncodingRecord.from_encoding(name, enc)
         added.append(name)
+    rounded = list(added)
     added += _expand_as_mul_by_ones(doc, graph, spec)
     # Scalar Constant nodes read by a chain op or by an op with a quantized output.
     constant_nodes = {n.output[0] for n in graph.node if n.op_type == "Constant" and n.output}
     in_chain = {id(n) for n in chain_nodes}
+    # The nodes of a decomposed op: those computing an intermediate, and the last, which reads one.
+    inside = {id(n) for n in chain_nodes if n.output[0] in closed or any(i in closed for i in n.input)}
     readers = [n for n in graph.node if n.output and (n.output[0] in doc.activations or id(n) in in_chain)]
     for node in readers:
         for name in node.input:
@@ -144,11 +168,15 @@ def add_decomposed_op_encodings(
                 continue
             if name not in scalars:
                 continue
-            v = torch.tensor([float(scalars[name].reshape(-1)[0])])
-            enc = Encoding.from_min_max(v, v, bitwidth=bitwidth, symmetric=False, spec=spec)
+            enc = constant_encoding(float(scalars[name].reshape(-1)[0]), bitwidth)
             doc.activations[name] = EncodingRecord.from_encoding(name, enc)
             added.append(name)
-    return added
+    for node in chain_nodes:
+        if id(node) in inside:
+            rounded += [
+                i for i in node.input if i in scalars and i in constant_nodes and i in doc.activations
+            ]
+    return DecomposedOps(added, list(dict.fromkeys(rounded)))
 
 
 def _expand_as_mul_by_ones(doc: EncodingsDoc, graph: onnx.GraphProto, spec: QuantSpec) -> list[str]:

@@ -217,6 +217,31 @@ def collect_encodings(
     return doc, items, warnings
 
 
+def _rounds_decomposed_ops(sim: Any) -> bool:
+    config = getattr(sim, "config", None)
+    return bool(config is not None and config.target.rounds_decomposed_ops)
+
+
+def _fixed_ranges(sim: Any) -> dict[str, tuple[float, float]]:
+    if getattr(sim, "config", None) is None:
+        return {}
+    from core.quantsim.decomposed import fixed_output_ranges
+
+    return fixed_output_ranges(sim)
+
+
+def _decomposed_items(doc: EncodingsDoc, names: Sequence[str]) -> list[tuple[TensorBinding, Encoding]]:
+    """QDQ entries for the nodes (and constants) of decomposed activations: what a target that
+    rounds node by node quantizes beyond the sim's own quantizers."""
+    return [
+        (
+            TensorBinding(quantizer=f"decomposed.{name}", module="", role="output", index="0", tensor=name),
+            doc.activations[name].to_encoding(),
+        )
+        for name in names
+    ]
+
+
 def export_sim(
     sim: Any,
     out_dir: str | os.PathLike[str],
@@ -244,7 +269,11 @@ def export_sim(
     move_to_sources(doc, proto)  # where aimet-onnx places them (same arithmetic: the op is on the grid)
     act_bw = int(doc.quantizer_args.get("activation_bitwidth", 8))
     add_clip_bound_encodings(doc, proto, act_bw)
-    add_decomposed_op_encodings(doc, proto, act_bw)  # what aimet-onnx quantizes inside a decomposed GELU
+    decomposed = add_decomposed_op_encodings(doc, proto, act_bw, _fixed_ranges(sim))
+    if _rounds_decomposed_ops(
+        sim
+    ):  # the sim rounds them (core/quantsim/decomposed.py): so does the QDQ model
+        items += _decomposed_items(doc, decomposed.rounded)
     onnx_path = out / f"{prefix}.onnx"
     onnx.save(proto, onnx_path)
     enc_path = write_encodings_file(doc, out / f"{prefix}.encodings", encoding_version)

@@ -138,6 +138,10 @@ class QuantSim:
                 outputs=outputs if plan.output is not None else [],
                 params={p: make_param(p, s) for p, s in plan.params.items()},
             )
+        if self.config.target.rounds_decomposed_ops:
+            from core.quantsim.decomposed import attach_per_node_rounding
+
+            attach_per_node_rounding(self)
 
     def use_io_of(self, loaded: Any) -> None:
         """Export with ``loaded``'s (a core.io.LoadedModel) input/output names and dynamic dimensions."""

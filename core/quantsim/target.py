@@ -15,6 +15,14 @@ Two properties of integer runtimes change results measurably and are modelled he
   ``StaticQuantConfig``). Weights asked for at more bits are quantized to this many.
 * ``accumulator_bits``: the accumulator width the target sums into (32 on both runtimes above);
   recorded so a preset says it, and checked against the bias width.
+* ``decomposed_ops``: how the target computes an activation that ONNX (opset 17, lowbit's export)
+  has no op for and writes as a chain of elementwise nodes (GELU as Div → Erf → Add → Mul → Mul,
+  SiLU as Sigmoid · x; core/quantsim/decomposed.py). ``"per_node"``: every node output of the chain
+  is rounded to its own 8-bit grid — the placement AIMET's config files describe (aimet-onnx puts an
+  output quantizer on every ONNX node) and what aimet-onnx's simulation and a QNN graph built from
+  its encodings compute. ``"fused"``: the chain runs in float between the op's input and output
+  grids, as ONNX Runtime runs lowbit's QDQ model (no Q/DQ inside the chain). A config without a
+  ``target`` (an AIMET file as shipped) is ``"per_node"``.
 
 >>> TargetArithmetic.parse({"bias": "int32", "max_weight_bits": 7}, "target").weight_bits(8)
 7
@@ -29,7 +37,8 @@ from typing import Any
 from core.errors import ConfigError
 
 BIAS_MODES = ("float", "int32")
-_KEYS = ("bias", "max_weight_bits", "accumulator_bits", "description")
+DECOMPOSED_OP_MODES = ("per_node", "fused")
+_KEYS = ("bias", "max_weight_bits", "accumulator_bits", "decomposed_ops", "description")
 
 
 @dataclass(frozen=True)
@@ -37,11 +46,16 @@ class TargetArithmetic:
     bias: str = "float"
     max_weight_bits: int | None = None
     accumulator_bits: int = 32
+    decomposed_ops: str = "per_node"
     description: str = ""
 
     @property
     def bias_int32(self) -> bool:
         return self.bias == "int32"
+
+    @property
+    def rounds_decomposed_ops(self) -> bool:
+        return self.decomposed_ops == "per_node"
 
     def weight_bits(self, asked: int) -> int:
         """The weight bitwidth the target runs for ``asked`` bits."""
@@ -52,6 +66,7 @@ class TargetArithmetic:
             "bias": self.bias,
             "max_weight_bits": self.max_weight_bits,
             "accumulator_bits": self.accumulator_bits,
+            "decomposed_ops": self.decomposed_ops,
             "description": self.description,
         }
 
@@ -73,7 +88,18 @@ class TargetArithmetic:
             raise ConfigError(f"{where}.accumulator_bits: expected 16, 32 or 64, got {acc!r}")
         if bias == "int32" and acc < 32:
             raise ConfigError(f"{where}: an int32 bias needs an accumulator of at least 32 bits, got {acc}")
+        decomposed = raw.get("decomposed_ops", "per_node")
+        if decomposed not in DECOMPOSED_OP_MODES:
+            raise ConfigError(
+                f"{where}.decomposed_ops: unknown mode {decomposed!r}; choose {', '.join(DECOMPOSED_OP_MODES)}"
+            )
         description = raw.get("description", "")
         if not isinstance(description, str):
             raise ConfigError(f"{where}.description: expected a string")
-        return cls(bias=bias, max_weight_bits=bits, accumulator_bits=acc, description=description)
+        return cls(
+            bias=bias,
+            max_weight_bits=bits,
+            accumulator_bits=acc,
+            decomposed_ops=decomposed,
+            description=description,
+        )

@@ -142,6 +142,7 @@ BAD_CONFIGS = [
     ("pass list not a list", lambda r: r.__setitem__("supergroup_pass_list", "MatmulAdd"), ["supergroup_pass_list", "MatmulAdd"]),
     ("target bias mode", lambda r: r.__setitem__("target", {"bias": "int16"}), ["target.bias", "float, int32"]),
     ("target weight bits", lambda r: r.__setitem__("target", {"max_weight_bits": 1}), ["target.max_weight_bits", "2..16"]),
+    ("target decomposed mode", lambda r: r.__setitem__("target", {"decomposed_ops": "float"}), ["target.decomposed_ops", "per_node, fused"]),
     ("target unknown key", lambda r: r.__setitem__("target", {"reduce": True}), ["target", "reduce", "max_weight_bits"]),
     ("params not object", lambda r: r.__setitem__("params", ["bias"]), ["params", "object"]),
     ("overrides not list", lambda r: r.__setitem__("overrides", {"pattern": "x"}), ["overrides", "list"]),
