@@ -16,9 +16,11 @@ model_output), then lowbit's per-layer overrides:
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import functools
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -92,11 +94,13 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             symmetric=bool(rule.is_symmetric),
             dtype=_dtype(params.act_dtype, params.output_bw),
         )
+        centred = _centred_range(rule.encoding_constraints) and act.dtype == "int"
+        output = dataclasses.replace(act, symmetric=True) if centred else act
         plan = ModulePlan(
             name=name,
             op_type=op,
             inputs=[None] * len(n.args),
-            output=act if rule.is_output_quantized else None,
+            output=output if rule.is_output_quantized else None,
             params={},
             param_scheme=params.param_scheme,
             act_scheme=params.act_scheme,
@@ -181,6 +185,13 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
                 _apply_override(plan, override, modules[name], params, config.target.weight_bits)
     del nodes
     return plans
+
+
+def _centred_range(constraint: tuple[float, float | None] | None) -> bool:
+    """A fixed range centred on 0 (HTP's Tanh [-1, 1]): aimet-onnx makes that quantizer symmetric."""
+    if constraint is None or constraint[1] is None:
+        return False
+    return math.isclose(constraint[0], -constraint[1], rel_tol=1e-5, abs_tol=1e-8)
 
 
 def _dtype(act_dtype: str, bw: int) -> Literal["int", "float"]:

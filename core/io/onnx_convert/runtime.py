@@ -225,12 +225,14 @@ def trilu(x: torch.Tensor, k: int, upper: int) -> torch.Tensor:
 def _register() -> None:
     from core.graph.fx_functions import register_data_movement, register_pad
 
+    # Split and Tile hand out their input's values (aimet-onnx leaves their outputs unquantized and
+    # quantizes the tensor in front); a pad is looked through only when it pads zeros (register_pad);
+    # Trilu writes zeros aimet-onnx quantizes after it.
     register_data_movement(
-        onnx_reshape, onnx_flatten, onnx_gather, onnx_slice, expand, gather_elements, gather_nd
-    )
-    register_data_movement(
-        onnx_split, onnx_split_even, tile, onnx_pad, onnx_pad_computed, trilu, value_preserving=False
-    )
+        onnx_reshape, onnx_flatten, onnx_gather, onnx_slice, expand, gather_elements, gather_nd,
+        onnx_split, onnx_split_even, tile,
+    )  # fmt: skip
+    register_data_movement(onnx_pad, onnx_pad_computed, trilu, value_preserving=False)
     register_data_movement(onnx_shape, cast, constant_of_shape, value_preserving=False)
     register_pad(onnx_pad, onnx_pad_computed)
 

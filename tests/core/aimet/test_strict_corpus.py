@@ -44,14 +44,26 @@ GAPS = {
     "intermediates, 1.4 dB of it before, are now rounded by lowbit's sim too)",
     "mobilevit": "dynamo file loads strictly, agreement 15.9 dB; the TorchScript file does not load",
     "whisper_encoder": "loads strictly (both exporters), 46.8 dB but top-1 agreement 96.9 %",
-    "gpt2/t5_encoder/swin": "do not load strictly yet (gpt2: Split outputs AIMET leaves "
-    "unquantized, addmm symmetry)",
+    "gpt2": "dynamo file loads strictly (default, per-channel, HTP v73; 1.0.0 and 2.0.0); agreement "
+    "35.1 / 34.4 / 34.8 dB, top-1 100 %, all of it from rounding at ties: aimet-onnx's CPU kernel rounds "
+    "half away from zero (0.5 -> 1, 2.5 -> 3), lowbit rounds half to even as ONNX Runtime's "
+    "QuantizeLinear does, and random-init attention is uniform (softmax 1/6 = 42.5 codes of 1/255); "
+    "with lowbit's rounding switched to half-away the two match bit for bit (inf dB). The TorchScript "
+    "exporter cannot export it (aten::diff); its .pt2 does not load: the fused Attention module "
+    "(lowbit: one output quantizer) exports as Mul/MatMul/Where/Add/Softmax/Where/MatMul whose every "
+    "output aimet-onnx quantizes (its bool-mask constants 0 and -inf included), and nn.Embedding "
+    "keeps an output quantizer and a symmetric table where aimet-onnx quantizes the table as an "
+    "activation and leaves the Gather output alone",
+    "t5_encoder/swin": "do not load strictly yet",
 }
 
 CASES = [
     pytest.param("resnet", "onnx", "default_config.json", "1.0.0", id="resnet-onnx-default-1.0.0"),
     pytest.param("bert", "onnx", "default_config.json", "1.0.0", id="bert-onnx-default-1.0.0"),
     pytest.param("vit", "onnx", "default_config.json", "1.0.0", id="vit-onnx-default-1.0.0"),
+    pytest.param(  # Gemm(transB=0) -> Split into q, k, v; see GAPS for the 35.1 dB
+        "gpt2", "onnx", "default_config.json", "1.0.0", id="gpt2-onnx-default-1.0.0", marks=pytest.mark.slow
+    ),
     pytest.param(
         "mobilenet_v2",
         "onnx-legacy",
