@@ -18,6 +18,7 @@ would at best observe). The exporter writes these encodings for aimet-onnx
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -56,13 +57,15 @@ def encoding_over(values: torch.Tensor, bitwidth: int) -> Encoding:
 
 
 def fixed_encoding(lo: float, hi: float, bitwidth: int) -> Encoding:
-    """The encoding of a config's fixed range (AIMET's ``encoding_constraints``, e.g. Sigmoid [0, 1])."""
+    """The encoding of a config's fixed range (AIMET's ``encoding_constraints``, e.g. Sigmoid [0, 1]);
+    a range centred on 0 (HTP's Tanh [-1, 1]) is symmetric, as aimet-onnx makes that quantizer."""
+    symmetric = math.isclose(lo, -hi, rel_tol=1e-5, abs_tol=1e-8)
     return Encoding.from_min_max(
         torch.tensor([lo]),
         torch.tensor([hi]),
         bitwidth=bitwidth,
-        symmetric=False,
-        spec=QuantSpec(bitwidth=bitwidth),
+        symmetric=symmetric,
+        spec=QuantSpec(bitwidth=bitwidth, symmetric=symmetric),
     )
 
 
