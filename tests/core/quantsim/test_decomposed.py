@@ -11,6 +11,7 @@ The aimet-onnx oracle for the same arithmetic is tests/core/aimet/test_strict_co
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -147,6 +148,11 @@ def test_per_node_rounding_follows_the_input_grid_and_output_quantizer():
     fused, _ = _sim("gelu", "fused")
     with torch.no_grad():
         assert not torch.equal(sim(x), fused(x))
+        # A copy (AutoQuant's trials) reads its own quantizers, not the original's.
+        clone, fused_clone = copy.deepcopy(sim), copy.deepcopy(fused)
+        for s in (clone, fused_clone):
+            s.set_enabled(False, pattern="0.output.0")
+        assert torch.equal(clone(x), fused_clone(x)) and not torch.equal(sim(x), fused(x))
         for s in (sim, fused):
             s.set_enabled(False, pattern="0.output.0")
         assert torch.equal(sim(x), fused(x))
