@@ -28,6 +28,11 @@ GRID_PRESERVING_OPS = frozenset(
 )  # fmt: skip
 
 
+# Ops that read only a tensor's dimensions (the TorchScript exporter's size arithmetic of MobileViT's
+# unfolding reads the Resize output's Shape beside the Reshape that carries its values).
+_SHAPE_READERS = frozenset({"Shape", "Size"})
+
+
 class GridGraph:
     """Producers and reader counts of an ONNX graph, to walk back through grid-preserving ops."""
 
@@ -35,6 +40,8 @@ class GridGraph:
         self.producer = {o: n for n in graph.node for o in n.output}
         self.readers: dict[str, int] = {}
         for node in graph.node:
+            if node.op_type in _SHAPE_READERS:
+                continue  # reads the dimensions only: a quantizer in front changes nothing it sees
             for name in node.input:
                 self.readers[name] = self.readers.get(name, 0) + 1
         self.outputs = {o.name for o in graph.output}

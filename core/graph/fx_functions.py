@@ -201,6 +201,14 @@ DATA_MOVEMENT_FUNCTIONS: set[Any] = {
 # The subset defined elsewhere whose outputs hold only values of their first input (quantsim looks
 # through them: a quantized tensor stays quantized).
 VALUE_PRESERVING_FUNCTIONS: set[Any] = set()
+# The ONNX op a function defined elsewhere stands for (the converter's ``cast`` is a Cast), so that
+# quantizer placement can apply the config's rule for that op type to the tensor it leaves.
+FUNCTION_OP_TYPES: dict[Any, str] = {}
+
+
+def register_function_op_type(function: Any, op_type: str) -> None:
+    """Declare that ``function`` computes ONNX ``op_type`` (see FUNCTION_OP_TYPES)."""
+    FUNCTION_OP_TYPES[function] = op_type
 
 
 def register_data_movement(*functions: Any, value_preserving: bool = True) -> None:

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch import fx, nn
 
+from core.graph.fx_functions import FUNCTION_OP_TYPES
 from core.graph.op_types import has_op_type, onnx_op_type
 from core.quant.encoding import QuantSpec
 from core.quantsim.config import Override, QuantSimConfig
@@ -236,8 +237,12 @@ def _needs_input_quantizer(
     if source.op == "call_module" and str(source.target) in plans:
         name = str(source.target)
         return plans[name].output is None and name not in fused
-    # Computation the preparer left as a function, or a module with no quantized counterpart.
-    return True
+    # Computation the preparer left as a function, or a module with no quantized counterpart: quantized
+    # at its readers, unless the function is an op the config leaves unquantized (a Cast, default
+    # config): aimet-onnx has one quantizer per tensor, disabled there, and none at the readers
+    # (MobileViT's TorchScript file casts a shape to float and divides it by the patch size).
+    op_type = FUNCTION_OP_TYPES.get(source.target) if source.op == "call_function" else None
+    return op_type is None or bool(config.op_rule(op_type).is_output_quantized)
 
 
 def _constant_derived(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> set[str]:

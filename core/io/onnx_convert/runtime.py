@@ -223,7 +223,7 @@ def trilu(x: torch.Tensor, k: int, upper: int) -> torch.Tensor:
 
 
 def _register() -> None:
-    from core.graph.fx_functions import register_data_movement, register_pad
+    from core.graph.fx_functions import register_data_movement, register_function_op_type, register_pad
 
     # Split and Tile hand out their input's values (aimet-onnx leaves their outputs unquantized and
     # quantizes the tensor in front); a pad is looked through only when it pads zeros (register_pad);
@@ -235,6 +235,7 @@ def _register() -> None:
     register_data_movement(onnx_pad, onnx_pad_computed, trilu, value_preserving=False)
     register_data_movement(onnx_shape, cast, constant_of_shape, value_preserving=False)
     register_pad(onnx_pad, onnx_pad_computed)
+    register_function_op_type(cast, "Cast")
 
 
 _register()
