@@ -83,6 +83,38 @@ def fake_quantize_inference(
     return y.mul_(scale)
 
 
+def fake_quantize_half_away(
+    x: torch.Tensor,
+    scale: torch.Tensor | float,
+    lo: torch.Tensor | float,
+    hi: torch.Tensor | float,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Quantize-dequantize the way AIMET's simulation kernel does (a target ``rounding: half_away``).
+
+    aimet-onnx's QcQuantizeOp (libpymo ``quantizeDequantizeCpu``) works in float32: clamp ``x`` to
+    ``[lo·s, hi·s]``, ``v = x / s − lo`` (the offset is added *before* rounding), ``q = roundf(v)``
+    (half away from zero), ``x̂ = s·(q + lo)``. ``fake_quantize_inference`` instead rounds
+    ``x·(1/s)`` half to even and then shifts by the zero point (torch's fused kernel; ONNX
+    QuantizeLinear rounds ``x / s`` half to even). The two differ only where ``x / s`` lands on, or
+    within a float32 rounding of, a half step: values stored at a precision coarser than the grid
+    (fp16-trained embedding tables) do, often. Same argument convention as fake_quantize_inference.
+    """
+    scale_t = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
+    lo_t = torch.as_tensor(lo, dtype=torch.float32, device=x.device)
+    hi_t = torch.as_tensor(hi, dtype=torch.float32, device=x.device)
+    v = torch.maximum(torch.minimum(x.float(), hi_t * scale_t), lo_t * scale_t)
+    v = v.div_(scale_t).sub_(lo_t)
+    # v ≥ 0 up to a float32 rounding (clamped above), so half away from zero is floor(v) + [frac ≥ ½];
+    # floor(v + 0.5) would round twice where v + 0.5 is not representable.
+    q = torch.floor(v)
+    q.add_(v.sub_(q).ge_(0.5))
+    y = q.add_(lo_t).mul_(scale_t)
+    if inplace:
+        return x.copy_(y)
+    return y if x.dtype == torch.float32 else y.to(x.dtype)
+
+
 def broadcast_encoding(x: torch.Tensor, encoding: Encoding) -> tuple[torch.Tensor, torch.Tensor]:
     spec = encoding.spec
     scale = encoding.scale.to(x.device, torch.float32)

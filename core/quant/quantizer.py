@@ -24,7 +24,12 @@ from torch import nn
 
 from core.errors import LowbitError
 from core.quant.encoding import Encoding, QuantSpec
-from core.quant.primitives import broadcast_encoding, fake_quantize_inference, fake_quantize_raw
+from core.quant.primitives import (
+    broadcast_encoding,
+    fake_quantize_half_away,
+    fake_quantize_inference,
+    fake_quantize_raw,
+)
 from core.quant.range_setters import RangeSetter, make_range_setter
 from core.quant.ste import fake_quantize_ste, use_ste_kernel
 
@@ -46,6 +51,10 @@ class Quantizer(nn.Module):
         self.enabled = True
         self.frozen = False
         self._observing = False
+        # How inference rounds (a target's arithmetic, core/quantsim/target.py): "half_even" is torch's
+        # fused kernel and ONNX QuantizeLinear; "half_away" is AIMET's simulation kernel. Training
+        # (straight-through gradients) always uses the fused kernels.
+        self.rounding = "half_even"
         # Inference-parameter cache. It holds the scale/zero-point tensors it was built from: a key of
         # tensor addresses alone goes stale when a new encoding lands at a freed old address.
         self._fast_key: tuple | None = None  # type: ignore[type-arg]
@@ -139,7 +148,7 @@ class Quantizer(nn.Module):
         if self.spec.dtype == "int" and not (
             torch.is_grad_enabled() and (x.requires_grad or self.scale.requires_grad)
         ):
-            return fake_quantize_inference(x, *self._inference_params(x))
+            return self._fake_quantize(x, self._inference_params(x))
         if (
             self.spec.dtype == "int"
             and self.spec.granularity == "per_tensor"
@@ -164,8 +173,7 @@ class Quantizer(nn.Module):
             and not (torch.is_grad_enabled() and x.requires_grad)
             and x.is_floating_point()
         ):
-            scale, inv, lo, hi = self._inference_params(x)
-            return fake_quantize_inference(x, scale, inv, lo, hi, inplace=True)
+            return self._fake_quantize(x, self._inference_params(x), inplace=True)
         return self(x)
 
     def quantize_relu_input(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -181,10 +189,17 @@ class Quantizer(nn.Module):
             and not (torch.is_grad_enabled() and x.requires_grad)
         ):
             return None
-        scale, inv, lo, hi = self._inference_params(x)
-        if lo < 0:  # a signed grid represents negative values: ReLU's clipping is needed
+        params = self._inference_params(x)
+        if params[2] < 0:  # a signed grid represents negative values: ReLU's clipping is needed
             return None
-        return fake_quantize_inference(x, scale, inv, lo, hi)
+        return self._fake_quantize(x, params)
+
+    def _fake_quantize(self, x: torch.Tensor, params: tuple, inplace: bool = False) -> torch.Tensor:  # type: ignore[type-arg]
+        """Inference fake-quant with ``_inference_params`` (scale, 1/scale, lo, hi), rounded as ``rounding`` says."""
+        scale, inv, lo, hi = params
+        if self.rounding == "half_away":
+            return fake_quantize_half_away(x, scale, lo, hi, inplace=inplace)
+        return fake_quantize_inference(x, scale, inv, lo, hi, inplace=inplace)
 
     def _inference_params(self, x: torch.Tensor) -> tuple:  # type: ignore[type-arg]
         """(scale, 1/scale, lo, hi) shaped for x, cached until the encoding changes."""

@@ -156,7 +156,7 @@ class PerNodeRounding:
         self._key: tuple[Any, ...] | None = None
         self._held: tuple[torch.Tensor, ...] = ()
         self._quantizers: list[Quantizer] = []
-        self._constants: dict[tuple[float, torch.device, torch.dtype], torch.Tensor] = {}
+        self._constants: dict[tuple[float, torch.device, torch.dtype, str], torch.Tensor] = {}
 
     def input_quantizer(self) -> Quantizer | None:
         module, role = self.source
@@ -179,13 +179,15 @@ class PerNodeRounding:
         quantizers = self._intermediates(src, x.device)
         values: dict[str, torch.Tensor] = {"x": x}
         for node, q in zip(self.chain, [*quantizers, None], strict=True):
-            args = [values[a] if isinstance(a, str) else self._constant(a, x) for a in node.args]
+            args = [
+                values[a] if isinstance(a, str) else self._constant(a, x, src.rounding) for a in node.args
+            ]
             out = ELEMENTWISE_OPS[node.op](*args)
             values[node.name] = q(out) if q is not None else out
         return values[self.chain[-1].name]
 
     def _intermediates(self, src: Quantizer, device: torch.device) -> list[Quantizer]:
-        key = (src.scale._version, src.zero_point._version, src.spec, device)
+        key = (src.scale._version, src.zero_point._version, src.spec, src.rounding, device)
         if (
             self._key == key
             and len(self._held) == 2
@@ -200,17 +202,19 @@ class PerNodeRounding:
         for encoding in chain_encodings(self.chain, grid, self.bitwidth, self.fixed_ranges):
             q = Quantizer(QuantSpec(bitwidth=self.bitwidth))
             q.set_encoding(encoding)
+            q.rounding = src.rounding  # the target rounds inside the chain as it does everywhere
             quantizers.append(q.to(device))
         self._key, self._held, self._quantizers = key, (src.scale, src.zero_point), quantizers
         return quantizers
 
-    def _constant(self, value: float, x: torch.Tensor) -> torch.Tensor:
+    def _constant(self, value: float, x: torch.Tensor, rounding: str) -> torch.Tensor:
         """The scalar as the target holds it: on the grid of its own encoding."""
-        key = (value, x.device, x.dtype)
+        key = (value, x.device, x.dtype, rounding)
         held = self._constants.get(key)
         if held is None:
             q = Quantizer(QuantSpec(bitwidth=self.bitwidth))
             q.set_encoding(constant_encoding(value, self.bitwidth))
+            q.rounding = rounding
             held = q(torch.tensor(value, dtype=torch.float32)).to(x.device, x.dtype)
             self._constants[key] = held
         return held

@@ -101,7 +101,15 @@ class QuantizationMixin(nn.Module):
             return q(p)  # straight-through gradients to the weight (and to scale/offset when learnt)
         # Inference: the quantized weight only changes when the weight or its encoding does. The cache
         # holds the tensors it was built from (compared by identity): addresses alone can be reused.
-        key = (p.data_ptr(), p._version, q.scale._version, q.zero_point._version, q.enabled, q.spec)
+        key = (
+            p.data_ptr(),
+            p._version,
+            q.scale._version,
+            q.zero_point._version,
+            q.enabled,
+            q.spec,
+            q.rounding,
+        )
         sources = (p, q.scale, q.zero_point)
         cache = self.__dict__.setdefault("_lowbit_qparam_cache", {})
         hit = cache.get(name)

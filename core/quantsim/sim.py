@@ -105,7 +105,11 @@ class QuantSim:
             module = self.model.get_submodule(name)
 
             def make(spec: Any, scheme: str, options: dict[str, Any] | None = None) -> Quantizer | None:
-                return None if spec is None else Quantizer(spec, scheme=scheme, scheme_options=options)
+                if spec is None:
+                    return None
+                q = Quantizer(spec, scheme=scheme, scheme_options=options)
+                q.rounding = self.config.target.rounding  # how the target rounds (core/quantsim/target.py)
+                return q
 
             def make_param(pname: str, spec: Any, plan: ModulePlan = plan) -> Quantizer | None:
                 # SQNR/MSE weight ranges balance noise across output channels (core/quant/range_setters).

@@ -23,6 +23,14 @@ Two properties of integer runtimes change results measurably and are modelled he
   its encodings compute. ``"fused"``: the chain runs in float between the op's input and output
   grids, as ONNX Runtime runs lowbit's QDQ model (no Q/DQ inside the chain). A config without a
   ``target`` (an AIMET file as shipped) is ``"per_node"``.
+* ``rounding``: how a value is rounded onto the grid. ``"half_even"`` (default): ``x·(1/s)``
+  rounded half to even, then shifted by the zero point (torch's fused fake-quant; ONNX
+  QuantizeLinear rounds ``x / s`` the same way). ``"half_away"``: AIMET's simulation kernel
+  (aimet-onnx QcQuantizeOp), which shifts by the offset first and rounds half away from zero,
+  ``roundf(x / s − offset)`` in float32. They differ only on values at (or within a float32
+  rounding of) a half step, but a model whose weights or tables were stored coarser than the grid
+  has many: MiniLM's fp16-trained word embeddings put 606 of 11.7 M entries on exact ties, and one
+  such 1-LSB step at the embedding sum grows through 6 layers to 9.8 dB between the two sims.
 
 >>> TargetArithmetic.parse({"bias": "int32", "max_weight_bits": 7}, "target").weight_bits(8)
 7
@@ -38,7 +46,8 @@ from core.errors import ConfigError
 
 BIAS_MODES = ("float", "int32")
 DECOMPOSED_OP_MODES = ("per_node", "fused")
-_KEYS = ("bias", "max_weight_bits", "accumulator_bits", "decomposed_ops", "description")
+ROUNDING_MODES = ("half_even", "half_away")
+_KEYS = ("bias", "max_weight_bits", "accumulator_bits", "decomposed_ops", "rounding", "description")
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,7 @@ class TargetArithmetic:
     max_weight_bits: int | None = None
     accumulator_bits: int = 32
     decomposed_ops: str = "per_node"
+    rounding: str = "half_even"
     description: str = ""
 
     @property
@@ -67,6 +77,7 @@ class TargetArithmetic:
             "max_weight_bits": self.max_weight_bits,
             "accumulator_bits": self.accumulator_bits,
             "decomposed_ops": self.decomposed_ops,
+            "rounding": self.rounding,
             "description": self.description,
         }
 
@@ -93,6 +104,11 @@ class TargetArithmetic:
             raise ConfigError(
                 f"{where}.decomposed_ops: unknown mode {decomposed!r}; choose {', '.join(DECOMPOSED_OP_MODES)}"
             )
+        rounding = raw.get("rounding", "half_even")
+        if rounding not in ROUNDING_MODES:
+            raise ConfigError(
+                f"{where}.rounding: unknown rounding {rounding!r}; choose {', '.join(ROUNDING_MODES)}"
+            )
         description = raw.get("description", "")
         if not isinstance(description, str):
             raise ConfigError(f"{where}.description: expected a string")
@@ -101,5 +117,6 @@ class TargetArithmetic:
             max_weight_bits=bits,
             accumulator_bits=acc,
             decomposed_ops=decomposed,
+            rounding=rounding,
             description=description,
         )
