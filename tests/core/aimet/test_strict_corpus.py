@@ -65,14 +65,13 @@ GAPS = {
     "three times) is quantized with the Concat output's quantizer, where lowbit rounds it on its own "
     "grid and then on the Concat's (with lowbit's three quantizers off the outputs are identical). "
     "aimet-onnx ties a Resize's output to its input's quantizer too; MobileViT's Resize keeps the size",
-    "whisper_encoder": "loads strictly (both exporters); default config 54.2/53.0 dB, top-1 100 % "
-    "(46.8 dB, 96.9 % before GELU's nodes were rounded); HTP v73 52.1 dB but top-1 98.4 %. Top-1 is "
-    "fragile here: the output is the last LayerNorm's quantized hidden state, 8 of 64 rows have a tied "
-    "maximum and 31 a runner-up within 1 LSB. The default config's 54.2 dB is one rounding tie in the "
-    "sinusoidal position table 'const' (with its quantizer off on both sides: identical outputs): "
-    "0.9999976 lands at x/s = 127.49999 on its grid (offset -127, scale 2/255); lowbit (torch's "
-    "fake-quant, like ORT's QuantizeLinear) gives code 254, aimet-onnx rounds float32(x/s - offset) = "
-    "254.5 half up to 255 (2 of 2048 elements), the half-away rounding of the gpt2 entry",
+    "whisper_encoder": "loads strictly (both exporters) and matches bit for bit with AIMET's rounding "
+    "(target rounding: half_away): default and HTP v73 configs inf dB, top-1 100 % (dynamo 1.0.0, "
+    "TorchScript 2.0.0). With lowbit's default half-to-even rounding: default 54.2/53.0 dB, HTP v73 "
+    "52.1 dB and top-1 98.4 %, from ties in the sinusoidal position table 'const' (0.9999976 at "
+    "x/s = 127.49999, offset -127: float32(x/s - offset) = 254.5, half up to 255 in aimet-onnx). Top-1 "
+    "is fragile here: the output is the last LayerNorm's quantized hidden state, 8 of 64 rows have a "
+    "tied maximum and 31 a runner-up within 1 LSB",
     "gpt2": "dynamo file loads strictly (default, per-channel, HTP v73; 1.0.0 and 2.0.0) and matches bit "
     "for bit (inf dB, top-1 100 %) with AIMET's rounding (target rounding: half_away); with lowbit's "
     "default half-to-even rounding 35.1 / 34.4 / 34.8 dB, from ties: random-init attention is uniform "
