@@ -30,6 +30,7 @@ from core.export.qdq import build_qdq_model
 from core.export.reader import write_encodings_file
 from core.export.records import EncodingRecord, EncodingsDoc
 from core.export.tensor_map import TensorBinding, TensorMap, build_tensor_map
+from core.export.tied_params import conflicting_aliases, shared_parameter_names, untied
 from core.export.user_names import recorded_names, rename_tensors
 from core.quant.encoding import Encoding
 
@@ -96,8 +97,11 @@ def trace_tensor_map(
 ) -> tuple[onnx.ModelProto, TensorMap]:
     """Export the sim's float model to ONNX (in memory) and bind every quantizer to its tensor."""
     inputs = tuple(sim.example_inputs)
-    module_names = list(sim.quantized_modules())  # before float_view hides the quantized classes
-    with float_view(sim) as model:
+    quantized = sim.quantized_modules()  # before float_view hides the quantized classes
+    module_names = list(quantized)
+    aliases = shared_parameter_names(sim.model)
+    own = conflicting_aliases(aliases, {k: m.onnx_type for k, m in quantized.items()})
+    with float_view(sim) as model, untied(model, own):
         was_training = model.training
         model.eval()
         try:
@@ -111,25 +115,10 @@ def trace_tensor_map(
             model, inputs, module_names, in_names, out_names, opset, dynamic_dims=dims
         )
     param_names = rename_tensors(marked, recorded_names(sim.model))
-    for alias, canonical in shared_parameter_names(sim.model).items():
-        param_names.setdefault(alias, param_names.get(canonical, canonical))
+    for alias, canonical in aliases.items():  # tied weights (core/export/tied_params.py)
+        if alias not in own:
+            param_names.setdefault(alias, param_names.get(canonical, canonical))
     return marked.model, build_tensor_map(list(sim.quantizers()), marked, param_names=param_names)
-
-
-def shared_parameter_names(model: nn.Module) -> dict[str, str]:
-    """``{alias: first name}`` for parameters registered under several names (tied or shared weights).
-
-    The exporter writes such a parameter once, named after its first registration (GPT-2's tied
-    ``lm_head.weight`` is the ``wte.weight`` initializer; ALBERT's shared layer, called per layer, is one
-    set of initializers): the aliases' quantizers bind to that one tensor.
-    """
-    first: dict[int, str] = {}
-    aliases: dict[str, str] = {}
-    for name, tensor in model.named_parameters(remove_duplicate=False):
-        canonical = first.setdefault(id(tensor), name)
-        if canonical != name:
-            aliases[name] = canonical
-    return aliases
 
 
 def _quantizer_args(sim: Any) -> dict[str, Any]:

@@ -182,9 +182,18 @@ def _transposed_parameter(item: Any) -> fx.Node | None:
 
 @register_aten("addmm")
 def _addmm_linear(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
-    """``addmm(bias, x, permute(weight))`` of the inference IR with program tensors: an ``nn.Linear``
-    (anything else: the generic Addmm of core.graph.aten_math)."""
-    weight_node = _transposed_parameter(node.args[2])
+    """``addmm(bias, x, permute(weight))`` of the inference IR, or ``addmm(bias, x, weight)`` with the
+    weight stored (in, out) (GPT-2's ``Conv1D``), with program tensors: an ``nn.Linear`` (anything
+    else: the generic Addmm of core.graph.aten_math).
+
+    A layer, not math on two constants: its weight gets the config's weight quantizer (symmetric) and
+    its bias none, as aimet-onnx gives the Gemm the exporter writes for it. A (in, out) weight is held
+    transposed, (out, in), as the ONNX importer holds a ``Gemm(transB=0)`` weight.
+    """
+    weight_node, third = _transposed_parameter(node.args[2]), node.args[2]
+    stored_in_out = weight_node is None and isinstance(third, fx.Node) and ctx.tensor_of(third) is not None
+    if stored_in_out and isinstance(third, fx.Node):
+        weight_node = third
     beta, alpha = arg(node, "beta", 3, 1), arg(node, "alpha", 4, 1)
     tensors = _tensors(node, ctx, weight_node, node.args[0]) if weight_node is not None else None
     bias_val = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
@@ -198,6 +207,8 @@ def _addmm_linear(node: fx.Node, ctx: ConversionContext) -> Conversion | None:
         return aten_math.addmm(node, ctx)
     weight, bias = tensors
     assert weight is not None
+    if stored_in_out:
+        weight = nn.Parameter(weight.detach().t().contiguous(), requires_grad=weight.requires_grad)
     module = nn.Linear(weight.shape[1], weight.shape[0], device="meta")
     _assign(module, "weight", weight)
     _assign(module, "bias", bias)

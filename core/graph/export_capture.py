@@ -92,7 +92,9 @@ def _module_name(node: fx.Node, conversion: Conversion, ctx: _Context) -> str:
     path, cls_path = stack_owner(node.meta)
     if path and is_registered_layer(cls_path):
         return path  # the node is the body of a torch layer: it keeps the layer's name
-    for item in conversion.args:
+    # A layer rebuilt from a program weight is named after the weight's owner (``c_attn.weight`` ->
+    # ``c_attn``), whether the module reads the weight as an argument or holds it (GPT-2's Conv1D).
+    for item in (*conversion.args, *node.args):
         fqn = ctx.fqn_of(item)
         if fqn and fqn.endswith(".weight") and isinstance(ctx.tensor_of(item), nn.Parameter):
             return fqn[: -len(".weight")]

@@ -155,6 +155,8 @@ def is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
             return pads_zero(node)
         if isinstance(node.target, torch._ops.OpOverload):
             name = node.target.overloadpacket.__name__
+            if name in ("to", "_to_copy"):
+                return _keeps_float_dtype(node)  # a Cast to its own float type: the same values
             # In-place variants (aten.dropout_ of an eval-mode nn.Dropout(inplace=True)) move data too.
             return name in DATA_MOVEMENT_ATEN or (name.endswith("_") and name[:-1] in DATA_MOVEMENT_ATEN)
         return node.target in DATA_MOVEMENT_FUNCTIONS or node.target in VALUE_PRESERVING_FUNCTIONS
@@ -166,3 +168,11 @@ def is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
             return True
         return has_op_type(mod) and onnx_op_type(mod) in VALUE_PRESERVING_OP_TYPES
     return False
+
+
+def _keeps_float_dtype(node: fx.Node) -> bool:
+    source = node.args[0] if node.args else None
+    before = source.meta.get("val") if isinstance(source, fx.Node) else None
+    after = node.meta.get("val")
+    dtypes = [getattr(v, "dtype", None) for v in (before, after)]
+    return dtypes[0] is not None and dtypes[0] == dtypes[1] and dtypes[0].is_floating_point

@@ -118,6 +118,11 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             # The target's safe weight range (e.g. ORT's 7-bit reduce_range) caps what was asked.
             bw = config.target.weight_bits(params.param_bw) if pname == "weight" else params.param_bw
             plan.params[pname] = _param_spec(op, pname, p, bw, bool(prule.is_symmetric), per_channel, params)
+        if op == "Gather" and "weight" in plan.params and act.dtype == "int":
+            # An embedding table is no layer weight to aimet-onnx: the tensor the looked-up rows come
+            # from, quantized as an activation; the Gather's output stays on its grid, unquantized.
+            plan.params["weight"], plan.output = act, None
+            plan.reasons["params"] = "embedding table: quantized as an activation (aimet-onnx)"
         plans[name] = plan
     # 2. foldable BatchNorms and supergroups: no quantizer inside a fused chain.
     fused_outputs: set[str] = set()
@@ -235,8 +240,10 @@ def _needs_input_quantizer(
     if source.op == "get_attr":
         return True  # a constant (buffer) feeding an op: quantize it where it is used
     if source.op == "call_module" and str(source.target) in plans:
-        name = str(source.target)
-        return plans[name].output is None and name not in fused
+        plan = plans[str(source.target)]
+        if plan.op_type == "Gather" and plan.params.get("weight") is not None:
+            return False  # rows of a quantized table
+        return plan.output is None and plan.name not in fused
     # Computation the preparer left as a function, or a module with no quantized counterpart: quantized
     # at its readers, unless the function is an op the config leaves unquantized (a Cast, default
     # config): aimet-onnx has one quantizer per tensor, disabled there, and none at the readers

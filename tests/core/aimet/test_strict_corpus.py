@@ -76,11 +76,12 @@ GAPS = {
     "for bit (inf dB, top-1 100 %) with AIMET's rounding (target rounding: half_away); with lowbit's "
     "default half-to-even rounding 35.1 / 34.4 / 34.8 dB, from ties: random-init attention is uniform "
     "(softmax 1/6 = 42.5 codes of 1/255). The TorchScript "
-    "exporter cannot export it (aten::diff); its .pt2 does not load: the fused Attention module "
-    "(lowbit: one output quantizer) exports as Mul/MatMul/Where/Add/Softmax/Where/MatMul whose every "
-    "output aimet-onnx quantizes (its bool-mask constants 0 and -inf included), and nn.Embedding "
-    "keeps an output quantizer and a symmetric table where aimet-onnx quantizes the table as an "
-    "activation and leaves the Gather output alone",
+    "exporter cannot export it (aten::diff). Its .pt2 does not load, only because of attention: "
+    "lowbit keeps scaled_dot_product_attention as one fused module (one output quantizer), the "
+    "TorchScript exporter writes it as Mul/Mul/MatMul/Where/Add/Softmax/IsNaN-Where/MatMul and "
+    "aimet-onnx quantizes every one of those outputs, the bool mask's Constant 0 and -inf included "
+    "(10 tensors per layer), and V's quantizer (the c_attn output) symmetric as P.V's second input; "
+    "its Conv1D (addmm), tied lm_head, embedding tables and position Cast agree",
     "t5_encoder/swin": "do not load strictly yet",
 }
 
