@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         import onnx
 
         user_graph = onnx.load(str(loaded.path), load_external_data=False).graph
-    sim.load_encodings(doc, strict=True, user_graph=user_graph)
+    ignored: dict[str, str] = {}
+    sim.load_encodings(doc, strict=True, user_graph=user_graph, ignored=ignored)
     result = sim.export(args.out, encoding_version=args.encoding_version, qdq=not args.no_qdq)
     print(
         json.dumps(
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
                 "onnx": str(result.onnx),
                 "encodings": str(result.encodings),
                 "qdq_onnx": str(result.qdq_onnx) if result.qdq_onnx else None,
+                # Entries of the file that set no quantizer, and why (none of them changes the result).
+                "ignored": ignored,
             },
             indent=2,
         )

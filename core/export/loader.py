@@ -97,6 +97,7 @@ def load_encodings(
     strict: bool = True,
     tensor_map: TensorMap | None = None,
     user_graph: Any = None,
+    ignored: dict[str, str] | None = None,
 ) -> list[str]:
     """Set the sim's quantizers from an encodings file (0.6.1 / 1.0.0 / 2.0.0), a parsed dict or doc.
 
@@ -107,6 +108,8 @@ def load_encodings(
     earlier frozen encoding. Returns the keys of the quantizers that were set. ``user_graph``: the
     ONNX graph the model was imported from, whose data-movement outputs a file written by AIMET for
     that graph may encode (copies of an encoding it holds; lowbit's graph may not have the tensor).
+    ``ignored``: filled with the file's names that set no quantizer and why (non-strict: also those
+    that match nothing).
     """
     if isinstance(source, EncodingsDoc):
         doc, where = source, str(source.source or "encodings")
@@ -125,6 +128,11 @@ def load_encodings(
         graph = proto.graph
         walker = GridGraph(graph)
         bounds = clip_bound_names(proto)  # written by export for AIMET; the sim has no quantizer there
+    user_tensors = None
+    if user_graph is not None and graph is not None:
+        from core.export.user_inputs import UserTensors
+
+        user_tensors = UserTensors.of(sim.model, graph, user_graph)
     quantizers = sim.quantizers()
     params = dict(sim.model.named_parameters())
     used: set[str] = set()
@@ -134,6 +142,9 @@ def load_encodings(
         binding = tensor_map.bindings.get(key)
         # A file written for aimet-onnx holds it in front of grid-preserving ops (grid_preserving.py).
         record = record_upstream(doc, walker, binding.tensor) if binding is not None else None
+        if record is None and binding is not None and user_tensors is not None:
+            # AIMET run on the user's file names it as that file does (core/export/user_inputs.py).
+            record = next(filter(None, map(doc.get, user_tensors.candidates(binding))), None)
         if record is None:
             if q.enabled:
                 missing.append(key if binding is None else f"{key} (tensor {binding.tensor!r})")
@@ -160,7 +171,34 @@ def load_encodings(
     from core.export.decomposed_ops import decomposed_op_names
 
     inside = set().union(*(decomposed_op_names(g, doc, used) for g in (graph, user_graph) if g is not None))
-    unknown = sorted(doc.names() - used - accumulator - bounds - copies - inside)
+    exact: set[str] = set()
+    again: set[str] = set()
+    if user_graph is not None:
+        from core.export.user_inputs import encoded_again_downstream, exactly_represented
+
+        rest = doc.names() - used - accumulator - bounds - copies - inside
+        exact = exactly_represented(user_graph, doc, rest)
+        again = encoded_again_downstream(user_graph, doc, rest - exact, used)
+    unknown = sorted(doc.names() - used - accumulator - bounds - copies - inside - exact - again)
+    if ignored is not None:
+        reasons = [
+            (
+                accumulator,
+                "int32 bias: the sim derives the accumulator grid from the input and weight encodings",
+            ),
+            (bounds, "constant Clip bound or Pad fill: the sim has no quantizer there"),
+            (copies, "output of a value-moving op whose input the file encodes: the same values"),
+            (
+                inside,
+                "intermediate of an op the ONNX graph decomposes: the sim derives it from the op's input grid",
+            ),
+            (exact, "constant the encoding represents exactly: quantizing it changes nothing"),
+            (again, "read only by grid-preserving ops whose outputs the file encodes alike: rounded there"),
+            (set(unknown), "matches no quantizer of this sim"),
+        ]
+        for names, why in reasons:
+            for name in sorted(names & doc.names() - used):
+                ignored.setdefault(name, why)
     if strict and (missing or unknown):
         parts = []
         if missing:
@@ -173,6 +211,11 @@ def load_encodings(
         q.set_encoding(enc)
         if freeze:
             q.freeze()
+    if user_graph is not None:
+        from core.export.user_chains import adopt_user_chains
+
+        for name in adopt_user_chains(sim, user_graph, doc):
+            (ignored or {}).pop(name, None)  # the sim rounds on it now
     for module in sim.quantized_modules().values():
         clear = getattr(module, "clear_param_cache", None)
         if clear is not None:

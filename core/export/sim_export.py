@@ -255,6 +255,19 @@ def export_sim(
     out.mkdir(parents=True, exist_ok=True)
     proto, tmap = trace_tensor_map(sim, input_names, output_names, opset)
     doc, items, warnings = collect_encodings(sim, tmap)
+    # A decomposed activation the sim rounds over the user's own chain (encodings AIMET wrote for it).
+    from core.export.user_chains import export_user_chains
+
+    for name, enc in export_user_chains(sim, proto.graph, tmap.as_dict()):
+        doc.activations[name] = EncodingRecord.from_encoding(name, enc)
+        items.append(
+            (
+                TensorBinding(
+                    quantizer=f"decomposed.{name}", module="", role="output", index="0", tensor=name
+                ),
+                enc,
+            )
+        )
     move_to_sources(doc, proto)  # where aimet-onnx places them (same arithmetic: the op is on the grid)
     act_bw = int(doc.quantizer_args.get("activation_bitwidth", 8))
     add_clip_bound_encodings(doc, proto, act_bw)

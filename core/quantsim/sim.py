@@ -311,12 +311,14 @@ class QuantSim:
         freeze: bool = False,
         strict: bool = True,
         user_graph: Any = None,
+        ignored: dict[str, str] | None = None,
     ) -> None:
         """Load an encodings file (AIMET 0.6.1 / 1.0.0 / 2.0.0) written for this model (``user_graph``:
-        the ONNX graph it was imported from, see core.export.loader.load_encodings)."""
+        the ONNX graph it was imported from; ``ignored`` collects the entries that set no quantizer and
+        why; see core.export.loader.load_encodings)."""
         from core.export import load_encodings
 
-        load_encodings(self, source, freeze=freeze, strict=strict, user_graph=user_graph)
+        load_encodings(self, source, freeze=freeze, strict=strict, user_graph=user_graph, ignored=ignored)
         self.apply_target_arithmetic()
         for m in self.quantized_modules().values():
             m.clear_param_cache()
