@@ -35,6 +35,7 @@ from core.quantsim.config import Override, QuantSimConfig
 from core.quantsim.data_movement import NOT_QUANTIZED_MODULES, is_data_movement
 from core.quantsim.exception_rules import apply_exception_rules
 from core.quantsim.supergroups import FOLDABLE_INTO, excluded_from_supergroups, supergroup_chains
+from core.quantsim.ties import tie_concat_inputs
 
 _PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
 _FOLDABLE_INTO = FOLDABLE_INTO
@@ -72,6 +73,9 @@ class ModulePlan:
     act_scheme: str
     output_constraint: tuple[float, float | None] | None = None
     reasons: dict[str, str] = field(default_factory=dict)
+    # Other quantizers ("<module>.output.0", "<module>.input.<i>") that are this module's output
+    # quantizer, one object (core/quantsim/ties.py).
+    shares: list[str] = field(default_factory=list)
 
 
 def is_quantizable(module: nn.Module) -> bool:
@@ -189,6 +193,8 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
         for name, plan in plans.items():
             if fnmatch.fnmatchcase(name, override.pattern):
                 _apply_override(plan, override, modules[name], params, config.target.weight_bits)
+    # 8. a Concat's single-reader inputs share its output quantizer, as aimet-onnx ties them.
+    tie_concat_inputs(gm, plans, _true_producer)
     del nodes
     return plans
 

@@ -142,10 +142,25 @@ class QuantSim:
                 outputs=outputs if plan.output is not None else [],
                 params={p: make_param(p, s) for p, s in plan.params.items()},
             )
+        self._share_tied_quantizers()
         if self.config.target.rounds_decomposed_ops:
             from core.quantsim.decomposed import attach_per_node_rounding
 
             attach_per_node_rounding(self)
+
+    def _share_tied_quantizers(self) -> None:
+        """Install one quantizer object for each set of tied quantizers (core/quantsim/ties.py).
+
+        Outer Concats first, so a Concat tied into another passes the outer one's quantizer on.
+        """
+        for node in reversed(list(self.model.graph.nodes)):
+            plan = self.plans.get(str(node.target)) if node.op == "call_module" else None
+            if plan is None or not plan.shares:
+                continue
+            shared = cast("QuantizationMixin", self.model.get_submodule(plan.name)).output_quantizers[0]
+            for key in plan.shares:
+                module, role, index = key.rsplit(".", 2)
+                getattr(self.model.get_submodule(module), f"{role}_quantizers")[int(index)] = shared
 
     def use_io_of(self, loaded: Any) -> None:
         """Export with ``loaded``'s (a core.io.LoadedModel) input/output names and dynamic dimensions."""
@@ -220,7 +235,10 @@ class QuantSim:
         self.compute_param_encodings()
         batches: Any = data.batches(batch_size) if hasattr(data, "batches") else data
         total = num_batches or (len(batches) if hasattr(batches, "__len__") else None)
-        act = [q for q in self.activation_quantizers().values() if q.enabled and not q.frozen]
+        # Tied quantizers are one object under several keys: observe it once.
+        act = list(
+            {id(q): q for q in self.activation_quantizers().values() if q.enabled and not q.frozen}.values()
+        )
         device = _device_of(self.model)
         was_training = self.model.training
         self.model.eval()

@@ -22,8 +22,12 @@ aimet-onnx does (core/quantsim/decomposed.py). ViT (dynamo exporter, default con
 GELUs on wide MLP activations, where simulating GELU as one op instead cost 26.6 dB. MiniLM-L6
 (pretrained, dynamo and TorchScript exporters): its fp16-stored embedding tables lie on exact half
 steps of their grids, so lowbit simulates with AIMET's rounding (target ``rounding: half_away``,
-``AIMET_ARITHMETIC``): AIMET's config files say where quantizers go, not how its kernel rounds. See
-the module's ``GAPS`` for what does not hold yet.
+``AIMET_ARITHMETIC``): AIMET's config files say where quantizers go, not how its kernel rounds. MobileViT
+(TorchScript exporter): size arithmetic on a Shape cast to float (the Cast's output unquantized), a
+Resize whose output's Shape is read beside its Reshape, and Concats whose single-reader inputs share
+the Concat's output quantizer (core/quantsim/ties.py; 39.3 dB before). Whisper (TorchScript exporter):
+Conv1d front end, GELU nodes, the sinusoidal position table. See the module's ``GAPS`` for what does
+not hold yet.
 """
 
 from __future__ import annotations
@@ -59,13 +63,6 @@ GAPS = {
     "down-projection weights (range +-8) and the residual sum after it (range 0..213, step 0.84) each "
     "alone cost 8.5 / 10.7 dB, the cost is spread (the 12 worst quantizers off: still 14.6 dB), and a "
     "1-LSB step in that residual moves LayerNorm outputs by up to 19 LSBs",
-    "mobilevit": "loads strictly (both exporters; the TorchScript file since a Cast's float output stays "
-    "unquantized and a Shape reader no longer pins the Resize output's encoding at the Reshape): default "
-    "config 39.3 dB, top-1 100 % on both (15.9 dB before lowbit rounded SiLU's Sigmoid node). All of the "
-    "rest is aimet-onnx's Concat tie: a Concat input that feeds nothing else (conv_projection's SiLU, "
-    "three times) is quantized with the Concat output's quantizer, where lowbit rounds it on its own "
-    "grid and then on the Concat's (with lowbit's three quantizers off the outputs are identical). "
-    "aimet-onnx ties a Resize's output to its input's quantizer too; MobileViT's Resize keeps the size",
     "whisper_encoder": "loads strictly (both exporters) and matches bit for bit with AIMET's rounding "
     "(target rounding: half_away): default and HTP v73 configs inf dB, top-1 100 % (dynamo 1.0.0, "
     "TorchScript 2.0.0). With lowbit's default half-to-even rounding: default 54.2/53.0 dB, HTP v73 "
@@ -108,7 +105,8 @@ CASES = [
     pytest.param(  # Gemm(transB=0) -> Split into q, k, v; softmax values on exact ties
         "gpt2", "onnx", "default_config.json", "1.0.0", id="gpt2-onnx-default-1.0.0", marks=pytest.mark.slow
     ),
-    pytest.param(  # TorchScript file: size arithmetic (Shape -> Cast -> Div -> Ceil), Resize read by Shape
+    pytest.param(  # TorchScript file: size arithmetic (Shape -> Cast -> Div -> Ceil), Resize read by Shape,
+        # Concat inputs tied to its output quantizer; identical outputs
         "mobilevit",
         "onnx-legacy",
         "default_config.json",
