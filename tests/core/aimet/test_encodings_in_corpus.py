@@ -14,6 +14,11 @@ as ``0.5 · (1 + erf(x/√2)) · x``, rounded on AIMET's calibrated intermediate
 chain and grid-derived encodings gave ViT 25.7 dB); 2.0.0 embedding tables encoded again at their
 ``Gather`` outputs. BERT's case runs AIMET's int32-bias export, which needs the shared zero biases
 duplicated first (``duplicate_shared_initializers``, as aimet-onnx asks): the user's file is that one.
+
+MobileViT (its Resize, LayerNorm weights, SiLU as Sigmoid · x): lowbit's QDQ model computes what
+aimet-onnx's own QDQ export of the same sim (``to_onnx_qdq``) computes in ONNX Runtime, bit for bit; both
+are 25.9 dB from aimet-onnx's session outputs (top-1 100 %), a difference inside aimet-onnx (its
+QcQuantizeOp kernels vs its QDQ model), so that case compares with AIMET's QDQ model.
 """
 
 from __future__ import annotations
@@ -35,19 +40,23 @@ from tests.corpus.models import sample_inputs
 def _exact_qdq(path, feed: dict[str, np.ndarray]) -> np.ndarray:
     options = ort.SessionOptions()
     options.add_session_config_entry("session.disable_quant_qdq", "1")  # the QDQ arithmetic as written
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     return session.run(None, {i.name: feed[i.name] for i in session.get_inputs()})[0]
 
 
 CASES = [
-    pytest.param("vit", "1.0.0", False, id="vit-default-1.0.0"),
-    pytest.param("bert", "2.0.0", True, id="bert-default-2.0.0-int32_bias", marks=pytest.mark.slow),
+    pytest.param("vit", "1.0.0", False, "session", id="vit-default-1.0.0"),
+    pytest.param(
+        "bert", "2.0.0", True, "session", id="bert-default-2.0.0-int32_bias", marks=pytest.mark.slow
+    ),
+    pytest.param("mobilevit", "1.0.0", False, "qdq", id="mobilevit-default-1.0.0", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize(("name", "version", "int32_bias"), CASES)
+@pytest.mark.parametrize(("name", "version", "int32_bias", "oracle"), CASES)
 def test_aimet_encodings_of_a_transformer_onnx_reproduce_aimets_simulation(
-    aimet, tmp_path, capsys, name, version, int32_bias
+    aimet, tmp_path, capsys, name, version, int32_bias, oracle
 ):
     entry = corpus_entries([name])[0]
     path = entry.path("onnx")
@@ -69,6 +78,9 @@ def test_aimet_encodings_of_a_transformer_onnx_reproduce_aimets_simulation(
     samples = sample_inputs(entry.spec, 4, seed=99)  # not the calibration samples
     feed = {n: samples[n].numpy() for n in names}
     theirs = asim.session.run(None, feed)[0]
+    if oracle == "qdq":  # aimet-onnx's own QDQ export of its sim, in ONNX Runtime (see the module docstring)
+        session_outputs, theirs = theirs, _exact_qdq(asim.to_onnx_qdq().SerializeToString(), feed)
+        assert compare_outputs(session_outputs, theirs)["top1_agreement"] == 1.0
     fp32 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
 
     out = tmp_path / "lowbit"
@@ -77,10 +89,10 @@ def test_aimet_encodings_of_a_transformer_onnx_reproduce_aimets_simulation(
     assert lowbit(argv) == 0, capsys.readouterr().err
     report = json.loads(capsys.readouterr().out)
     agreement = compare_outputs(theirs, _exact_qdq(out / "model_qdq.onnx", feed))
-    assert agreement["top1_agreement"] == 1.0 and agreement["sqnr_db"] >= 35.0, agreement
+    assert agreement["top1_agreement"] == 1.0 and agreement["sqnr_db"] >= 60.0, agreement  # measured: inf
     assert compare_outputs(fp32, theirs)["sqnr_db"] < 60  # AIMET's file quantizes: a real comparison
     # What set no quantizer is named with its reason; nothing matched nothing.
-    assert report["ignored"] and all(report["ignored"].values()), report
+    assert all(report["ignored"].values()), report
     assert not [n for n, why in report["ignored"].items() if why.startswith("matches no")], report
     onnx.checker.check_model(onnx.load(out / "model.onnx"))
 
