@@ -72,7 +72,7 @@ def _run(chain: tuple[ChainNode, ...], x: torch.Tensor) -> torch.Tensor:
     return values[chain[-1].name]
 
 
-def _same_function(chain: tuple[ChainNode, ...], reference: tuple[ChainNode, ...]) -> bool:
+def same_function(chain: tuple[ChainNode, ...], reference: tuple[ChainNode, ...]) -> bool:
     """Whether two chains compute the same function (in float, over [-8, 8])."""
     x = torch.linspace(-8.0, 8.0, 513)
     return bool(torch.allclose(_run(chain, x), _run(reference, x), rtol=1e-5, atol=1e-6))
@@ -114,7 +114,7 @@ def adopt_user_chains(sim: Any, user_graph: onnx.GraphProto, doc: EncodingsDoc) 
         if not isinstance(base, PerNodeRounding) or output is None:
             continue
         chain = user_chain(user_graph, output, stops)
-        if chain is None or not _same_function(chain, base.chain):
+        if chain is None or not same_function(chain, base.chain):
             continue
         src = base.input_quantizer()
         records = [doc.get(node.name) for node in chain[:-1]]
@@ -136,14 +136,15 @@ def adopt_user_chains(sim: Any, user_graph: onnx.GraphProto, doc: EncodingsDoc) 
 
 def _rewrite(
     graph: onnx.GraphProto, old: tuple[ChainNode, ...], new: tuple[ChainNode, ...], x: str
-) -> dict[str, str]:
+) -> dict[str, str] | None:
     """Replace ``old``'s nodes in ``graph`` by ``new``'s, computing the same output tensor; returns the
-    graph's name of each of ``new``'s intermediates and scalar constants (by chain name / const name)."""
+    graph's name of each of ``new``'s intermediates and scalar constants (by chain name / const name), or
+    None (graph untouched) when another node reads an intermediate of ``old``."""
     old_outputs = {n.name for n in old}
     old_nodes = [n for n in graph.node if n.output and n.output[0] in old_outputs]
     outside = [n for n in graph.node if not (n.output and n.output[0] in old_outputs)]
     if {i for n in outside for i in n.input} & (old_outputs - {old[-1].name}):
-        raise ValueError("an intermediate of the exported chain is read outside it")
+        return None
     out = old[-1].name
     taken = {o for n in graph.node for o in n.output} | {t.name for t in graph.initializer}
     names = {n.name: n.name if n.name not in taken else f"{out}/{n.name}" for n in new[:-1]}
@@ -194,10 +195,12 @@ def export_user_chains(sim: Any, graph: onnx.GraphProto, tensors: dict[str, str]
             continue
         src = rounding.input_quantizer()
         old = user_chain(graph, output, stops)
-        if src is None or old is None or not _same_function(old, rounding.chain):
+        if src is None or old is None or not same_function(old, rounding.chain):
             continue
         x = _input_of(graph, old)
         names = _rewrite(graph, old, rounding.chain, x)
+        if names is None:
+            continue
         quantizers = rounding._intermediates(src, torch.device("cpu"))
         for node, q in zip(rounding.chain[:-1], quantizers, strict=True):
             written.append((names[node.name], q.encoding))
@@ -218,4 +221,4 @@ def _input_of(graph: onnx.GraphProto, chain: tuple[ChainNode, ...]) -> str:
     raise ValueError("chain without input")
 
 
-__all__ = ["adopt_user_chains", "export_user_chains", "user_chain"]
+__all__ = ["adopt_user_chains", "export_user_chains", "same_function", "user_chain"]
