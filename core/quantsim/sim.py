@@ -95,6 +95,11 @@ class QuantSim:
             fp_model = prepare_model(model, self.example_inputs)
         self.fp_model: fx.GraphModule = fp_model.eval()
         self.model: fx.GraphModule = copy.deepcopy(self.fp_model)
+        if cfg.target.rounds_decomposed_ops:
+            # Attention as the ONNX nodes the export writes, each quantized as the target does.
+            from core.graph.attention import decompose_attention
+
+            decompose_attention(self.model)
         self.plans: dict[str, ModulePlan] = plan_quantizers(self.model, cfg, self.params)
         self._install()
 

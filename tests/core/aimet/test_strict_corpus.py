@@ -26,8 +26,10 @@ steps of their grids, so lowbit simulates with AIMET's rounding (target ``roundi
 (TorchScript exporter): size arithmetic on a Shape cast to float (the Cast's output unquantized), a
 Resize whose output's Shape is read beside its Reshape, and Concats whose single-reader inputs share
 the Concat's output quantizer (core/quantsim/ties.py; 39.3 dB before). Whisper (TorchScript exporter):
-Conv1d front end, GELU nodes, the sinusoidal position table. See the module's ``GAPS`` for what does
-not hold yet.
+Conv1d front end, GELU nodes, the sinusoidal position table. BERT and GPT-2 .pt2 files: lowbit's export
+writes ``scaled_dot_product_attention`` as ten nodes per layer that aimet-onnx quantizes one by one;
+with AIMET's config files lowbit simulates those nodes, each with its own calibrated quantizer
+(core/graph/attention.py). See the module's ``GAPS`` for what does not hold yet.
 """
 
 from __future__ import annotations
@@ -74,13 +76,12 @@ GAPS = {
     "for bit (inf dB, top-1 100 %) with AIMET's rounding (target rounding: half_away); with lowbit's "
     "default half-to-even rounding 35.1 / 34.4 / 34.8 dB, from ties: random-init attention is uniform "
     "(softmax 1/6 = 42.5 codes of 1/255). The TorchScript "
-    "exporter cannot export it (aten::diff). Its .pt2 does not load, only because of attention: "
-    "lowbit keeps scaled_dot_product_attention as one fused module (one output quantizer), the "
-    "TorchScript exporter writes it as Mul/Mul/MatMul/Where/Add/Softmax/IsNaN-Where/MatMul and "
-    "aimet-onnx quantizes every one of those outputs, the bool mask's Constant 0 and -inf included "
-    "(10 tensors per layer), and V's quantizer (the c_attn output) symmetric as P.V's second input; "
-    "its Conv1D (addmm), tied lm_head, embedding tables and position Cast agree. BERT's .pt2 "
-    "fails on its fused attention the same way",
+    "exporter cannot export it (aten::diff). Its .pt2 loads strictly and matches bit for bit (default, "
+    "per-channel 2.0.0, HTP v73; inf dB, top-1 100 %) since per_node targets simulate "
+    "scaled_dot_product_attention as the nodes the TorchScript exporter writes for it "
+    "(core/graph/attention.py: Mul/Mul/MatMul/Where(0, -inf)/Add/Softmax/IsNaN-Where/MatMul, each "
+    "quantized as aimet-onnx does, V symmetric as P.V's second input); BERT's .pt2 likewise (see CASES). "
+    "Causal attention (is_causal) and a scale left to the exporter stay one fused module",
     "t5_encoder/swin": "do not load strictly yet",
 }
 
@@ -104,6 +105,17 @@ CASES = [
     ),
     pytest.param(  # Gemm(transB=0) -> Split into q, k, v; softmax values on exact ties
         "gpt2", "onnx", "default_config.json", "1.0.0", id="gpt2-onnx-default-1.0.0", marks=pytest.mark.slow
+    ),
+    pytest.param(  # .pt2: scaled_dot_product_attention with a bool mask, per node (core/graph/attention.py)
+        "bert", "pt2", "default_config.json", "1.0.0", id="bert-pt2-default-1.0.0", marks=pytest.mark.slow
+    ),
+    pytest.param(  # .pt2: GPT-2's attention the same way, its Conv1D (addmm) and tied lm_head
+        "gpt2",
+        "pt2",
+        "htp_quantsim_config_v73.json",
+        "2.0.0",
+        id="gpt2-pt2-htp_v73-2.0.0",
+        marks=pytest.mark.slow,
     ),
     pytest.param(  # TorchScript file: size arithmetic (Shape -> Cast -> Div -> Ceil), Resize read by Shape,
         # Concat inputs tied to its output quantizer; identical outputs
