@@ -17,8 +17,9 @@ duplicated first (``duplicate_shared_initializers``, as aimet-onnx asks): the us
 
 MobileViT (its Resize, LayerNorm weights, SiLU as Sigmoid · x): lowbit's QDQ model computes what
 aimet-onnx's own QDQ export of the same sim (``to_onnx_qdq``) computes in ONNX Runtime, bit for bit; both
-are 25.9 dB from aimet-onnx's session outputs (top-1 100 %), a difference inside aimet-onnx (its
-QcQuantizeOp kernels vs its QDQ model), so that case compares with AIMET's QDQ model.
+are 25.9 dB from aimet-onnx's session outputs (top-1 100 %): its QcQuantizeOp kernel rounds half away
+from zero where ONNX Runtime's QuantizeLinear rounds half to even, and ties occur. lowbit's sim under the
+same config with ``target.rounding: half_away`` computes the session's outputs bit for bit.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from core.cli import main as lowbit
 from core.export.runtime import compare_outputs
+from core.io import load_model
+from core.quantsim import QuantSim
 from tests.corpus.build import corpus_entries
 from tests.corpus.models import sample_inputs
 
@@ -81,6 +85,15 @@ def test_aimet_encodings_of_a_transformer_onnx_reproduce_aimets_simulation(
     if oracle == "qdq":  # aimet-onnx's own QDQ export of its sim, in ONNX Runtime (see the module docstring)
         session_outputs, theirs = theirs, _exact_qdq(asim.to_onnx_qdq().SerializeToString(), feed)
         assert compare_outputs(session_outputs, theirs)["top1_agreement"] == 1.0
+        # lowbit's sim rounding half away from zero, as aimet-onnx's kernel does, computes its session's outputs.
+        half_away = json.loads(cfg.read_text()) | {"target": {"rounding": "half_away"}}
+        (tmp_path / "half_away.json").write_text(json.dumps(half_away))
+        sim = QuantSim(load_model(str(path)), config=str(tmp_path / "half_away.json"))
+        sim.load_encodings(encodings, user_graph=model.graph)
+        with torch.no_grad():
+            ours = sim.model(*(samples[n] for n in names))
+        agreement = compare_outputs(session_outputs, np.asarray(getattr(ours, "logits", ours)))
+        assert agreement["top1_agreement"] == 1.0 and agreement["sqnr_db"] >= 60.0, agreement  # measured: inf
     fp32 = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
 
     out = tmp_path / "lowbit"
