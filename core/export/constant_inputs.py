@@ -6,7 +6,9 @@ knows), so its strict loader expects an encoding for each. The target reads them
 an encoding from the value itself (AIMET's min-max on a scalar: the grid spans [min(v, 0), max(v, 0)])
 represents the bound exactly, so adding them changes nothing the model computes. A constant Pad's
 fill value (``constant_value``, input 2) is such an input too; aimet-onnx quantizes it whether or not
-the Pad's output is quantized (it is not: Pad is grid-preserving).
+the Pad's output is quantized (it is not: Pad is grid-preserving). The Pad's data is quantized when
+its input carries an encoding, or a tensor it was reshaped/transposed from does (Swin pads the
+normalized hidden state, reshaped to a grid, before its window partition).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
+from core.export.grid_preserving import GRID_PRESERVING_OPS
 from core.export.records import EncodingRecord, EncodingsDoc
 from core.quant.encoding import Encoding, QuantSpec
 
@@ -49,6 +52,7 @@ def add_clip_bound_encodings(doc: EncodingsDoc, model: onnx.ModelProto, bitwidth
     if bitwidth > 16:
         return []
     constants = constant_values(model.graph)
+    producers = {o: n for n in model.graph.node for o in n.output}
     added = []
     for node in model.graph.node:
         if node.op_type == "Clip" and node.output and node.output[0] in doc.activations:
@@ -56,7 +60,7 @@ def add_clip_bound_encodings(doc: EncodingsDoc, model: onnx.ModelProto, bitwidth
         elif (
             node.op_type == "Pad"
             and len(node.input) > 2
-            and doc.activations.keys() & {*node.input[:1], *node.output}
+            and (node.output[0] in doc.activations or _quantized_upstream(doc, producers, node.input[0]))
         ):
             names = node.input[2:3]
         else:
@@ -74,3 +78,15 @@ def add_clip_bound_encodings(doc: EncodingsDoc, model: onnx.ModelProto, bitwidth
             doc.activations[name] = EncodingRecord.from_encoding(name, enc)
             added.append(name)
     return added
+
+
+def _quantized_upstream(doc: EncodingsDoc, producers: dict[str, onnx.NodeProto], tensor: str) -> bool:
+    """Whether ``tensor``, or the data input of a chain of grid-preserving ops producing it, has an encoding."""
+    while tensor:
+        if tensor in doc.activations or tensor in doc.params:
+            return True
+        node = producers.get(tensor)
+        if node is None or node.op_type not in GRID_PRESERVING_OPS or not node.input:
+            return False
+        tensor = node.input[0]
+    return False

@@ -126,7 +126,7 @@ def load_encodings(
 
         proto, tensor_map = trace_tensor_map(sim)
         graph = proto.graph
-        walker = GridGraph(graph)
+        walker = GridGraph(graph, proto.opset_import)
         bounds = clip_bound_names(proto)  # written by export for AIMET; the sim has no quantizer there
     user_tensors = None
     if user_graph is not None and graph is not None:

@@ -11,7 +11,7 @@ import operator
 import torch
 from torch import fx, nn
 
-from core.graph.fx_functions import PAD_FUNCTIONS, VALUE_PRESERVING_FUNCTIONS
+from core.graph.fx_functions import FUNCTION_OP_TYPES, PAD_FUNCTIONS, VALUE_PRESERVING_FUNCTIONS
 from core.graph.op_types import has_op_type, onnx_op_type
 
 # Op types whose output holds exactly the values of their (first) input, so the quantization
@@ -146,8 +146,27 @@ def pads_zero(node: fx.Node) -> bool:
     return mode != "constant" or value in (None, 0, 0.0)
 
 
+def _is_float(node: object) -> bool | None:
+    """Whether an fx node's value is floating point; None when its metadata does not say."""
+    if not isinstance(node, fx.Node):
+        return None
+    dtype = getattr(node.meta.get("val", node.meta.get("tensor_meta")), "dtype", None)
+    return None if dtype is None else bool(dtype.is_floating_point)
+
+
+def is_float_cast(node: fx.Node) -> bool:
+    """A Cast (FUNCTION_OP_TYPES) from a float tensor to a float dtype: it moves data, as aimet-onnx
+    delegates a Cast's encoding to its input (T5 casts its embedding lookup to the weights' dtype)."""
+    if node.op != "call_function" or FUNCTION_OP_TYPES.get(node.target) != "Cast" or len(node.args) < 2:
+        return False
+    dtype = node.args[1]
+    return isinstance(dtype, torch.dtype) and dtype.is_floating_point and _is_float(node.args[0]) is True
+
+
 def is_data_movement(node: fx.Node, gm: fx.GraphModule) -> bool:
     if node.op == "call_function":
+        if FUNCTION_OP_TYPES.get(node.target) == "Cast":
+            return is_float_cast(node)
         if node.target in PAD_FUNCTIONS or (
             isinstance(node.target, torch._ops.OpOverload)
             and node.target.overloadpacket.__name__ in ("constant_pad_nd", "pad")

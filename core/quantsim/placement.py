@@ -34,7 +34,12 @@ from core.quant.encoding import QuantSpec
 from core.quantsim.config import Override, QuantSimConfig
 from core.quantsim.data_movement import NOT_QUANTIZED_MODULES, is_data_movement
 from core.quantsim.exception_rules import apply_exception_rules
-from core.quantsim.supergroups import FOLDABLE_INTO, excluded_from_supergroups, supergroup_chains
+from core.quantsim.supergroups import (
+    FOLDABLE_INTO,
+    excluded_from_supergroups,
+    exported_op_types,
+    supergroup_chains,
+)
 from core.quantsim.ties import tie_concat_inputs
 
 _PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
@@ -137,11 +142,12 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
             plans[bn].params[pname] = None
         plans[bn].reasons["params"] = f"folded into {layer} on target"
     excluded = excluded_from_supergroups(modules)
-    for chain in supergroup_chains(qnodes, op_types, config.supergroups, excluded):
+    chain_types = exported_op_types(op_types, modules)
+    for chain in supergroup_chains(qnodes, chain_types, config.supergroups, excluded):
         for first, second in itertools.pairwise(chain):
             plans[first].output = None
             fused_outputs.add(first)
-            plans[second].reasons["input"] = f"inside supergroup {'+'.join(op_types[c] for c in chain)}"
+            plans[second].reasons["input"] = f"inside supergroup {'+'.join(chain_types[c] for c in chain)}"
     bias_inputs = _matmul_add_biases(qnodes, op_types, modules, gm, config)
     for layer, (add, index) in bias_inputs.items():
         plans[layer].output = None

@@ -30,6 +30,17 @@ def excluded_from_supergroups(modules: dict[str, nn.Module]) -> set[str]:
     return excluded
 
 
+def exported_op_types(op_types: dict[str, str], modules: dict[str, nn.Module]) -> dict[str, str]:
+    """Op types as the exported graph holds them, which is what AIMET's supergroups match: a linear
+    without bias exports as MatMul, not Gemm (so a T5 FFN's MatMul→Relu is no Gemm+Relu chain)."""
+    return {
+        name: "MatMul"
+        if op == "Gemm" and isinstance(modules[name], nn.Linear) and modules[name].bias is None
+        else op
+        for name, op in op_types.items()
+    }
+
+
 def supergroup_chains(
     qnodes: list[fx.Node],
     op_types: dict[str, str],
