@@ -40,7 +40,7 @@ from core.quantsim.supergroups import (
     exported_op_types,
     supergroup_chains,
 )
-from core.quantsim.ties import tie_concat_inputs
+from core.quantsim.ties import tie_concat_inputs, tie_forward_outputs
 
 _PER_CHANNEL_AXIS = {"Conv": 0, "ConvTranspose": 1, "Gemm": 0}
 _FOLDABLE_INTO = FOLDABLE_INTO
@@ -201,6 +201,8 @@ def plan_quantizers(gm: fx.GraphModule, config: QuantSimConfig, params: QuantPar
                 _apply_override(plan, override, modules[name], params, config.target.weight_bits)
     # 8. a Concat's single-reader inputs share its output quantizer, as aimet-onnx ties them.
     tie_concat_inputs(gm, plans, _true_producer)
+    # 9. a Relu's/AveragePool's output shares its input's quantizer, as aimet-onnx ties them.
+    tie_forward_outputs(gm, plans, _true_producer)
     del nodes
     return plans
 
