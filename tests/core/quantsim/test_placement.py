@@ -51,6 +51,19 @@ class Cumsum(nn.Module):
         return self.fc2(torch.cumsum(self.fc1(x), dim=1))  # cumsum has no module: stays a function
 
 
+class FeedForward(nn.Module):
+    """T5's FFN: a bias-less linear (exports as MatMul, not Gemm) into a ReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wi = nn.Linear(8, 16, bias=False)
+        self.act = nn.ReLU()
+        self.wo = nn.Linear(16, 8, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wo(self.act(self.wi(x)))
+
+
 def _sim(model: nn.Module, shape: tuple[int, ...], **kwargs) -> QuantSim:
     torch.manual_seed(0)
     return QuantSim(model.eval(), (torch.randn(*shape),), **kwargs)
@@ -74,6 +87,21 @@ def test_conv_bn_relu_and_add_relu_supergroups_have_no_quantizer_inside():
     # The add's inputs come from quantized outputs (conv2's and relu's): nothing to add there.
     assert not [k for k in keys if k.startswith(f"{add}.input")]
     assert "conv2.output.0" in keys  # conv2 -> add is not a supergroup
+
+
+def test_biasless_linear_relu_is_no_supergroup_and_the_relu_output_shares_its_quantizer():
+    sim = _sim(FeedForward(), (4, 3, 8))
+    quantizers = sim.quantizers()
+    # AIMET sees MatMul→Relu (no supergroup): the MatMul output is quantized, and aimet-onnx ties the
+    # Relu's output quantizer to it (one object, one grid over the MatMul's range).
+    assert quantizers["wi.output.0"] is quantizers["act.output.0"]
+    sim.compute_encodings([torch.randn(4, 3, 8) for _ in range(2)])
+    encoding = quantizers["act.output.0"].encoding
+    assert encoding is not None and float(encoding.min) < 0  # the MatMul's range, not [0, max]
+    x = torch.randn(4, 3, 8)
+    with torch.no_grad():
+        hidden = sim.model.wi(x)  # quantized by its output quantizer
+    assert torch.equal(quantizers["act.output.0"](torch.relu(hidden)), torch.relu(hidden))
 
 
 def test_model_input_bias_and_per_channel_axes():
