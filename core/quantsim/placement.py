@@ -278,7 +278,7 @@ def _constant_derived(gm: fx.GraphModule, modules: dict[str, nn.Module]) -> set[
             # Scalars and integer buffers (a mask's fill, shapes, position ids) are what the target
             # precomputes; a float table (an embedding matrix the converter kept as a constant) is
             # data like a weight: what is looked up in it is quantized, as AIMET does.
-            value = getattr(gm, str(node.target), None)
+            value = _get_attr(gm, str(node.target))
             if not (isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() > 1):
                 derived.add(node.name)
             continue
@@ -403,3 +403,11 @@ def _apply_override(
             per_channel,
             QuantParams(block_size=block, param_dtype=params.param_dtype),
         )
+
+
+def _get_attr(gm: fx.GraphModule, target: str) -> object:
+    """The value of a ``get_attr`` target, dotted paths (``model.layer.table``, torch.export) included."""
+    try:
+        return functools.reduce(getattr, target.split("."), gm)
+    except AttributeError:
+        return None

@@ -96,8 +96,7 @@ GAPS = {
     "t5_encoder/swin (pt2)": "T5's .pt2 loads strictly (default config, 1.0.0, attention per node) but "
     "agrees only to 28.9 dB, top-1 96.9 %: not traced yet (lowbit's own QDQ model differs from its sim "
     "there by up to 0.15, so the QDQ-based tensor diff used for the other models does not apply). "
-    "Swin's .pt2 fails only on relative_position_bias_table: the table indexed by a constant index "
-    "(aten.index on a Parameter) is quantized by aimet-onnx as the Gather's data, by lowbit nowhere",
+    "Swin's .pt2 matches bit for bit (default config)",
 }
 
 CASES = [
@@ -153,6 +152,9 @@ CASES = [
     ),
     pytest.param(  # window partition (Reshape/Transpose), zero Pad, patch merging (Slice/Concat)
         "swin", "onnx-legacy", "default_config.json", "1.0.0", id="swin-onnx_legacy-default-1.0.0"
+    ),
+    pytest.param(  # relative_position_bias_table[index] (a dotted get_attr) added into the attention scores
+        "swin", "pt2", "default_config.json", "1.0.0", id="swin-pt2-default-1.0.0"
     ),
     pytest.param(
         "mobilenet_v2",
