@@ -28,6 +28,7 @@ import onnx
 import torch
 
 from core.export.constant_inputs import constant_values
+from core.export.grid_preserving import GridGraph, record_upstream
 from core.export.records import EncodingRecord, EncodingsDoc
 from core.quant.encoding import Encoding, QuantSpec
 from core.quant.grid_chain import (
@@ -96,6 +97,9 @@ def add_decomposed_op_encodings(
     values: dict[str, np.ndarray] = {}
     root: dict[str, str] = {}
     chain_nodes: list[onnx.NodeProto] = []
+    # A chain's input may be a grid-preserving op's output (wav2vec2's LayerNorm -> Transpose -> GELU,
+    # its positional conv -> Slice -> GELU): the record sits in front of it, the values are the same.
+    moves = GridGraph(graph, model.opset_import if isinstance(model, onnx.ModelProto) else ())
     for node in graph.node:
         fn = ELEMENTWISE_OPS.get(node.op_type)
         if fn is None or not node.output:
@@ -105,8 +109,11 @@ def add_decomposed_op_encodings(
             if name in scalars:
                 args.append(scalars[name].reshape(()).astype(np.float32))
                 continue
-            if name not in values and name in doc.activations:
-                grid = _grid(doc.activations[name])
+            record = doc.activations.get(name) or (
+                record_upstream(doc, moves, name) if name not in values else None
+            )
+            if name not in values and record is not None:
+                grid = _grid(record)
                 if grid is None:
                     break
                 values[name], root[name] = grid, name
@@ -127,7 +134,7 @@ def add_decomposed_op_encodings(
     for node in reversed(chain_nodes):
         out = node.output[0]
         if out in encoded or out in closed:
-            closed.update(i for i in node.input if i in values and i not in encoded)
+            closed.update(i for i in node.input if i in values and i not in encoded and root[i] != i)
     added = []
     spec = QuantSpec(bitwidth=bitwidth)
     op_of = {n.output[0]: n.op_type for n in chain_nodes}

@@ -101,6 +101,14 @@ GAPS = {
 
 CASES = [
     pytest.param("resnet", "onnx", "default_config.json", "1.0.0", id="resnet-onnx-default-1.0.0"),
+    pytest.param(  # GELUs behind a Transpose/Slice (LayerNorm -> Transpose -> GELU); audio sized by calibration
+        "wav2vec2",
+        "onnx",
+        "default_config.json",
+        "1.0.0",
+        id="wav2vec2-onnx-default-1.0.0",
+        marks=pytest.mark.slow,
+    ),
     pytest.param("bert", "onnx", "default_config.json", "1.0.0", id="bert-onnx-default-1.0.0"),
     pytest.param("vit", "onnx", "default_config.json", "1.0.0", id="vit-onnx-default-1.0.0"),
     # A real pretrained MiniLM-L6: fp16-stored word embeddings put entries on exact half steps, which
@@ -178,7 +186,7 @@ CASES = [
 def strict_case(aimet, name: str, fmt: str, config: str, version: str, out) -> dict[str, float]:
     """Quantize the corpus file with lowbit, load its export into aimet-onnx (strict); the agreements."""
     entry = corpus_entries([name])[0]
-    loaded = load_model(entry.path(fmt))
+    loaded = load_model(entry.path(fmt), calib=entry.calibration())  # sized as the CLI sizes it
     calib = load_data(entry.calibration(), loaded.input_names).for_model(loaded)
     cfg = aimet.configs / config
     # AIMET's file as shipped, plus the arithmetic of AIMET's simulation kernel (rounding after the
