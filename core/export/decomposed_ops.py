@@ -125,10 +125,11 @@ def add_decomposed_op_encodings(
             if len(roots) != 1:
                 continue
             out = fn(*(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in args)).numpy()
-            if not np.all(np.isfinite(out)):
-                continue
-            values[node.output[0]], root[node.output[0]] = out, roots.pop()
             chain_nodes.append(node)
+            # A non-finite output (rsqrt's 1 / Sqrt(x) at the grid's 0) ends the chain: its inputs are
+            # still intermediates (the sim rounds them), the output's own quantizer clamps the inf.
+            if np.all(np.isfinite(out)):
+                values[node.output[0]], root[node.output[0]] = out, roots.pop()
     # Keep the intermediates that lead to an encoded output of the same chain (inside a fused op).
     closed: set[str] = set()
     for node in reversed(chain_nodes):

@@ -1,7 +1,8 @@
 """Activations the ONNX export writes as a chain of nodes, rounded node by node where the target does.
 
 lowbit exports at opset 17 (core/export/onnx_export.py), where ONNX has no GELU, SiLU or Mish: the
-exporter writes ``x / √2 → Erf → + 1 → x · → · 0.5`` (and similar chains, :data:`CHAINS`). A target
+exporter writes ``x / √2 → Erf → + 1 → x · → · 0.5`` (and similar chains, :data:`CHAINS`; ONNX
+has no Rsqrt at all, so ``torch.rsqrt`` is ``1 / Sqrt(x)``: T5's RMSNorm in a .pt2, 28.9 dB as one op). A target
 that quantizes every ONNX node output — AIMET's placement, which aimet-onnx's QuantizationSimModel
 and a QNN graph built from its encodings follow — rounds each intermediate of the chain to its own
 8-bit grid, and each scalar constant to the encoding of its own value. The encodings it rounds on are
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from core.graph import ops
 from core.quant.encoding import QuantSpec
 from core.quant.grid_chain import (
     ELEMENTWISE_OPS,
@@ -88,6 +90,11 @@ CHAINS: dict[str, tuple[ChainNode, ...]] = {
         ChainNode("tanh", "Tanh", ("softplus",)),
         ChainNode("out", "Mul", ("x", "tanh")),
     ),
+    # torch.rsqrt (T5's RMSNorm in a .pt2): the exporter writes 1 / Sqrt(x).
+    "rsqrt": (
+        ChainNode("sqrt", "Sqrt", ("x",)),
+        ChainNode("out", "Div", (1.0, "sqrt")),
+    ),
 }
 
 
@@ -99,6 +106,8 @@ def chain_of(module: nn.Module) -> tuple[ChainNode, ...] | None:
         return CHAINS["silu"]
     if isinstance(module, nn.Mish):
         return CHAINS["mish"]
+    if isinstance(module, ops.Rsqrt):
+        return CHAINS["rsqrt"]
     return None
 
 

@@ -1,4 +1,4 @@
-"""Activations the export decomposes (GELU, SiLU, Mish at opset 17) are simulated as the target runs them.
+"""Activations the export decomposes (GELU, SiLU, Mish at opset 17; rsqrt as 1 / Sqrt) are simulated as the target runs them.
 
 Given a Linear → activation → Linear model, when the config's target rounds decomposed ops node by
 node (AIMET's placement, ``"per_node"``), then the chain lowbit simulates is the exporter's node for
@@ -24,6 +24,7 @@ from torch import nn
 
 from core.export.reader import read_encodings_file
 from core.export.runtime import compare_outputs
+from core.graph import ops
 from core.quantsim import QuantSim
 from core.quantsim.config import load_config, parse_config
 from core.quantsim.decomposed import chain_of
@@ -34,6 +35,7 @@ ACTIVATIONS = {
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "silu": lambda: nn.SiLU(),
     "mish": lambda: nn.Mish(),
+    "rsqrt": lambda: ops.Rsqrt(),  # T5's RMSNorm in a .pt2; its input made positive below
 }
 
 
@@ -45,6 +47,9 @@ def _config(mode: str, preset: str = "default"):
 def _sim(act: str, mode: str, preset: str = "default", seed: int = 0):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(16, 64), ACTIVATIONS[act](), nn.Linear(64, 10)).eval()
+    if act == "rsqrt":  # a domain of positive values (the Linear's outputs lie within +-6 of its bias)
+        with torch.no_grad():
+            model[0].bias.add_(8.0)
     x = torch.randn(256, 16) * 2
     sim = QuantSim(model, (x[:1],), config=_config(mode, preset))
     sim.compute_encodings([x[:128]])
@@ -86,7 +91,7 @@ def test_per_node_sim_is_the_exported_chain_on_the_files_encodings_and_runs_as_o
     act, tmp_path
 ):
     sim, x = _sim(act, "per_node")
-    module = sim.model.get_submodule("1")
+    module = sim.model.get_submodule("1.rsqrt" if act == "rsqrt" else "1")  # rsqrt traced as a call
     chain = chain_of(module)
     assert chain is not None and module.__dict__.get("_lowbit_per_node") is not None
     result = sim.export(tmp_path, encoding_version="2.0.0")
