@@ -239,16 +239,17 @@ if __name__ == "__main__":  # the wider matrix, by hand: one row per case
 
     from tests.core.aimet.conftest import aimet_oracle
 
+    # `--default-only`: AIMET's default config and 1.0.0 only (the whole corpus in ~2 min quiet).
+    default_only = "--default-only" in sys.argv
     oracle = aimet_oracle()
-    names = sys.argv[1:] or ["mobilenet_style", "resnet", "mobilenet_v2"]
+    names = [a for a in sys.argv[1:] if not a.startswith("--")] or [e.name for e in corpus_entries()]
+    configs = ["default_config.json"]
+    if not default_only:
+        configs += ["default_config_per_channel.json", "htp_quantsim_config_v73.json"]
     for model in names:
         for file_format in ("onnx", "onnx-legacy", "pt2"):
-            for cfg_name in (
-                "default_config.json",
-                "default_config_per_channel.json",
-                "htp_quantsim_config_v73.json",
-            ):
-                for enc_version in ("1.0.0", "2.0.0"):
+            for cfg_name in configs:
+                for enc_version in ("1.0.0",) if default_only else ("1.0.0", "2.0.0"):
                     with tempfile.TemporaryDirectory() as tmp:
                         try:
                             row = strict_case(oracle, model, file_format, cfg_name, enc_version, Path(tmp))
