@@ -14,8 +14,6 @@ fuse Conv+Clip and quantizes the conv outputs; lowbit fuses them, so it refuses 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -23,6 +21,7 @@ import pytest
 
 from core.cli import main as lowbit
 from core.export.runtime import compare_outputs
+from tests.core.aimet.renamed_entry import export_with_renamed_param
 from tests.corpus.build import corpus_entries
 from tests.corpus.models import sample_inputs
 
@@ -79,26 +78,6 @@ def test_aimet_encodings_of_the_users_onnx_reproduce_aimets_simulation(
     assert compare_outputs(fp32, theirs)["sqnr_db"] < 60  # AIMET's file quantizes: a real comparison
 
     # The same file with one tensor renamed: both sides' unmatched names, no traceback.
-    doc = json.loads(encodings.read_text())
-    entries = doc["encodings"] if version == "2.0.0" else doc["param_encodings"]
     weight = next(n.input[1] for n in model.graph.node if n.op_type == "Conv")
-    victim = next(e for e in entries if e["name"] == weight)
-    renamed_from, victim["name"] = victim["name"], "not_in_the_graph_0"
-    bad = tmp_path / "renamed.encodings"
-    bad.write_text(json.dumps(doc))
-    capsys.readouterr()
-    argv = [
-        "export",
-        str(path),
-        "--encodings",
-        str(bad),
-        "--out",
-        str(tmp_path / "bad"),
-        "--config",
-        str(cfg),
-    ]
-    assert lowbit(argv) != 0
-    err = capsys.readouterr().err
-    assert f"(tensor {renamed_from!r})" in err, err  # lowbit's quantizer that found nothing
-    assert "names that match no quantizer of this sim: not_in_the_graph_0" in err, err
-    assert "Traceback" not in err
+    err = export_with_renamed_param(capsys, path, encodings, version, weight, cfg, tmp_path)
+    assert f"(tensor {weight!r})" in err, err  # lowbit's quantizer that found nothing
