@@ -26,7 +26,7 @@ from core.export.user_names import recorded_names
 from core.quant.encoding import QuantSpec
 from core.quant.grid_chain import ELEMENTWISE_OPS
 from core.quant.quantizer import Quantizer
-from core.quantsim.decomposed import ChainNode, PerNodeRounding
+from core.quantsim.decomposed import ChainNode, PerNodeRounding, chain_values
 
 MAX_CHAIN = 16
 
@@ -65,11 +65,7 @@ def user_chain(graph: onnx.GraphProto, output: str, stops: set[str]) -> tuple[Ch
 
 
 def _run(chain: tuple[ChainNode, ...], x: torch.Tensor) -> torch.Tensor:
-    values = {"x": x}
-    for node in chain:
-        args = [values[a] if isinstance(a, str) else torch.tensor(a, dtype=torch.float32) for a in node.args]
-        values[node.name] = ELEMENTWISE_OPS[node.op](*args)
-    return values[chain[-1].name]
+    return chain_values(chain, x)[chain[-1].name]
 
 
 def same_function(chain: tuple[ChainNode, ...], reference: tuple[ChainNode, ...]) -> bool:

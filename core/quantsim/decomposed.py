@@ -111,6 +111,15 @@ def chain_of(module: nn.Module) -> tuple[ChainNode, ...] | None:
     return None
 
 
+def chain_values(chain: tuple[ChainNode, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every node's output when the chain runs, in float32, on ``x``."""
+    values = {"x": x}
+    for node in chain:
+        args = [values[a] if isinstance(a, str) else torch.tensor(a, dtype=torch.float32) for a in node.args]
+        values[node.name] = ELEMENTWISE_OPS[node.op](*args)
+    return values
+
+
 def chain_encodings(
     chain: tuple[ChainNode, ...],
     grid: np.ndarray,
@@ -119,13 +128,9 @@ def chain_encodings(
 ) -> list[Any]:
     """The encoding of every node but the last, from the values the chain takes on ``grid`` (as the
     exporter computes them: core/export/decomposed_ops.py)."""
-    values: dict[str, torch.Tensor] = {"x": torch.from_numpy(grid)}
+    values = chain_values(chain, torch.from_numpy(grid))
     encodings = []
-    for node in chain:
-        args = [values[a] if isinstance(a, str) else torch.tensor(a, dtype=torch.float32) for a in node.args]
-        values[node.name] = ELEMENTWISE_OPS[node.op](*args)
-        if node is chain[-1]:
-            break
+    for node in chain[:-1]:
         fixed = fixed_ranges.get(node.op)
         encodings.append(
             fixed_encoding(*fixed, bitwidth=bitwidth)
